@@ -1,0 +1,137 @@
+import { Construct } from 'constructs';
+import { k8s } from 'cdk8s-plus-27';
+import { GATEWAY_GROUP, GATEWAY_VERSION } from '../topology/constants.js';
+
+const str = (description: string): k8s.JsonSchemaProps => ({ type: 'string', description });
+const int = (description: string, minimum?: number, maximum?: number): k8s.JsonSchemaProps => ({
+  type: 'integer',
+  description,
+  ...(minimum !== undefined && { minimum }),
+  ...(maximum !== undefined && { maximum }),
+});
+
+/**
+ * Endpoint, shared by spec.endpoints and status.activeEndpoints. Field-for-field the OpenYurt v1beta1
+ * Endpoint; we add enums and ranges, so every object this CRD admits is also valid for OpenYurt's.
+ */
+const endpointSchema: k8s.JsonSchemaProps = {
+  type: 'object',
+  description: 'A gateway candidate: everything needed to establish its tunnel or proxy.',
+  required: ['nodeName', 'type'],
+  properties: {
+    nodeName: str('Node hosting this endpoint.'),
+    type: { type: 'string', enum: ['tunnel', 'proxy'], description: 'tunnel (L3 VPN) or proxy (L7).' },
+    port: int('Port other gateways dial.', 1, 65535),
+    underNAT: { type: 'boolean', description: 'The node reaches other regions only through NAT.' },
+    natType: str('NAT type found by NAT traversal.'),
+    publicIP: str('Address other gateways dial.'),
+    publicPort: int('Public port found by NAT traversal.', 0, 65535),
+    config: {
+      type: 'object',
+      additionalProperties: { type: 'string' },
+      description: 'Agent settings, e.g. publicKey, enable-l3-tunnel, enable-l7-proxy.',
+    },
+  },
+};
+
+const labelSelectorSchema: k8s.JsonSchemaProps = {
+  type: 'object',
+  description: 'Nodes managed by the gateway; they share one L3 network.',
+  xKubernetesMapType: 'atomic',
+  properties: {
+    matchLabels: { type: 'object', additionalProperties: { type: 'string' } },
+    matchExpressions: {
+      type: 'array',
+      xKubernetesListType: 'atomic',
+      items: {
+        type: 'object',
+        required: ['key', 'operator'],
+        properties: {
+          key: { type: 'string' },
+          operator: { type: 'string', enum: ['In', 'NotIn', 'Exists', 'DoesNotExist'] },
+          values: { type: 'array', xKubernetesListType: 'atomic', items: { type: 'string' } },
+        },
+      },
+    },
+  },
+};
+
+/** The Gateway CRD (`gateways.raven.openyurt.io`), v1beta1 served and stored, cluster-scoped. */
+export class GatewayCrd extends Construct {
+  constructor(scope: Construct, id: string) {
+    super(scope, id);
+    new k8s.KubeCustomResourceDefinition(this, 'crd', {
+      metadata: { name: `gateways.${GATEWAY_GROUP}` },
+      spec: {
+        group: GATEWAY_GROUP,
+        names: { kind: 'Gateway', listKind: 'GatewayList', plural: 'gateways', singular: 'gateway', shortNames: ['gw'], categories: ['yurt', 'raven'] },
+        scope: 'Cluster',
+        versions: [
+          {
+            name: GATEWAY_VERSION,
+            served: true,
+            storage: true,
+            subresources: { status: {} },
+            additionalPrinterColumns: [
+              { name: 'Exposure', type: 'string', jsonPath: '.spec.exposeType' },
+              { name: 'Tunnel', type: 'string', jsonPath: '.status.activeEndpoints[?(@.type=="tunnel")].nodeName', description: 'Active tunnel endpoint' },
+              { name: 'Proxy', type: 'string', jsonPath: '.status.activeEndpoints[?(@.type=="proxy")].nodeName', description: 'Active proxy endpoints' },
+              { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
+            ],
+            schema: {
+              openApiv3Schema: {
+                type: 'object',
+                description: 'Gateway connects one network domain (region) to the others.',
+                properties: {
+                  apiVersion: { type: 'string' },
+                  kind: { type: 'string' },
+                  metadata: { type: 'object' },
+                  spec: {
+                    type: 'object',
+                    properties: {
+                      nodeSelector: labelSelectorSchema,
+                      exposeType: { type: 'string', enum: ['', 'PublicIP', 'LoadBalancer'], description: 'How other regions reach this gateway.' },
+                      endpoints: { type: 'array', items: endpointSchema, description: 'Candidates in priority order.' },
+                      tunnelConfig: {
+                        type: 'object',
+                        required: ['Replicas'],
+                        properties: { Replicas: int('Active tunnel endpoints.', 0, 1) },
+                      },
+                      proxyConfig: {
+                        type: 'object',
+                        required: ['Replicas'],
+                        properties: {
+                          Replicas: int('Active proxy endpoints.', 0),
+                          proxyHTTPPort: { type: 'string', pattern: '^([0-9]{1,5}(,[0-9]{1,5})*)?$', description: 'Comma-separated HTTP ports proxied to edge nodes.' },
+                          proxyHTTPSPort: { type: 'string', pattern: '^([0-9]{1,5}(,[0-9]{1,5})*)?$', description: 'Comma-separated HTTPS ports proxied to edge nodes.' },
+                        },
+                      },
+                    },
+                  },
+                  status: {
+                    type: 'object',
+                    properties: {
+                      activeEndpoints: { type: 'array', items: endpointSchema },
+                      nodes: {
+                        type: 'array',
+                        items: {
+                          type: 'object',
+                          required: ['nodeName', 'privateIP', 'subnets'],
+                          properties: {
+                            nodeName: { type: 'string' },
+                            privateIP: { type: 'string' },
+                            subnets: { type: 'array', items: { type: 'string' } },
+                          },
+                        },
+                      },
+                    },
+                  },
+                },
+              },
+            },
+          },
+        ],
+      },
+    });
+  }
+}

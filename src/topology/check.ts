@@ -1,0 +1,229 @@
+/**
+ * Semantic checks on the typed model: everything the schema cannot express. Pure; every finding
+ * names the YAML path it is about, says what is wrong and how to fix it. All checks always run,
+ * so a user sees every problem at once.
+ */
+import type { PathSegment, Severity } from './diagnostics.js';
+import { formatPath } from './diagnostics.js';
+import {
+  AGENT_RESERVED_TCP_PORTS,
+  BACKEND_OVERHEAD,
+  IPV6_MIN_MTU,
+  MAX_TUNNEL_REPLICAS,
+} from './constants.js';
+import { type Cidr, findOverlaps, parseCidr, parseIp } from './cidr.js';
+import type { Region, Topology } from './model.js';
+import { endpointsOfType, isReachable } from './model.js';
+
+export interface Finding {
+  readonly path: readonly PathSegment[];
+  readonly severity: Severity;
+  readonly message: string;
+  /** Point at the key rather than the value (for fields that should not be there). */
+  readonly atKey?: boolean;
+}
+
+type Check = (t: Topology, out: Finding[]) => void;
+
+const error = (path: readonly PathSegment[], message: string, atKey = false): Finding => ({
+  path,
+  severity: 'error',
+  message,
+  ...(atKey && { atKey }),
+});
+const warning = (path: readonly PathSegment[], message: string): Finding => ({ path, severity: 'warning', message });
+
+export function check(t: Topology): Finding[] {
+  const out: Finding[] = [];
+  for (const c of CHECKS) c(t, out);
+  return out;
+}
+
+const uniqueRegionNames: Check = (t, out) => {
+  const seen = new Map<string, Region>();
+  // Regions are sorted by name; report the later one in file order.
+  for (const r of [...t.regions].sort((a, b) => Number(a.path[2]) - Number(b.path[2]))) {
+    const first = seen.get(r.name);
+    if (first) {
+      out.push(error([...r.path, 'name'], `duplicate region name "${r.name}" (also ${formatPath(first.path)}); give every region its own name`));
+    } else seen.set(r.name, r);
+  }
+};
+
+/** A node belongs to exactly one region, and an endpoint's node must belong to its region. */
+const nodeMembership: Check = (t, out) => {
+  const owner = new Map<string, { region: Region; path: readonly PathSegment[] }>();
+  const claim = (node: string, region: Region, path: readonly PathSegment[]): void => {
+    const prev = owner.get(node);
+    if (prev && prev.region !== region) {
+      out.push(error(path, `node "${node}" is already in region "${prev.region.name}" (${formatPath(prev.path)}); a node belongs to one region`));
+    } else if (!prev) owner.set(node, { region, path });
+  };
+  for (const r of t.regions) {
+    r.nodes.forEach((n) => claim(n, r, [...r.path, 'nodes', r.nodes.indexOf(n)]));
+  }
+  for (const r of t.regions) {
+    const seen = new Set<string>();
+    for (const e of r.endpoints) {
+      const nodePath = [...e.path, 'node'];
+      claim(e.node, r, nodePath);
+      if (!r.nodeSelector && !r.nodes.includes(e.node)) {
+        out.push(error(nodePath, `endpoint node "${e.node}" is not a member of region "${r.name}"; add it to ${formatPath([...r.path, 'nodes'])} or give the region a nodeSelector that matches it`));
+      }
+      const key = `${e.node}/${e.type}`;
+      if (seen.has(key)) {
+        out.push(error(nodePath, `node "${e.node}" is listed twice as a ${e.type} endpoint of region "${r.name}"; list each candidate once`));
+      }
+      seen.add(key);
+    }
+  }
+};
+
+const addressing: Check = (t, out) => {
+  const pods: { cidr: Cidr; region: Region; path: PathSegment[] }[] = [];
+  for (const r of t.regions) {
+    r.podCIDRs.forEach((text, i) => {
+      // podCIDRs are sorted in the model; point at the entry as written.
+      const path = [...r.path, 'podCIDRs', i];
+      const p = parseCidr(text);
+      if (!p.ok) out.push(error(path, p.reason));
+      else pods.push({ cidr: p.cidr, region: r, path });
+    });
+  }
+  const services: { cidr: Cidr; path: PathSegment[] }[] = [];
+  t.serviceCIDRs.forEach((text, i) => {
+    const path = ['spec', 'serviceCIDRs', i];
+    const p = parseCidr(text);
+    if (!p.ok) out.push(error(path, p.reason));
+    else services.push({ cidr: p.cidr, path });
+  });
+
+  for (const [a, b] of findOverlaps(pods)) {
+    const where = a.region === b.region ? 'in the same region' : `region "${a.region.name}" (${formatPath(a.path)})`;
+    out.push(error(b.path, `pod CIDR ${b.cidr.text} of region "${b.region.name}" overlaps ${a.cidr.text} of ${where}; cross-region routing needs disjoint ranges, pick a range outside ${a.cidr.text}`));
+  }
+  const ranges: { cidr: Cidr; path: PathSegment[]; region?: Region }[] = [...pods, ...services];
+  for (const [a, b] of findOverlaps(ranges)) {
+    const [pod, svc] = a.region ? [a, b] : [b, a];
+    if (pod.region && !svc.region) {
+      out.push(error(pod.path, `pod CIDR ${pod.cidr.text} of region "${pod.region.name}" overlaps the service CIDR ${svc.cidr.text}; pick a pod range outside the service range`));
+    }
+  }
+  for (const r of t.regions) {
+    for (const e of r.endpoints) {
+      if (e.publicIP !== undefined && parseIp(e.publicIP) === undefined) {
+        out.push(error([...e.path, 'publicIP'], `publicIP "${e.publicIP}" is not an IP address; write an IPv4 or IPv6 address such as 203.0.113.10`));
+      }
+    }
+  }
+};
+
+const exposure: Check = (t, out) => {
+  for (const r of t.regions) {
+    if (r.exposure !== 'none' && r.underNAT) {
+      out.push(error([...r.path, 'exposure'], `region "${r.name}" is underNAT and exposed by ${r.exposure}; other regions cannot dial a gateway behind NAT: set exposure: none, or underNAT: false if the gateway has a public address`));
+    }
+    const reported = new Set<number>();
+    for (const e of r.endpoints) {
+      const idx = Number(e.path[e.path.length - 1]);
+      if (reported.has(idx)) continue;
+      if (r.exposure === 'LoadBalancer' && e.publicIP !== undefined) {
+        reported.add(idx);
+        out.push(error([...e.path, 'publicIP'], `publicIP is set on an endpoint of region "${r.name}", which is exposed by LoadBalancer; the address comes from the Service, so remove publicIP or use exposure: PublicIP`, true));
+      }
+      if (r.exposure === 'PublicIP' && e.publicIP === undefined) {
+        reported.add(idx);
+        out.push(error(e.path, `endpoint "${e.node}" of region "${r.name}" has no publicIP, but the region is exposed by PublicIP; add publicIP: <address other regions dial>`));
+      }
+    }
+    const hasPorts = r.proxyPorts.http.length + r.proxyPorts.https.length > 0;
+    if (hasPorts && r.exposure === 'none') {
+      out.push(warning([...r.path, 'proxyPorts'], `proxyPorts of region "${r.name}" are ignored: only exposed regions serve the L7 proxy`));
+    }
+  }
+};
+
+const replicas: Check = (t, out) => {
+  for (const r of t.regions) {
+    const tunnels = endpointsOfType(r, 'tunnel').length;
+    const proxies = endpointsOfType(r, 'proxy').length;
+    if (r.replicas.tunnel > MAX_TUNNEL_REPLICAS) {
+      out.push(error([...r.path, 'replicas', 'tunnel'], `replicas.tunnel is ${r.replicas.tunnel}, but the runtime keeps at most ${MAX_TUNNEL_REPLICAS} active tunnel endpoint per region; set it to ${MAX_TUNNEL_REPLICAS} and list more endpoints as standbys`));
+    }
+    if (t.l3Tunnel && t.regions.length > 1 && r.replicas.tunnel > 0 && tunnels === 0) {
+      out.push(error(r.endpoints.length ? [...r.path, 'endpoints'] : r.path, `region "${r.name}" has no tunnel endpoint, so no traffic can leave it; add an endpoint (type tunnel or no type) or set replicas.tunnel: 0`));
+    }
+    if (t.l7Proxy && r.replicas.proxy > proxies && (proxies > 0 || r.exposure !== 'none')) {
+      out.push(error([...r.path, 'replicas', 'proxy'], `replicas.proxy is ${r.replicas.proxy}, but region "${r.name}" has only ${proxies} proxy endpoint(s); lower replicas.proxy or add proxy endpoints`));
+    }
+  }
+};
+
+/**
+ * Every region must be able to reach every other: an unreachable region (NATed or not exposed)
+ * reaches others only by dialing a reachable gateway, which then relays between unreachable ones.
+ * NAT traversal can make edge pairs direct, but still needs a reachable gateway to meet through.
+ */
+const reachability: Check = (t, out) => {
+  if (t.regions.length < 2) return;
+  const relayFor = (r: Region, type: 'tunnel' | 'proxy'): boolean =>
+    t.regions.some((o) => o !== r && isReachable(o) && o.replicas[type] > 0 && endpointsOfType(o, type).length > 0);
+  if (t.l3Tunnel) {
+    for (const r of t.regions) {
+      if (isReachable(r) || relayFor(r, 'tunnel')) continue;
+      const why = r.underNAT ? 'is under NAT' : 'is not exposed';
+      out.push(error([...r.path, r.underNAT ? 'underNAT' : 'name'], `region "${r.name}" ${why} and no other region is reachable to relay its tunnels; expose at least one non-NATed region (exposure: PublicIP or LoadBalancer) with a tunnel endpoint`));
+    }
+  }
+  if (t.l7Proxy && !t.regions.some((r) => isReachable(r) && endpointsOfType(r, 'proxy').length > 0 && r.replicas.proxy > 0)) {
+    out.push(error(['spec', 'l7Proxy'], 'l7Proxy is on, but no exposed region has a proxy endpoint for edge proxy clients to dial; expose a cloud region with a proxy endpoint, or set l7Proxy: false'));
+  }
+};
+
+const ports: Check = (t, out) => {
+  for (const r of t.regions) {
+    for (const e of r.endpoints) {
+      const reserved = AGENT_RESERVED_TCP_PORTS.get(e.port);
+      if (e.type === 'proxy' && reserved) {
+        out.push(error([...e.path, 'port'], `proxy endpoint port ${e.port} on node "${e.node}" collides with the ${reserved} port the agent listens on; choose another port (default 10262)`));
+      }
+    }
+    for (const p of r.proxyPorts.http) {
+      if (r.proxyPorts.https.includes(p)) {
+        out.push(error([...r.path, 'proxyPorts', 'https'], `port ${p} is listed as both HTTP and HTTPS proxy port of region "${r.name}"; a port carries one protocol, remove it from one list`));
+      }
+    }
+  }
+  // The in-cluster proxy Service merges the ports of every exposed region.
+  const protocolOf = new Map<number, { scheme: string; region: Region }>();
+  for (const r of t.regions.filter((x) => x.exposure !== 'none')) {
+    for (const scheme of ['http', 'https'] as const) {
+      for (const p of r.proxyPorts[scheme]) {
+        const prev = protocolOf.get(p);
+        if (prev && prev.scheme !== scheme) {
+          out.push(error([...r.path, 'proxyPorts', scheme], `proxy port ${p} is ${scheme.toUpperCase()} in region "${r.name}" but ${prev.scheme.toUpperCase()} in region "${prev.region.name}"; the shared proxy Service needs one protocol per port`));
+        } else if (!prev) protocolOf.set(p, { scheme, region: r });
+      }
+    }
+  }
+};
+
+const vpn: Check = (t, out) => {
+  const overhead = BACKEND_OVERHEAD[t.vpn.backend];
+  const room = t.vpn.underlayMTU - overhead;
+  if (t.vpn.mtuOverride !== undefined && t.vpn.mtuOverride > room) {
+    out.push(error(['spec', 'vpn', 'mtu'], `mtu ${t.vpn.mtuOverride} leaves no room for ${t.vpn.backend}'s ${overhead}-byte overhead on a ${t.vpn.underlayMTU}-byte underlay; packets would fragment or drop: use at most ${room}, or raise underlayMTU if the network carries larger frames`));
+  }
+  const v6 = [...t.regions.flatMap((r) => r.podCIDRs), ...t.serviceCIDRs].some((c) => c.includes(':'));
+  if (v6 && t.vpn.mtu < IPV6_MIN_MTU) {
+    out.push(error(['spec', 'vpn', t.vpn.mtuOverride !== undefined ? 'mtu' : 'underlayMTU'], `tunnel MTU ${t.vpn.mtu} is below IPv6's minimum of ${IPV6_MIN_MTU}, and the topology has IPv6 ranges; raise it to at least ${IPV6_MIN_MTU}`));
+  }
+  if (t.vpn.backend === 'ipsec' && !t.vpn.psk && t.l3Tunnel) {
+    out.push(error(['spec', 'vpn', 'backend'], 'the ipsec backend needs a pre-shared key; add vpn.psk.secretRef: {name: <secret>, key: <key>} (create the Secret out of band, never in git)'));
+  }
+  if (t.vpn.backend === 'wireguard' && t.vpn.psk) {
+    out.push(warning(['spec', 'vpn', 'psk'], 'vpn.psk is ignored by the wireguard backend, which uses per-node keys'));
+  }
+};
+
+const CHECKS: readonly Check[] = [uniqueRegionNames, nodeMembership, addressing, exposure, replicas, reachability, ports, vpn];

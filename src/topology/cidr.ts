@@ -1,0 +1,70 @@
+/** CIDR parsing and overlap detection on top of ipaddr.js. Pure. */
+import ipaddr from 'ipaddr.js';
+
+export interface Cidr {
+  readonly text: string;
+  readonly family: 4 | 6;
+  readonly first: bigint;
+  readonly last: bigint;
+}
+
+export type CidrParse = { ok: true; cidr: Cidr } | { ok: false; reason: string };
+
+export function parseCidr(text: string): CidrParse {
+  let parsed: [ipaddr.IPv4 | ipaddr.IPv6, number];
+  try {
+    parsed = ipaddr.parseCIDR(text);
+  } catch {
+    return { ok: false, reason: `"${text}" is not a CIDR; write an address and prefix length such as 10.244.0.0/16` };
+  }
+  const [addr, len] = parsed;
+  const family = addr.kind() === 'ipv4' ? 4 : 6;
+  const bits = family === 4 ? 32 : 128;
+  const value = toBigInt(addr.toByteArray());
+  const hostBits = BigInt(bits - len);
+  const first = (value >> hostBits) << hostBits;
+  if (first !== value) {
+    const network = fromBigInt(first, family);
+    return { ok: false, reason: `"${text}" has host bits set; did you mean ${network}/${len}?` };
+  }
+  return { ok: true, cidr: { text, family, first, last: first + (1n << hostBits) - 1n } };
+}
+
+export function parseIp(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
+  return ipaddr.isValid(text) && /^[0-9a-fA-F.:]+$/.test(text) ? ipaddr.parse(text) : undefined;
+}
+
+export function overlaps(a: Cidr, b: Cidr): boolean {
+  return a.family === b.family && a.first <= b.last && b.first <= a.last;
+}
+
+/**
+ * All pairs (earlier, later) of overlapping ranges, found with one sort and a sweep:
+ * O(n log n + overlaps) instead of comparing every pair (1,000 regions would be 10^6 pairs).
+ * Each range is reported against the range with the widest reach seen before it.
+ */
+export function findOverlaps<T extends { cidr: Cidr }>(items: readonly T[]): [T, T][] {
+  const sorted = [...items].sort(
+    (a, b) => a.cidr.family - b.cidr.family || (a.cidr.first < b.cidr.first ? -1 : a.cidr.first > b.cidr.first ? 1 : 0),
+  );
+  const out: [T, T][] = [];
+  let reach: T | undefined;
+  for (const item of sorted) {
+    if (reach && reach.cidr.family === item.cidr.family && item.cidr.first <= reach.cidr.last) out.push([reach, item]);
+    if (!reach || reach.cidr.family !== item.cidr.family || item.cidr.last > reach.cidr.last) reach = item;
+  }
+  return out;
+}
+
+function toBigInt(bytes: number[]): bigint {
+  let v = 0n;
+  for (const b of bytes) v = (v << 8n) | BigInt(b);
+  return v;
+}
+
+function fromBigInt(v: bigint, family: 4 | 6): string {
+  const n = family === 4 ? 4 : 16;
+  const bytes: number[] = [];
+  for (let i = n - 1; i >= 0; i--) bytes.push(Number((v >> BigInt(i * 8)) & 0xffn));
+  return ipaddr.fromByteArray(bytes).toString();
+}

@@ -1,0 +1,53 @@
+/**
+ * Names, ports and limits shared by the compiler, the controller and the agent.
+ * Values marked "Raven" keep OpenYurt compatibility; change them only together with OpenYurt.
+ */
+
+export const GATEWAY_GROUP = 'raven.openyurt.io';
+export const GATEWAY_VERSION = 'v1beta1';
+export const GATEWAY_API_VERSION = `${GATEWAY_GROUP}/${GATEWAY_VERSION}`;
+
+/** Raven: node label naming the node's Gateway. */
+export const GATEWAY_LABEL = 'raven.openyurt.io/gateway';
+/** OpenYurt node-pool label; the default way nodes join a region. */
+export const NODEPOOL_LABEL = 'apps.openyurt.io/nodepool';
+/** Our annotation on a Gateway listing member nodes named explicitly in the topology (comma-separated). */
+export const MEMBER_NODES_ANNOTATION = 'raven-gitops.io/member-nodes';
+export const REGION_LABEL = 'raven-gitops.io/region';
+export const REGION_TYPE_LABEL = 'raven-gitops.io/region-type';
+
+/** Raven: default port of a proxy endpoint (the cloud proxy server's external port). */
+export const DEFAULT_PROXY_PORT = 10262;
+/** Raven: agent proxy server's internal HTTPS / HTTP listen ports. */
+export const PROXY_INTERNAL_SECURE_PORT = 10263;
+export const PROXY_INTERNAL_INSECURE_PORT = 10264;
+/** Agent health (/healthz, /readyz) and Prometheus metrics, on the node's network (hostNetwork). */
+export const AGENT_HEALTH_PORT = 10275;
+export const AGENT_METRICS_PORT = 10265;
+/** Controller health and metrics, in the pod network. */
+export const CONTROLLER_HTTP_PORT = 10276;
+
+/** TCP ports the agent itself listens on every node; endpoints must not reuse them. */
+export const AGENT_RESERVED_TCP_PORTS: ReadonlyMap<number, string> = new Map([
+  [AGENT_METRICS_PORT, 'agent metrics'],
+  [PROXY_INTERNAL_SECURE_PORT, 'proxy server HTTPS'],
+  [PROXY_INTERNAL_INSECURE_PORT, 'proxy server HTTP'],
+  [AGENT_HEALTH_PORT, 'agent health'],
+]);
+
+/** One active tunnel endpoint per Gateway: OpenYurt's validating webhook rejects more. */
+export const MAX_TUNNEL_REPLICAS = 1;
+
+/**
+ * Worst-case per-packet overhead of each backend, in bytes, with an IPv6 outer header so one
+ * number is safe for every underlay family.
+ * - WireGuard: IPv6 40 + UDP 8 + WireGuard header 16 + Poly1305 tag 16 = 80.
+ * - IPsec ESP in UDP (NAT-T, always on here): IPv6 40 + UDP 8 + ESP 8 + IV 8 + pad ≤3 + trailer 2 + ICV 16
+ *   = 85 with AES-GCM; rounded up to 88 for 8-byte alignment.
+ */
+export const BACKEND_OVERHEAD: Readonly<Record<'wireguard' | 'ipsec', number>> = { wireguard: 80, ipsec: 88 };
+
+/** The smallest MTU an IPv6 link may have (RFC 8200). */
+export const IPV6_MIN_MTU = 1280;
+
+export const DEFAULT_IMAGE = 'ghcr.io/raven-gitops/raven:0.1.0';

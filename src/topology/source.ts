@@ -1,0 +1,234 @@
+/**
+ * Reading a topology file safely: bytes → text → one YAML document with source positions.
+ *
+ * Pure: takes the bytes, returns data plus a way to map a data path back to line:col.
+ * Hostile input (binary, huge, alias bombs, deep nesting, duplicate keys, tabs) becomes a
+ * diagnostic, never an exception, in time and memory bounded by the file size limit.
+ */
+import {
+  Alias,
+  Document,
+  isAlias,
+  isMap,
+  isPair,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parseAllDocuments,
+  type Node as YamlNode,
+} from 'yaml';
+import { type Diagnostic, formatPath, type PathSegment } from './diagnostics.js';
+
+/** Topology files are small (a 1,000-region file is ~0.5 MiB); anything larger is a mistake or an attack. */
+export const MAX_FILE_BYTES = 8 * 1024 * 1024;
+/** Nesting this deep never occurs in a topology; the YAML composer recurses per level. */
+export const MAX_NESTING = 64;
+/** Anchors are allowed for reuse, but not for exponential expansion. */
+export const MAX_ALIAS_COUNT = 100;
+
+export interface Position {
+  readonly line: number;
+  readonly col: number;
+}
+
+export interface SourceDocument {
+  readonly file: string;
+  /** The document as plain JSON-compatible data. */
+  readonly data: unknown;
+  /** Position of the value at `path`, or of the nearest existing ancestor. */
+  locate(path: readonly PathSegment[]): Position;
+  /** Position of the key naming `path`'s last segment (for unknown/misspelt fields). */
+  locateKey(path: readonly PathSegment[]): Position;
+}
+
+export type ParseResult =
+  | { readonly ok: true; readonly doc: SourceDocument }
+  | { readonly ok: false; readonly diagnostics: readonly Diagnostic[] };
+
+export function parseSource(file: string, bytes: Uint8Array): ParseResult {
+  const fail = (message: string, pos: Position = { line: 1, col: 1 }): ParseResult => ({
+    ok: false,
+    diagnostics: [{ file, ...pos, severity: 'error', path: '', message }],
+  });
+
+  if (bytes.length === 0) return fail('file is empty; expected a Topology document (see topologies/ for examples)');
+  if (bytes.length > MAX_FILE_BYTES) {
+    return fail(`file is ${bytes.length} bytes, above the ${MAX_FILE_BYTES}-byte limit for a topology; split it per cluster`);
+  }
+  const nul = bytes.indexOf(0);
+  if (nul >= 0) return fail('file is binary (contains a NUL byte), not YAML text', positionOfByte(bytes, nul));
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    return fail('file is not valid UTF-8 text; save it as UTF-8');
+  }
+  if (text.trim() === '' || /^(\s*(#.*)?\n?)*$/.test(text)) {
+    return fail('file has no content (only blanks or comments); expected a Topology document');
+  }
+
+  const tooDeep = findExcessiveNesting(text);
+  if (tooDeep) return fail(`nesting deeper than ${MAX_NESTING} levels; a topology never needs this`, tooDeep);
+
+  const lineCounter = new LineCounter();
+  const at = (offset: number): Position => {
+    const p = lineCounter.linePos(offset);
+    return { line: p.line, col: p.col };
+  };
+
+  let docs: Document.Parsed[];
+  try {
+    docs = parseAllDocuments(text, { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true }) as Document.Parsed[];
+  } catch (err) {
+    return fail(`failed to parse YAML: ${describe(err)}`);
+  }
+  if (!Array.isArray(docs)) return fail('file has no YAML document');
+
+  const diagnostics: Diagnostic[] = [];
+  for (const d of docs) {
+    for (const e of d.errors) {
+      diagnostics.push({ file, ...at(e.pos[0]), severity: 'error', path: '', message: yamlErrorMessage(e.code, e.message) });
+    }
+  }
+  if (diagnostics.length > 0) return { ok: false, diagnostics: dedupeByLine(diagnostics) };
+
+  const content = docs.filter((d) => d.contents !== null);
+  if (content.length === 0) return fail('file has no content; expected a Topology document');
+  if (content.length > 1) {
+    const second = content[1]!;
+    return fail('file holds several YAML documents; put one Topology per file', at(second.range[0]));
+  }
+  const doc = content[0]!;
+
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (err) {
+    const msg = describe(err);
+    if (/alias/i.test(msg)) {
+      return fail(`too many alias expansions (limit ${MAX_ALIAS_COUNT}); this looks like an alias bomb: ${msg}`);
+    }
+    return fail(`failed to read YAML: ${msg}`);
+  }
+
+  const locateNode = (path: readonly PathSegment[], wantKey: boolean): Position => {
+    let node: unknown = doc.contents;
+    let best: Position = node && hasRange(node) ? at(node.range[0]) : { line: 1, col: 1 };
+    for (let i = 0; i < path.length; i++) {
+      const seg = path[i]!;
+      if (isAlias(node)) node = (node as Alias).resolve(doc);
+      if (isMap(node)) {
+        const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === String(seg));
+        if (!pair) return best;
+        const last = i === path.length - 1;
+        if (last && wantKey && hasRange(pair.key)) return at(pair.key.range[0]);
+        node = pair.value;
+        if (hasRange(pair.key)) best = at(pair.key.range[0]);
+      } else if (isSeq(node) && typeof seg === 'number') {
+        node = node.items[seg];
+      } else {
+        return best;
+      }
+      if (node && hasRange(node)) best = at(node.range[0]);
+    }
+    return best;
+  };
+
+  return {
+    ok: true,
+    doc: {
+      file,
+      data,
+      locate: (path) => locateNode(path, false),
+      locateKey: (path) => locateNode(path, true),
+    },
+  };
+}
+
+function hasRange(n: unknown): n is YamlNode & { range: [number, number, number] } {
+  return typeof n === 'object' && n !== null && Array.isArray((n as { range?: unknown }).range);
+}
+
+function positionOfByte(bytes: Uint8Array, offset: number): Position {
+  let line = 1;
+  let lineStart = 0;
+  for (let i = 0; i < offset; i++) {
+    if (bytes[i] === 0x0a) {
+      line++;
+      lineStart = i + 1;
+    }
+  }
+  return { line, col: offset - lineStart + 1 };
+}
+
+/**
+ * Finds the first place where flow brackets or block indentation nest deeper than MAX_NESTING.
+ * A cheap linear scan that skips quoted strings and comments; it runs before the recursive parser.
+ */
+function findExcessiveNesting(text: string): Position | undefined {
+  let depth = 0;
+  let line = 1;
+  let col = 0;
+  let quote: string | null = null;
+  let comment = false;
+  let atLineStart = true;
+  let indent = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    col++;
+    if (c === '\n') {
+      line++;
+      col = 0;
+      comment = false;
+      atLineStart = true;
+      indent = 0;
+      if (quote === "'") continue; // single-quoted scalars may span lines
+      continue;
+    }
+    if (atLineStart) {
+      if (c === ' ' || c === '-') {
+        indent++;
+        // Block nesting costs at least one column per level; 2 columns per level is the norm.
+        if (indent > MAX_NESTING * 4) return { line, col };
+        continue;
+      }
+      atLineStart = false;
+    }
+    if (comment) continue;
+    if (quote) {
+      if (c === '\\' && quote === '"') i++;
+      else if (c === quote) quote = null;
+      continue;
+    }
+    if (c === '"' || c === "'") quote = c;
+    else if (c === '#') comment = true;
+    else if (c === '[' || c === '{') {
+      if (++depth > MAX_NESTING) return { line, col };
+    } else if (c === ']' || c === '}') depth = Math.max(0, depth - 1);
+  }
+  return undefined;
+}
+
+function yamlErrorMessage(code: string, message: string): string {
+  const first = message.split('\n')[0]!.replace(/ at line \d+, column \d+.*$/, '');
+  switch (code) {
+    case 'DUPLICATE_KEY':
+      return 'duplicate key in a mapping; each key may appear once, remove or merge the repeated one';
+    case 'TAB_AS_INDENT':
+      return 'tab used for indentation; YAML allows only spaces, replace tabs with spaces';
+    default:
+      return `YAML syntax error: ${first}`;
+  }
+}
+
+/** Parser errors often cascade on the same line; keep the first per line. */
+function dedupeByLine(ds: Diagnostic[]): Diagnostic[] {
+  const seen = new Set<number>();
+  return ds.filter((d) => (seen.has(d.line) ? false : (seen.add(d.line), true)));
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message.split('\n')[0]! : String(err);
+}
+
+export { formatPath };

@@ -1,0 +1,159 @@
+/**
+ * Schema validation with ajv, reported as positioned diagnostics a person can act on.
+ */
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { formatPath, type PathSegment } from './diagnostics.js';
+import { topologySchema } from './schema.js';
+import type { Finding } from './check.js';
+
+let compiled: ValidateFunction | undefined;
+
+function validator(): ValidateFunction {
+  if (!compiled) {
+    const ajv = new Ajv({ allErrors: true, verbose: true, strict: true, allowUnionTypes: true });
+    ajv.addVocabulary(['x-hint']);
+    compiled = ajv.compile(topologySchema);
+  }
+  return compiled;
+}
+
+/** Schema findings for `data`; empty when valid. */
+export function validateSchema(data: unknown): Finding[] {
+  const validate = validator();
+  if (validate(data)) return [];
+  const errors = (validate.errors ?? []).filter((e) => !isNoise(e));
+  const findings = errors.map(toFinding);
+  // One finding per path and message: ajv reports some failures once per branch.
+  const seen = new Set<string>();
+  return findings.filter((f) => {
+    const key = `${f.path.join('\u0000')}|${f.message}`;
+    return seen.has(key) ? false : (seen.add(key), true);
+  });
+}
+
+/** `if`/`dependencies` wrappers repeat what their inner errors already say. */
+function isNoise(e: ErrorObject): boolean {
+  return e.keyword === 'if';
+}
+
+function pointerToPath(pointer: string): PathSegment[] {
+  if (!pointer) return [];
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
+}
+
+function toFinding(e: ErrorObject): Finding {
+  const path = pointerToPath(e.instancePath);
+  const field = path.length ? String(path[path.length - 1]) : 'document';
+  const hint = (e.parentSchema as { 'x-hint'?: string } | undefined)?.['x-hint'];
+  const got = describeValue(e.data);
+  switch (e.keyword) {
+    case 'additionalProperties': {
+      const extra = String(e.params.additionalProperty);
+      const known = Object.keys((e.parentSchema as { properties?: object }).properties ?? {});
+      return { path: [...path, extra], severity: 'error', atKey: true, message: unknownFieldMessage(extra, known, path) };
+    }
+    case 'required':
+      return {
+        path,
+        severity: 'error',
+        message: `missing required field "${String(e.params.missingProperty)}"${path.length ? ` in ${field}` : ''}; add it`,
+      };
+    case 'dependencies':
+      return {
+        path: [...path, String(e.params.property)],
+        severity: 'error',
+        atKey: true,
+        message: `"${String(e.params.property)}" needs "${String(e.params.missingProperty)}" next to it; add ${String(e.params.missingProperty)}, or remove ${String(e.params.property)}`,
+      };
+    case 'enum':
+      return {
+        path,
+        severity: 'error',
+        message: `${field} must be one of ${(e.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')} (got ${got})`,
+      };
+    case 'const':
+      return { path, severity: 'error', message: `${field} must be ${JSON.stringify(e.params.allowedValue)} (got ${got})` };
+    case 'type':
+      if (SECRET_LIKE.test(field) && typeof e.data === 'string') {
+        return { path, severity: 'error', message: `${field} is an inline secret; secrets never go in git: create a Secret in the cluster and reference it (${field}: {secretRef: {name, key}})` };
+      }
+      return { path, severity: 'error', message: `${field} must be ${article(String(e.params.type))} (got ${got})` };
+    case 'pattern':
+      return { path, severity: 'error', message: `${field} ${got} is not valid: ${hint ?? `it must match ${String(e.params.pattern)}`}` };
+    case 'propertyNames':
+      return { path, severity: 'error', message: `a key of ${field} is not valid: ${hint ?? e.message ?? ''}` };
+    case 'minimum':
+    case 'maximum':
+    case 'exclusiveMinimum':
+    case 'exclusiveMaximum':
+      return { path, severity: 'error', message: `${field} ${got} is out of range: it must be ${String(e.params.comparison)} ${String(e.params.limit)}` };
+    case 'maxLength':
+      return { path, severity: 'error', message: `${field} is too long (at most ${String(e.params.limit)} characters)${hint ? `; ${hint}` : ''}` };
+    case 'minLength':
+      return { path, severity: 'error', message: `${field} must not be empty` };
+    case 'minItems':
+      return { path, severity: 'error', message: `${field} needs at least ${String(e.params.limit)} entr${e.params.limit === 1 ? 'y' : 'ies'}` };
+    case 'minProperties':
+      return { path, severity: 'error', message: `${field} must not be empty; remove it or add entries` };
+    case 'uniqueItems':
+      return { path: [...path, Number(e.params.i)], severity: 'error', message: `${field} lists the same value twice (entries ${String(e.params.j)} and ${String(e.params.i)}); remove the repeat` };
+    default:
+      return { path, severity: 'error', message: `${field} ${e.message ?? 'is invalid'}` };
+  }
+}
+
+const SECRET_LIKE = /(psk|password|passwd|secret|token|private.?key|credential)/i;
+
+function unknownFieldMessage(extra: string, known: string[], parent: PathSegment[]): string {
+  if (SECRET_LIKE.test(extra)) {
+    return `"${extra}" looks like an inline secret; secrets never go in git: create a Secret in the cluster and reference it (vpn.psk.secretRef: {name, key})`;
+  }
+  const where = parent.length ? ` in ${formatPath(parent)}` : ' at the top level';
+  const suggestion = closest(extra, known);
+  const allowed = known.length ? `; allowed: ${known.join(', ')}` : '';
+  return `unknown field "${extra}"${where}${suggestion ? `; did you mean "${suggestion}"?` : allowed}`;
+}
+
+function closest(word: string, candidates: string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestDistance) {
+      best = c;
+      bestDistance = d;
+    }
+  }
+  return best !== undefined && bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return row[b.length]!;
+}
+
+function describeValue(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 57)}...` : v);
+  return String(v);
+}
+
+function article(type: string): string {
+  const names: Record<string, string> = { object: 'a mapping', array: 'a list', integer: 'an integer', boolean: 'true or false', string: 'a string', number: 'a number' };
+  return type.split(',').map((t) => names[t] ?? t).join(' or ');
+}
