@@ -69,7 +69,7 @@ function validate(args: readonly string[], io: Io): number {
     io.stderr(`${n} error${n === 1 ? '' : 's'}\n`);
     return 1;
   }
-  for (const t of topologies) io.stdout(`${t.source}: ok (cluster ${t.cluster}, ${t.regions.length} regions)\n`);
+  for (const t of topologies) io.stdout(`${t.source}: ok (cluster ${t.cluster}, ${t.regions.length} region${t.regions.length === 1 ? "" : "s"})\n`);
   return 0;
 }
 

@@ -21,6 +21,15 @@ export function fluxRef(revision: string): Record<string, string> {
 }
 
 /**
+ * Flux accepts only URL-form repositories; scp-like `git@host:org/repo.git` (fine for Argo CD) becomes
+ * the equivalent `ssh://git@host/org/repo.git`.
+ */
+export function fluxUrl(repoURL: string): string {
+  const scp = /^([^@/\s]+)@([^:/\s]+):(?!\/)(.+)$/.exec(repoURL);
+  return scp ? `ssh://${scp[1]}@${scp[2]}/${scp[3]}` : repoURL;
+}
+
+/**
  * Flux GitRepository + one Kustomization per layer: CRDs, then the runtime (health-checked controller
  * and agent), then Gateways. dependsOn makes Flux wait for each layer to be Ready.
  */
@@ -36,7 +45,7 @@ export class FluxSync extends Construct {
       metadata: { name, namespace: flux.namespace },
       spec: {
         interval: flux.interval,
-        url: t.gitops.repoURL,
+        url: fluxUrl(t.gitops.repoURL),
         ref: fluxRef(t.gitops.revision),
         ...(flux.secretRef && { secretRef: { name: flux.secretRef } }),
       },

@@ -3,7 +3,7 @@
  * atomically, so invalid input or a crash never leaves a half-written dist/.
  */
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, isAbsolute, join, normalize, relative, sep } from 'node:path';
 import type { SourceFile } from '../compile.js';
 import { GENERATED_MARKER, type FileTree } from '../gitops/bundle.js';
 import type { Diagnostic } from '../topology/diagnostics.js';
@@ -36,7 +36,8 @@ export function readSources(paths: readonly string[]): { sources: SourceFile[]; 
   }
   return { sources, diagnostics };
 
-  function readOne(file: string): void {
+  function readOne(given: string): void {
+    const file = displayPath(given);
     try {
       const size = statSync(file).size;
       // Read at most one byte past the limit: a huge file is reported, not loaded.
@@ -49,6 +50,13 @@ export function readSources(paths: readonly string[]): { sources: SourceFile[]; 
       fail(file, `cannot read file: ${reason(err)}`);
     }
   }
+}
+
+/** Paths inside the working directory are shown relative and with `/`, however they were typed. */
+function displayPath(p: string): string {
+  const rel = relative(process.cwd(), p);
+  const shown = rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : normalize(p);
+  return shown.split(sep).join('/');
 }
 
 function readPrefix(file: string, n: number): Uint8Array {

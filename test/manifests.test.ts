@@ -1,0 +1,168 @@
+/**
+ * Every generated object validates against the schema of whoever will read it: Gateways against
+ * OpenYurt's own CRD (and ours), core objects against Kubernetes 1.27, Argo CD and Flux objects
+ * against theirs. Plus the properties a cluster operator relies on.
+ */
+import { readFileSync } from 'node:fs';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Ajv, type ValidateFunction } from 'ajv';
+import { parse } from 'yaml';
+import * as core from 'kubernetes-models/v1';
+import * as apps from 'kubernetes-models/apps/v1';
+import * as policy from 'kubernetes-models/policy/v1';
+import * as rbac from 'kubernetes-models/rbac.authorization.k8s.io/v1';
+import * as apiext from 'kubernetes-models/apiextensions.k8s.io/v1';
+import * as argo from '@kubernetes-models/argo-cd/argoproj.io/v1alpha1';
+import * as fluxSource from '@kubernetes-models/flux-cd/source.toolkit.fluxcd.io/v1';
+import * as fluxKustomize from '@kubernetes-models/flux-cd/kustomize.toolkit.fluxcd.io/v1';
+import { type K8sObject, mustCompile, objectsOf, topologyFiles } from './support.ts';
+
+type Model = { apiVersion: string; kind: string; new (data: unknown): { validate(): void } };
+const models = new Map<string, Model>();
+for (const mod of [core, apps, policy, rbac, apiext, argo, fluxSource, fluxKustomize] as Record<string, unknown>[]) {
+  for (const v of Object.values(mod)) {
+    const m = v as Model;
+    if (typeof m === 'function' && m.apiVersion && m.kind) models.set(`${m.apiVersion}/${m.kind}`, m);
+  }
+}
+
+const ajv = new Ajv({ strict: false, allErrors: true });
+function crdValidator(crd: any, version: string): ValidateFunction {
+  const v = crd.spec.versions.find((x: any) => x.name === version);
+  return ajv.compile(v.schema.openAPIV3Schema);
+}
+const openYurt = crdValidator(parse(readFileSync('test/vendor/openyurt/raven.openyurt.io_gateways.yaml', 'utf8')), 'v1beta1');
+
+const sources = [...topologyFiles(), ...topologyFiles('test/fixtures/good')];
+const all = objectsOf(mustCompile(sources));
+const ours = crdValidator(all.find((o) => o.obj.kind === 'CustomResourceDefinition')!.obj, 'v1beta1');
+const of = (kind: string): K8sObject[] => all.filter((o) => o.obj.kind === kind).map((o) => o.obj);
+
+test('every generated object validates against the schema of its API', () => {
+  const failures: string[] = [];
+  for (const { file, obj } of all) {
+    const key = `${obj.apiVersion}/${obj.kind}`;
+    if (obj.kind === 'Gateway') continue;
+    const M = models.get(key);
+    if (!M) {
+      failures.push(`${file}: no schema known for ${key}`);
+      continue;
+    }
+    try {
+      new M(obj).validate();
+    } catch (e) {
+      failures.push(`${file}: ${(e as Error).message.slice(0, 300)}`);
+    }
+  }
+  assert.equal(failures, []);
+  assert.ok(all.length > 40, `expected a full bundle, got ${all.length} objects`);
+});
+
+test('every Gateway validates against OpenYurt\'s own CRD and against ours', () => {
+  const gateways = of('Gateway');
+  assert.ok(gateways.length >= 10);
+  for (const gw of gateways) {
+    assert.ok(openYurt(gw), `${gw.metadata.name} vs OpenYurt: ${ajv.errorsText(openYurt.errors)}`);
+    assert.ok(ours(gw), `${gw.metadata.name} vs ours: ${ajv.errorsText(ours.errors)}`);
+  }
+});
+
+test('our CRD rejects what OpenYurt\'s validating webhook rejects', () => {
+  const gw = structuredClone(of('Gateway')[0]!);
+  gw.spec.tunnelConfig.Replicas = 2;
+  assert.not.ok(ours(gw), 'tunnel replicas above 1');
+  const bad = structuredClone(of('Gateway')[0]!);
+  bad.spec.endpoints[0].type = 'other';
+  assert.not.ok(ours(bad), 'unknown endpoint type');
+});
+
+test('the CRD serves and stores v1beta1, with status subresource and active-endpoint columns', () => {
+  const crd = of('CustomResourceDefinition')[0]!;
+  assert.is(crd.metadata.name, 'gateways.raven.openyurt.io');
+  assert.is(crd.spec.scope, 'Cluster');
+  const [v] = crd.spec.versions;
+  assert.equal([v.name, v.served, v.storage], ['v1beta1', true, true]);
+  assert.equal(v.subresources, { status: {} });
+  assert.equal(v.additionalPrinterColumns.map((c: any) => c.name), ['Exposure', 'Tunnel', 'Proxy', 'Age']);
+});
+
+test('the agent runs on every node, on the host network, with its identity from the downward API', () => {
+  for (const ds of of('DaemonSet')) {
+    const pod = ds.spec.template.spec;
+    assert.is(pod.hostNetwork, true);
+    assert.equal(pod.tolerations, [{ operator: 'Exists' }]);
+    const env = Object.fromEntries(pod.containers[0].env.map((e: any) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
+    assert.is(env.NODE_NAME, 'spec.nodeName');
+    assert.is(env.NODE_IP, 'status.hostIP');
+    assert.ok(pod.volumes.some((v: any) => v.hostPath?.path === '/var/lib/raven'), 'persisted key directory');
+    assert.equal(ds.spec.selector.matchLabels, { 'app.kubernetes.io/name': 'raven-agent' });
+  }
+});
+
+test('the controller runs two replicas with a fixed selector and a service account token', () => {
+  for (const d of of('Deployment')) {
+    assert.is(d.spec.replicas, 2);
+    assert.equal(d.spec.selector.matchLabels, { 'app.kubernetes.io/name': 'raven-controller' });
+    assert.is(d.spec.template.spec.serviceAccountName, 'raven-controller');
+    assert.is(d.spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem, true);
+  }
+});
+
+test('RBAC is least-privilege: no wildcards, no secrets, writes only where the runtime needs them', () => {
+  const rules = [...of('ClusterRole'), ...of('Role')].flatMap((r) => r.rules.map((rule: any) => ({ role: `${r.kind}/${r.metadata.name}`, ...rule })));
+  for (const r of rules) {
+    assert.not.ok([...r.verbs, ...r.resources, ...r.apiGroups].includes('*'), `${r.role} uses a wildcard`);
+    assert.not.ok(r.resources.includes('secrets'), `${r.role} can read secrets`);
+  }
+  const agentWrites = rules.filter((r) => r.role.endsWith('raven-agent') && r.verbs.some((v: string) => ['update', 'patch', 'create', 'delete'].includes(v)));
+  assert.equal([...new Set(agentWrites.flatMap((r) => r.resources))].sort(), ['events', 'leases']);
+  for (const cr of of('ClusterRole')) {
+    assert.not.ok(cr.rules.some((r: any) => r.resources.includes('gateways') && r.verbs.includes('update')), `${cr.metadata.name} may rewrite Gateway specs that git owns`);
+  }
+});
+
+test('no Secret objects and no secret material in the output: the PSK is a reference', () => {
+  assert.is(of('Secret').length, 0);
+  const ipsec = of('DaemonSet').find((d) => d.metadata.labels?.['raven-gitops.io/cluster'] === 'retail-eu')!;
+  const psk = ipsec.spec.template.spec.containers[0].env.find((e: any) => e.name === 'VPN_CONNECTION_PSK');
+  assert.equal(psk.valueFrom, { secretKeyRef: { name: 'raven-ipsec-psk', key: 'psk' } });
+});
+
+test('Argo CD syncs the CRD first, the namespace next, the runtime, and the Gateways last', () => {
+  const wave = (o: K8sObject): number => Number(o.metadata.annotations?.['argocd.argoproj.io/sync-wave']);
+  const synced = all.filter((o) => !o.file.includes('/bootstrap/') && !o.file.startsWith('argocd-')).map((o) => o.obj);
+  const crd = synced.filter((o) => o.kind === 'CustomResourceDefinition').map(wave);
+  const ns = synced.filter((o) => o.kind === 'Namespace').map(wave);
+  const runtime = synced.filter((o) => ['Deployment', 'DaemonSet', 'ConfigMap', 'ClusterRole'].includes(o.kind)).map(wave);
+  const gws = synced.filter((o) => o.kind === 'Gateway').map(wave);
+  assert.ok(Math.max(...crd) < Math.min(...ns) && Math.max(...ns) < Math.min(...runtime) && Math.max(...runtime) < Math.min(...gws));
+  for (const app of of('Application')) assert.ok(app.spec.syncPolicy.syncOptions.includes('ServerSideApply=true'));
+});
+
+test('cluster-scoped objects carry no namespace and system namespaces are never created', () => {
+  for (const kind of ['CustomResourceDefinition', 'ClusterRole', 'ClusterRoleBinding', 'Gateway', 'Namespace']) {
+    for (const o of of(kind)) assert.is(o.metadata.namespace, undefined, `${kind}/${o.metadata.name}`);
+  }
+  assert.not.ok(of('Namespace').some((n) => n.metadata.name === 'kube-system'));
+});
+
+test('Flux applies the layers in order and health-checks the runtime', () => {
+  const ks = of('Kustomization').filter((k) => k.metadata.name.startsWith('raven-seed-'));
+  assert.equal(ks.map((k) => [k.metadata.name, k.spec.dependsOn?.[0]?.name ?? null]), [
+    ['raven-seed-crds', null],
+    ['raven-seed-runtime', 'raven-seed-crds'],
+    ['raven-seed-gateways', 'raven-seed-runtime'],
+  ]);
+  assert.equal(ks[1]!.spec.healthChecks.map((h: any) => h.kind), ['Deployment', 'DaemonSet']);
+  const repo = of('GitRepository').find((g) => g.metadata.name === 'raven-lb-cluster')!;
+  assert.equal(repo.spec.ref, { commit: '0123456789abcdef0123456789abcdef01234567' });
+});
+
+test('several Argo CD clusters get one ApplicationSet per Argo CD namespace', () => {
+  const sets = of('ApplicationSet');
+  assert.equal(sets.map((s) => s.metadata.namespace), ['argocd', 'gitops']);
+  assert.equal(sets[0]!.spec.generators[0].list.elements.map((e: any) => e.cluster), ['minimal', 'seed']);
+});
+
+test.run();
