@@ -28,7 +28,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       case 'validate':
         return validate(rest, io);
       case 'synth':
-        return synth(rest, io);
+        return await synth(rest, io);
       case undefined:
       case 'help':
       case '--help':

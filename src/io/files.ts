@@ -39,7 +39,13 @@ export function readSources(paths: readonly string[]): { sources: SourceFile[]; 
   function readOne(given: string): void {
     const file = displayPath(given);
     try {
-      const size = statSync(file).size;
+      const st = statSync(file);
+      // FIFOs block forever and devices report size 0 while being endless: only regular files.
+      if (!st.isFile()) {
+        fail(file, st.isDirectory() ? 'cannot read file: is a directory' : 'cannot read file: not a regular file (a FIFO, socket or device); give a topology .yaml file');
+        return;
+      }
+      const size = st.size;
       // Read at most one byte past the limit: a huge file is reported, not loaded.
       if (size > MAX_FILE_BYTES) {
         sources.push({ path: file, bytes: readPrefix(file, MAX_FILE_BYTES + 1) });

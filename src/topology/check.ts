@@ -36,7 +36,13 @@ const warning = (path: readonly PathSegment[], message: string): Finding => ({ p
 export function check(t: Topology): Finding[] {
   const out: Finding[] = [];
   for (const c of CHECKS) c(t, out);
-  return out;
+  // An endpoint without a type is expanded to a tunnel and a proxy endpoint at the same path, so
+  // per-endpoint checks would say the same thing twice: keep one finding per path and message.
+  const seen = new Set<string>();
+  return out.filter((f) => {
+    const key = `${f.path.join('\u0000')}|${f.message}`;
+    return seen.has(key) ? false : (seen.add(key), true);
+  });
 }
 
 const uniqueRegionNames: Check = (t, out) => {
@@ -59,15 +65,18 @@ const nodeMembership: Check = (t, out) => {
       out.push(error(path, `node "${node}" is already in region "${prev.region.name}" (${formatPath(prev.path)}); a node belongs to one region`));
     } else if (!prev) owner.set(node, { region, path });
   };
-  for (const r of t.regions) {
-    r.nodes.forEach((n) => claim(n, r, [...r.path, 'nodes', r.nodes.indexOf(n)]));
+  // Regions are sorted by name; claim in file order, so the later occurrence is the one reported.
+  const inFileOrder = [...t.regions].sort((a, b) => Number(a.path[2]) - Number(b.path[2]));
+  for (const r of inFileOrder) {
+    r.nodes.forEach((n, i) => claim(n, r, [...r.path, 'nodes', i]));
   }
-  for (const r of t.regions) {
+  for (const r of inFileOrder) {
     const seen = new Set<string>();
+    const members = new Set(r.nodes);
     for (const e of r.endpoints) {
       const nodePath = [...e.path, 'node'];
       claim(e.node, r, nodePath);
-      if (!r.nodeSelector && !r.nodes.includes(e.node)) {
+      if (!r.nodeSelector && !members.has(e.node)) {
         out.push(error(nodePath, `endpoint node "${e.node}" is not a member of region "${r.name}"; add it to ${formatPath([...r.path, 'nodes'])} or give the region a nodeSelector that matches it`));
       }
       const key = `${e.node}/${e.type}`;
@@ -99,7 +108,7 @@ const addressing: Check = (t, out) => {
   });
 
   for (const [a, b] of findOverlaps(pods)) {
-    const where = a.region === b.region ? 'in the same region' : `region "${a.region.name}" (${formatPath(a.path)})`;
+    const where = a.region === b.region ? 'the same region' : `region "${a.region.name}" (${formatPath(a.path)})`;
     out.push(error(b.path, `pod CIDR ${b.cidr.text} of region "${b.region.name}" overlaps ${a.cidr.text} of ${where}; cross-region routing needs disjoint ranges, pick a range outside ${a.cidr.text}`));
   }
   const ranges: { cidr: Cidr; path: PathSegment[]; region?: Region }[] = [...pods, ...services];
@@ -166,11 +175,12 @@ const replicas: Check = (t, out) => {
  */
 const reachability: Check = (t, out) => {
   if (t.regions.length < 2) return;
-  const relayFor = (r: Region, type: 'tunnel' | 'proxy'): boolean =>
-    t.regions.some((o) => o !== r && isReachable(o) && o.replicas[type] > 0 && endpointsOfType(o, type).length > 0);
+  // Computed once: scanning every region for every region is quadratic in a hostile file.
+  const relays = t.regions.filter((o) => isReachable(o) && o.replicas.tunnel > 0 && endpointsOfType(o, 'tunnel').length > 0);
+  const relayFor = (r: Region): boolean => relays.some((o) => o !== r);
   if (t.l3Tunnel) {
     for (const r of t.regions) {
-      if (isReachable(r) || relayFor(r, 'tunnel')) continue;
+      if (isReachable(r) || relayFor(r)) continue;
       const why = r.underNAT ? 'is under NAT' : 'is not exposed';
       out.push(error([...r.path, r.underNAT ? 'underNAT' : 'name'], `region "${r.name}" ${why} and no other region is reachable to relay its tunnels; expose at least one non-NATed region (exposure: PublicIP or LoadBalancer) with a tunnel endpoint`));
     }
@@ -188,8 +198,9 @@ const ports: Check = (t, out) => {
         out.push(error([...e.path, 'port'], `proxy endpoint port ${e.port} on node "${e.node}" collides with the ${reserved} port the agent listens on; choose another port (default 10262)`));
       }
     }
+    const https = new Set(r.proxyPorts.https);
     for (const p of r.proxyPorts.http) {
-      if (r.proxyPorts.https.includes(p)) {
+      if (https.has(p)) {
         out.push(error([...r.path, 'proxyPorts', 'https'], `port ${p} is listed as both HTTP and HTTPS proxy port of region "${r.name}"; a port carries one protocol, remove it from one list`));
       }
     }
@@ -200,7 +211,8 @@ const ports: Check = (t, out) => {
     for (const scheme of ['http', 'https'] as const) {
       for (const p of r.proxyPorts[scheme]) {
         const prev = protocolOf.get(p);
-        if (prev && prev.scheme !== scheme) {
+        // A clash within one region is reported above.
+        if (prev && prev.scheme !== scheme && prev.region !== r) {
           out.push(error([...r.path, 'proxyPorts', scheme], `proxy port ${p} is ${scheme.toUpperCase()} in region "${r.name}" but ${prev.scheme.toUpperCase()} in region "${prev.region.name}"; the shared proxy Service needs one protocol per port`));
         } else if (!prev) protocolOf.set(p, { scheme, region: r });
       }

@@ -14,7 +14,9 @@ import {
   isScalar,
   isSeq,
   LineCounter,
+  type Pair,
   parseAllDocuments,
+  type YAMLMap,
   type Node as YamlNode,
 } from 'yaml';
 import { type Diagnostic, formatPath, type PathSegment } from './diagnostics.js';
@@ -63,7 +65,8 @@ export function parseSource(file: string, bytes: Uint8Array): ParseResult {
   } catch {
     return fail('file is not valid UTF-8 text; save it as UTF-8');
   }
-  if (text.trim() === '' || /^(\s*(#.*)?\n?)*$/.test(text)) {
+  // Line by line: one regex over the whole text backtracks exponentially on leading blank lines.
+  if (text.trim() === '' || text.split(/\r\n|\r|\n/).every((l) => /^\s*(#.*)?$/.test(l))) {
     return fail('file has no content (only blanks or comments); expected a Topology document');
   }
 
@@ -78,7 +81,8 @@ export function parseSource(file: string, bytes: Uint8Array): ParseResult {
 
   let docs: Document.Parsed[];
   try {
-    docs = parseAllDocuments(text, { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true }) as Document.Parsed[];
+    // uniqueKeys is checked below in linear time: the parser's own check is quadratic in a mapping's size.
+    docs = parseAllDocuments(text, { lineCounter, uniqueKeys: false, prettyErrors: false, strict: true }) as Document.Parsed[];
   } catch (err) {
     return fail(`failed to parse YAML: ${describe(err)}`);
   }
@@ -88,6 +92,9 @@ export function parseSource(file: string, bytes: Uint8Array): ParseResult {
   for (const d of docs) {
     for (const e of d.errors) {
       diagnostics.push({ file, ...at(e.pos[0]), severity: 'error', path: '', message: yamlErrorMessage(e.code, e.message) });
+    }
+    for (const offset of duplicateKeyOffsets(d)) {
+      diagnostics.push({ file, ...at(offset), severity: 'error', path: '', message: yamlErrorMessage('DUPLICATE_KEY', '') });
     }
   }
   if (diagnostics.length > 0) return { ok: false, diagnostics: dedupeByLine(diagnostics) };
@@ -111,6 +118,21 @@ export function parseSource(file: string, bytes: Uint8Array): ParseResult {
     return fail(`failed to read YAML: ${msg}`);
   }
 
+  // Pairs by key, per mapping, built on first use: a linear search per lookup is quadratic when
+  // a hostile file has thousands of unknown fields, each reported and located.
+  const pairIndex = new WeakMap<object, Map<string, Pair>>();
+  const pairOf = (map: YAMLMap, seg: PathSegment): Pair | undefined => {
+    let index = pairIndex.get(map);
+    if (!index) {
+      index = new Map();
+      for (const p of map.items) {
+        if (isPair(p) && isScalar(p.key) && !index.has(String(p.key.value))) index.set(String(p.key.value), p);
+      }
+      pairIndex.set(map, index);
+    }
+    return index.get(String(seg));
+  };
+
   const locateNode = (path: readonly PathSegment[], wantKey: boolean): Position => {
     let node: unknown = doc.contents;
     let best: Position = node && hasRange(node) ? at(node.range[0]) : { line: 1, col: 1 };
@@ -118,7 +140,7 @@ export function parseSource(file: string, bytes: Uint8Array): ParseResult {
       const seg = path[i]!;
       if (isAlias(node)) node = (node as Alias).resolve(doc);
       if (isMap(node)) {
-        const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === String(seg));
+        const pair = pairOf(node, seg);
         if (!pair) return best;
         const last = i === path.length - 1;
         if (last && wantKey && hasRange(pair.key)) return at(pair.key.range[0]);
@@ -143,6 +165,31 @@ export function parseSource(file: string, bytes: Uint8Array): ParseResult {
       locateKey: (path) => locateNode(path, true),
     },
   };
+}
+
+/** Offsets of keys repeated in the same mapping (scalar keys compared by value, like the parser does). */
+function duplicateKeyOffsets(doc: Document.Parsed): number[] {
+  const offsets: number[] = [];
+  // Iterative: the tree may be as deep as the parser managed before giving up.
+  const stack: unknown[] = [doc.contents];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (isMap(node)) {
+      const seen = new Set<unknown>();
+      for (const pair of node.items) {
+        if (isScalar(pair.key)) {
+          if (seen.has(pair.key.value) && hasRange(pair.key)) offsets.push(pair.key.range[0]);
+          seen.add(pair.key.value);
+        } else stack.push(pair.key);
+        stack.push(pair.value);
+      }
+    } else if (isSeq(node)) {
+      for (const item of node.items) stack.push(item);
+    } else if (isPair(node)) {
+      stack.push(node.key, node.value);
+    }
+  }
+  return offsets;
 }
 
 function hasRange(n: unknown): n is YamlNode & { range: [number, number, number] } {
@@ -186,7 +233,7 @@ function findExcessiveNesting(text: string): Position | undefined {
       continue;
     }
     if (atLineStart) {
-      if (c === ' ' || c === '-') {
+      if (c === ' ' || c === '-' || c === '?' || c === ':') {
         indent++;
         // Block nesting costs at least one column per level; 2 columns per level is the norm.
         if (indent > MAX_NESTING * 4) return { line, col };
@@ -200,8 +247,11 @@ function findExcessiveNesting(text: string): Position | undefined {
       else if (c === quote) quote = null;
       continue;
     }
-    if (c === '"' || c === "'") quote = c;
-    else if (c === '#') comment = true;
+    // Quotes and comments start only at a token boundary: `it's` or `a#b` is part of a plain
+    // scalar, and treating it as a quote or comment would hide the brackets that follow.
+    const prev = col > 1 ? text[i - 1]! : ' ';
+    if ((c === '"' || c === "'") && /[\s[{,:]/.test(prev)) quote = c;
+    else if (c === '#' && /\s/.test(prev)) comment = true;
     else if (c === '[' || c === '{') {
       if (++depth > MAX_NESTING) return { line, col };
     } else if (c === ']' || c === '}') depth = Math.max(0, depth - 1);
@@ -214,6 +264,8 @@ function yamlErrorMessage(code: string, message: string): string {
   switch (code) {
     case 'DUPLICATE_KEY':
       return 'duplicate key in a mapping; each key may appear once, remove or merge the repeated one';
+    case 'RESOURCE_EXHAUSTION':
+      return `nesting too deep to parse (${first}); a topology never needs this, flatten the document`;
     case 'TAB_AS_INDENT':
       return 'tab used for indentation; YAML allows only spaces, replace tabs with spaces';
     default:

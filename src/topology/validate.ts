@@ -33,7 +33,8 @@ export function validateSchema(data: unknown): Finding[] {
 
 /** `if`/`dependencies` wrappers repeat what their inner errors already say. */
 function isNoise(e: ErrorObject): boolean {
-  return e.keyword === 'if';
+  // `propertyNames` wraps the error of the key's own schema (pattern, maxLength), reported with the key.
+  return e.keyword === 'if' || e.keyword === 'propertyNames';
 }
 
 function pointerToPath(pointer: string): PathSegment[] {
@@ -47,7 +48,9 @@ function pointerToPath(pointer: string): PathSegment[] {
 
 function toFinding(e: ErrorObject): Finding {
   const path = pointerToPath(e.instancePath);
-  const field = path.length ? String(path[path.length - 1]) : 'document';
+  const last = path[path.length - 1];
+  // A list entry is named with its list (`nodes[1]`), not by its bare index.
+  const field = last === undefined ? 'document' : typeof last === 'number' ? `${String(path[path.length - 2] ?? '')}[${last}]` : String(last);
   const hint = (e.parentSchema as { 'x-hint'?: string } | undefined)?.['x-hint'];
   const got = describeValue(e.data);
   switch (e.keyword) {
@@ -83,24 +86,30 @@ function toFinding(e: ErrorObject): Finding {
       }
       return { path, severity: 'error', message: `${field} must be ${article(String(e.params.type))} (got ${got})` };
     case 'pattern':
+      if (e.propertyName !== undefined) {
+        // A key failed propertyNames: point at the key, and say it is a key.
+        return { path: [...path, e.propertyName], severity: 'error', atKey: true, message: `key ${JSON.stringify(e.propertyName)} of ${field} is not valid: ${hint ?? `it must match ${String(e.params.pattern)}`}` };
+      }
       return { path, severity: 'error', message: `${field} ${got} is not valid: ${hint ?? `it must match ${String(e.params.pattern)}`}` };
-    case 'propertyNames':
-      return { path, severity: 'error', message: `a key of ${field} is not valid: ${hint ?? e.message ?? ''}` };
     case 'minimum':
     case 'maximum':
     case 'exclusiveMinimum':
     case 'exclusiveMaximum':
       return { path, severity: 'error', message: `${field} ${got} is out of range: it must be ${String(e.params.comparison)} ${String(e.params.limit)}` };
     case 'maxLength':
-      return { path, severity: 'error', message: `${field} is too long (at most ${String(e.params.limit)} characters)${hint ? `; ${hint}` : ''}` };
+      // Not the pattern's x-hint: it may quote a different length (region names allow 60, the DNS-label hint says 63).
+      return { path, severity: 'error', message: `${field} is too long (at most ${String(e.params.limit)} characters)` };
     case 'minLength':
       return { path, severity: 'error', message: `${field} must not be empty` };
     case 'minItems':
       return { path, severity: 'error', message: `${field} needs at least ${String(e.params.limit)} entr${e.params.limit === 1 ? 'y' : 'ies'}` };
     case 'minProperties':
       return { path, severity: 'error', message: `${field} must not be empty; remove it or add entries` };
-    case 'uniqueItems':
-      return { path: [...path, Number(e.params.i)], severity: 'error', message: `${field} lists the same value twice (entries ${String(e.params.j)} and ${String(e.params.i)}); remove the repeat` };
+    case 'uniqueItems': {
+      // ajv's two loops disagree on which of i and j is the later entry; point at the later one, the repeat.
+      const [first, repeat] = [Number(e.params.i), Number(e.params.j)].sort((x, y) => x - y) as [number, number];
+      return { path: [...path, repeat], severity: 'error', message: `${field} lists the same value twice (entries ${first} and ${repeat}); remove the repeat` };
+    }
     default:
       return { path, severity: 'error', message: `${field} ${e.message ?? 'is invalid'}` };
   }
@@ -110,7 +119,11 @@ const SECRET_LIKE = /(psk|password|passwd|secret|token|private.?key|credential)/
 
 function unknownFieldMessage(extra: string, known: string[], parent: PathSegment[]): string {
   if (SECRET_LIKE.test(extra)) {
-    return `"${extra}" looks like an inline secret; secrets never go in git: create a Secret in the cluster and reference it (vpn.psk.secretRef: {name, key})`;
+    // Only vpn.psk takes a {name, key} reference; Git credentials are the GitOps tool's business.
+    const how = parent[0] === 'spec' && parent[1] === 'gitops'
+      ? 'put Git credentials in a Secret named by gitops.flux.secretRef, or in Argo CD\'s repository credentials'
+      : 'create a Secret in the cluster and reference it (vpn.psk.secretRef: {name, key})';
+    return `"${extra}" looks like an inline secret; secrets never go in git: ${how}`;
   }
   const where = parent.length ? ` in ${formatPath(parent)}` : ' at the top level';
   const suggestion = closest(extra, known);
