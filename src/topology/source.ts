@@ -20,6 +20,7 @@ import {
   type Node as YamlNode,
 } from 'yaml';
 import { type Diagnostic, formatPath, type PathSegment } from './diagnostics.js';
+import { fastLoad } from './fast-load.js';
 
 /** Topology files are small (a 1,000-region file is ~0.5 MiB); anything larger is a mistake or an attack. */
 export const MAX_FILE_BYTES = 8 * 1024 * 1024;
@@ -73,6 +74,40 @@ export function parseSource(file: string, bytes: Uint8Array): ParseResult {
   const tooDeep = findExcessiveNesting(text);
   if (tooDeep) return fail(`nesting deeper than ${MAX_NESTING} levels; a topology never needs this`, tooDeep);
 
+  // Fast path: well-formed files without aliases load with js-yaml; positions are computed only if
+  // a finding needs one. Everything else (errors, aliases) goes through the position-keeping parser,
+  // which is the reference for every message.
+  if (!ALIAS_TOKEN.test(text)) {
+    const fast = fastLoad(text);
+    if (fast.ok && fast.data !== null && typeof fast.data === 'object') {
+      let slow: ParseResult | undefined;
+      const positions = (): SourceDocument | undefined => {
+        slow ??= parseWithPositions(file, text);
+        return slow.ok ? slow.doc : undefined;
+      };
+      return {
+        ok: true,
+        doc: {
+          file,
+          data: fast.data,
+          locate: (path) => positions()?.locate(path) ?? { line: 1, col: 1 },
+          locateKey: (path) => positions()?.locateKey(path) ?? { line: 1, col: 1 },
+        },
+      };
+    }
+  }
+  return parseWithPositions(file, text);
+}
+
+/** An alias (`*name`) at a token boundary: such files take the parser that bounds alias expansion. */
+const ALIAS_TOKEN = /(^|[\s[{,])\*[^\s,[\]{}]/m;
+
+/** The reference parser: `yaml` with source positions, duplicate keys and alias limits checked. */
+function parseWithPositions(file: string, text: string): ParseResult {
+  const fail = (message: string, pos: Position = { line: 1, col: 1 }): ParseResult => ({
+    ok: false,
+    diagnostics: [{ file, ...pos, severity: 'error', path: '', message }],
+  });
   const lineCounter = new LineCounter();
   const at = (offset: number): Position => {
     const p = lineCounter.linePos(offset);
