@@ -1,0 +1,58 @@
+/**
+ * Which nodes belong to which Gateway: the Gateway's nodeSelector, or the node being named in the
+ * `raven-gitops.io/member-nodes` annotation (the compiler writes explicit node names there, because
+ * one LabelSelector cannot express "these labels OR these names"). Pure.
+ */
+import { MEMBER_NODES_ANNOTATION } from '../topology/constants.js';
+import type { Gateway, LabelSelector, NodeLike } from './gateway.js';
+
+export function matchesSelector(selector: LabelSelector | undefined, labels: Readonly<Record<string, string>> = {}): boolean {
+  if (!selector) return false;
+  const exprs = selector.matchExpressions ?? [];
+  const pairs = Object.entries(selector.matchLabels ?? {});
+  // An empty selector would match every node: treat it as "no selector", never as "everything".
+  if (pairs.length === 0 && exprs.length === 0) return false;
+  if (!pairs.every(([k, v]) => labels[k] === v)) return false;
+  return exprs.every((e) => {
+    const has = Object.prototype.hasOwnProperty.call(labels, e.key);
+    const values = e.values ?? [];
+    switch (e.operator) {
+      case 'In':
+        return has && values.includes(labels[e.key]!);
+      case 'NotIn':
+        return !has || !values.includes(labels[e.key]!);
+      case 'Exists':
+        return has;
+      case 'DoesNotExist':
+        return !has;
+      default:
+        return false;
+    }
+  });
+}
+
+export function memberNames(gw: Gateway): ReadonlySet<string> {
+  const raw = gw.metadata.annotations?.[MEMBER_NODES_ANNOTATION] ?? '';
+  return new Set(raw.split(',').map((s) => s.trim()).filter(Boolean));
+}
+
+export function isMember(gw: Gateway, node: NodeLike, names: ReadonlySet<string> = memberNames(gw)): boolean {
+  return names.has(node.metadata.name) || matchesSelector(gw.spec?.nodeSelector, node.metadata.labels);
+}
+
+/**
+ * The Gateway each node belongs to. A node matching several Gateways goes to the first by name, and
+ * the conflict is reported, so a selector overlap is visible instead of silently flapping.
+ */
+export function assignNodes(gateways: readonly Gateway[], nodes: readonly NodeLike[]): { byNode: Map<string, string>; conflicts: { node: string; gateways: string[] }[] } {
+  const sorted = [...gateways].sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
+  const names = new Map(sorted.map((g) => [g.metadata.name, memberNames(g)]));
+  const byNode = new Map<string, string>();
+  const conflicts: { node: string; gateways: string[] }[] = [];
+  for (const node of [...nodes].sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1))) {
+    const matching = sorted.filter((g) => isMember(g, node, names.get(g.metadata.name)!)).map((g) => g.metadata.name);
+    if (matching.length > 0) byNode.set(node.metadata.name, matching[0]!);
+    if (matching.length > 1) conflicts.push({ node: node.metadata.name, gateways: matching });
+  }
+  return { byNode, conflicts };
+}
