@@ -1,0 +1,97 @@
+/**
+ * A minimal Prometheus registry (text exposition format 0.0.4): counters, gauges and histograms
+ * with labels. Series can be pre-initialised so dashboards see zeros instead of gaps.
+ */
+
+type Labels = Readonly<Record<string, string>>;
+
+interface Family {
+  readonly name: string;
+  readonly help: string;
+  readonly type: 'counter' | 'gauge' | 'histogram';
+  render(): string[];
+}
+
+const labelText = (l: Labels, extra: Labels = {}): string => {
+  const all = { ...l, ...extra };
+  const keys = Object.keys(all).sort();
+  return keys.length ? `{${keys.map((k) => `${k}="${all[k]!.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`).join(',')}}` : '';
+};
+
+export class Counter implements Family {
+  readonly type = 'counter' as const;
+  private readonly values = new Map<string, { labels: Labels; value: number }>();
+  constructor(readonly name: string, readonly help: string) {}
+  inc(labels: Labels = {}, by = 1): void {
+    const k = labelText(labels);
+    const cur = this.values.get(k);
+    if (cur) cur.value += by;
+    else this.values.set(k, { labels, value: by });
+  }
+  /** Creates the series at 0 if absent. */
+  init(labels: Labels = {}): void {
+    const k = labelText(labels);
+    if (!this.values.has(k)) this.values.set(k, { labels, value: 0 });
+  }
+  get(labels: Labels = {}): number {
+    return this.values.get(labelText(labels))?.value ?? 0;
+  }
+  render(): string[] {
+    return [...this.values.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => `${this.name}${labelText(v.labels)} ${v.value}`);
+  }
+}
+
+export class Gauge implements Family {
+  readonly type = 'gauge' as const;
+  private readonly values = new Map<string, { labels: Labels; value: number }>();
+  constructor(readonly name: string, readonly help: string) {}
+  set(value: number, labels: Labels = {}): void {
+    this.values.set(labelText(labels), { labels, value });
+  }
+  get(labels: Labels = {}): number {
+    return this.values.get(labelText(labels))?.value ?? 0;
+  }
+  render(): string[] {
+    return [...this.values.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => `${this.name}${labelText(v.labels)} ${v.value}`);
+  }
+}
+
+export class Histogram implements Family {
+  readonly type = 'histogram' as const;
+  private readonly series = new Map<string, { labels: Labels; counts: number[]; sum: number; count: number }>();
+  constructor(readonly name: string, readonly help: string, readonly buckets: readonly number[]) {}
+  observe(value: number, labels: Labels = {}): void {
+    const k = labelText(labels);
+    let s = this.series.get(k);
+    if (!s) this.series.set(k, (s = { labels, counts: this.buckets.map(() => 0), sum: 0, count: 0 }));
+    this.buckets.forEach((b, i) => {
+      if (value <= b) s!.counts[i]!++;
+    });
+    s.sum += value;
+    s.count++;
+  }
+  count(labels: Labels = {}): number {
+    return this.series.get(labelText(labels))?.count ?? 0;
+  }
+  render(): string[] {
+    const out: string[] = [];
+    for (const [, s] of [...this.series.entries()].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      this.buckets.forEach((b, i) => out.push(`${this.name}_bucket${labelText(s.labels, { le: String(b) })} ${s.counts[i]}`));
+      out.push(`${this.name}_bucket${labelText(s.labels, { le: '+Inf' })} ${s.count}`);
+      out.push(`${this.name}_sum${labelText(s.labels)} ${s.sum}`);
+      out.push(`${this.name}_count${labelText(s.labels)} ${s.count}`);
+    }
+    return out;
+  }
+}
+
+export class Registry {
+  private readonly families: Family[] = [];
+  register<F extends Family>(f: F): F {
+    this.families.push(f);
+    return f;
+  }
+  render(): string {
+    return this.families.map((f) => [`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`, ...f.render()].join('\n')).join('\n') + '\n';
+  }
+}
