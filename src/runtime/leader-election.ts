@@ -1,0 +1,131 @@
+/**
+ * Lease-based leader election (coordination.k8s.io/v1), which @kubernetes/client-node lacks.
+ * Optimistic concurrency on the Lease's resourceVersion decides races: a 409 means another
+ * replica won. A leader that cannot renew within the lease duration steps down.
+ */
+import * as k8s from '@kubernetes/client-node';
+
+export interface LeaderElectionOptions {
+  readonly namespace: string;
+  readonly name: string;
+  readonly identity: string;
+  readonly leaseDurationSeconds: number;
+  /** How often the leader renews and candidates retry. */
+  readonly retryPeriodMs: number;
+  readonly onStartedLeading: () => void;
+  readonly onStoppedLeading: () => void;
+  readonly log: (msg: string) => void;
+  readonly now?: () => number;
+}
+
+export class LeaderElector {
+  private readonly api: k8s.CoordinationV1Api;
+  private timer: NodeJS.Timeout | undefined;
+  private leading = false;
+  private lastRenew = 0;
+  private stopped = false;
+
+  constructor(kc: k8s.KubeConfig, private readonly opts: LeaderElectionOptions) {
+    this.api = kc.makeApiClient(k8s.CoordinationV1Api);
+  }
+
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  start(): void {
+    const tick = async (): Promise<void> => {
+      if (this.stopped) return;
+      const now = this.now();
+      let ok = false;
+      try {
+        ok = await this.tryAcquireOrRenew(now);
+      } catch (err) {
+        this.opts.log(`failed to acquire or renew lease ${this.opts.namespace}/${this.opts.name}: ${(err as Error).message}`);
+      }
+      if (this.stopped) return;
+      if (ok) {
+        this.lastRenew = now;
+        if (!this.leading) {
+          this.leading = true;
+          this.opts.log(`became leader as ${this.opts.identity}`);
+          this.opts.onStartedLeading();
+        }
+      } else if (this.leading && now - this.lastRenew > this.opts.leaseDurationSeconds * 1000) {
+        this.leading = false;
+        this.opts.log('lost leadership: could not renew within the lease duration');
+        this.opts.onStoppedLeading();
+      }
+      this.timer = setTimeout(() => void tick(), this.opts.retryPeriodMs);
+    };
+    void tick();
+  }
+
+  /** Stops renewing; a leader gives the lease up so a standby takes over at once. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (!this.leading) return;
+    this.leading = false;
+    try {
+      const lease = await this.api.readNamespacedLease({ name: this.opts.name, namespace: this.opts.namespace });
+      if (lease.spec?.holderIdentity === this.opts.identity) {
+        lease.spec.holderIdentity = undefined as unknown as string;
+        lease.spec.renewTime = new k8s.V1MicroTime(0);
+        await this.api.replaceNamespacedLease({ name: this.opts.name, namespace: this.opts.namespace, body: lease });
+      }
+    } catch {
+      // Best effort: the lease expires on its own.
+    }
+  }
+
+  private now(): number {
+    return this.opts.now?.() ?? Date.now();
+  }
+
+  private async tryAcquireOrRenew(now: number): Promise<boolean> {
+    const { namespace, name, identity, leaseDurationSeconds } = this.opts;
+    const stamp = new k8s.V1MicroTime(now);
+    let lease: k8s.V1Lease;
+    try {
+      lease = await this.api.readNamespacedLease({ name, namespace });
+    } catch (err) {
+      if (code(err) !== 404) throw err;
+      try {
+        await this.api.createNamespacedLease({
+          namespace,
+          body: { metadata: { name, namespace }, spec: { holderIdentity: identity, leaseDurationSeconds, acquireTime: stamp, renewTime: stamp, leaseTransitions: 0 } },
+        });
+        return true;
+      } catch (e) {
+        if (code(e) === 409) return false;
+        throw e;
+      }
+    }
+    const spec = lease.spec ?? {};
+    const renewed = spec.renewTime ? new Date(spec.renewTime).getTime() : 0;
+    const held = spec.holderIdentity && spec.holderIdentity !== identity;
+    if (held && renewed + (spec.leaseDurationSeconds ?? leaseDurationSeconds) * 1000 > now) return false;
+    const mine = spec.holderIdentity === identity;
+    lease.spec = {
+      ...spec,
+      holderIdentity: identity,
+      leaseDurationSeconds,
+      renewTime: stamp,
+      acquireTime: mine && spec.acquireTime ? spec.acquireTime : stamp,
+      leaseTransitions: (spec.leaseTransitions ?? 0) + (mine ? 0 : 1),
+    };
+    try {
+      await this.api.replaceNamespacedLease({ name, namespace, body: lease });
+      return true;
+    } catch (err) {
+      if (code(err) === 409) return false;
+      throw err;
+    }
+  }
+}
+
+export function code(err: unknown): number | undefined {
+  const c = (err as { code?: unknown }).code;
+  return typeof c === 'number' ? c : undefined;
+}
