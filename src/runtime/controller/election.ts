@@ -119,17 +119,18 @@ function rejectionReason(input: ElectionInput, c: GatewayEndpoint, isCurrent: bo
 }
 
 /**
- * Reports about `target` from other members of the same Gateway that are themselves alive (fresh
- * heartbeat) and not cut off (they reached their LAN in the same probe round). A standby that
- * reaches nothing cannot tell a dead gateway from its own dead link, so it does not vote.
+ * Reports about `target` from the Gateway's other candidates (its standbys) that are themselves
+ * alive (fresh heartbeat) and not cut off (they reached their LAN in the same probe round). A standby
+ * that reaches nothing cannot tell a dead gateway from its own dead link, so it does not vote.
  */
 function unreachableReports(input: ElectionInput, target: string): { unreachable: string[]; total: number } {
   const gw = input.gateway.metadata.name;
+  const standbys = [...new Set((input.gateway.spec?.endpoints ?? []).map((e) => e.nodeName))].filter((n) => n !== target).sort();
   const unreachable: string[] = [];
   let total = 0;
-  for (const [node, hb] of [...input.heartbeats].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    if (node === target || input.memberOf.get(node) !== gw) continue;
-    if (input.now > expiresAt(hb)) continue;
+  for (const node of standbys) {
+    const hb = input.heartbeats.get(node);
+    if (!hb || input.memberOf.get(node) !== gw || input.now > expiresAt(hb)) continue;
     const seen = hb.health?.activeGateway;
     if (!seen || seen.node !== target || !seen.lanReachable) continue;
     if (input.now - seen.observedAt > OBSERVATION_MAX_AGE_MS) continue;
