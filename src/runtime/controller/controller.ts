@@ -16,11 +16,12 @@ import { assignNodes } from '../membership.js';
 import { Counter, Gauge, Histogram, Registry } from '../metrics.js';
 import { WorkQueue } from '../workqueue.js';
 import { elect, electionEvents, type Features } from './election.js';
+import { desiredExposure, EXPOSURE_GATEWAY_LABEL, type Exposed, type ServiceLike, withPublicAddresses } from './exposure.js';
 import { gatewayStatus } from './status.js';
 
 export const RAVEN_CFG = 'raven-cfg';
 export const CONTROLLER_LEASE = 'raven-controller';
-const PHASES = ['read', 'status', 'events', 'labels'] as const;
+const PHASES = ['read', 'status', 'events', 'labels', 'exposure'] as const;
 
 export interface ControllerOptions {
   readonly namespace: string;
@@ -52,6 +53,8 @@ export class GatewayController {
   private nodes?: Cache<k8s.V1Node>;
   private leases?: Cache<k8s.V1Lease>;
   private configMaps?: Cache<k8s.V1ConfigMap>;
+  private services?: Cache<k8s.V1Service>;
+  private readonly discovery: k8s.DiscoveryV1Api;
   private readonly informers: Cache<k8s.KubernetesObject>[] = [];
   private synced = false;
   private stopped = false;
@@ -67,6 +70,7 @@ export class GatewayController {
   constructor(private readonly kc: k8s.KubeConfig, private readonly opts: ControllerOptions, private readonly log: Logger) {
     this.core = kc.makeApiClient(k8s.CoreV1Api);
     this.custom = kc.makeApiClient(k8s.CustomObjectsApi);
+    this.discovery = kc.makeApiClient(k8s.DiscoveryV1Api);
     for (const phase of PHASES) this.errors.init({ phase });
     for (const result of ['success', 'error']) this.reconciles.init({ result });
     for (const type of ['tunnel', 'proxy']) {
@@ -131,6 +135,14 @@ export class GatewayController {
     this.nodes = this.watch('nodes', '/api/v1/nodes', () => this.core.listNode());
     this.leases = this.watch('leases', `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases`, () => coordination.listNamespacedLease({ namespace: ns }));
     this.configMaps = this.watch('configmaps', `/api/v1/namespaces/${ns}/configmaps`, () => this.core.listNamespacedConfigMap({ namespace: ns }));
+    this.services = this.watch('services', `/api/v1/namespaces/${ns}/services`, () => this.core.listNamespacedService({ namespace: ns, labelSelector: EXPOSURE_GATEWAY_LABEL }), EXPOSURE_GATEWAY_LABEL);
+    const serviceChanged = (svc: k8s.V1Service): void => {
+      const gw = svc.metadata?.labels?.[EXPOSURE_GATEWAY_LABEL];
+      if (gw) this.enqueue(gw);
+    };
+    this.services.on('add', serviceChanged);
+    this.services.on('update', serviceChanged);
+    this.services.on('delete', serviceChanged);
 
     const gatewayChanged = (g: k8s.KubernetesObject): void => {
       this.assignment = undefined;
@@ -168,8 +180,8 @@ export class GatewayController {
   }
 
   /** An informer that restarts itself (with backoff) after errors other than 410, which it relists itself. */
-  private watch<T extends k8s.KubernetesObject>(name: string, path: string, list: () => Promise<k8s.KubernetesListObject<T>>): Cache<T> {
-    const inf = k8s.makeInformer<T>(this.kc, path, list);
+  private watch<T extends k8s.KubernetesObject>(name: string, path: string, list: () => Promise<k8s.KubernetesListObject<T>>, labelSelector?: string): Cache<T> {
+    const inf = k8s.makeInformer<T>(this.kc, path, list, labelSelector);
     let delay = 100;
     inf.on('error', (err) => {
       if (this.stopped) return;
@@ -258,6 +270,7 @@ export class GatewayController {
     const nodes = this.nodeList();
     if (!gw) {
       await this.phase('labels', () => this.syncLabels(name, new Set(), nodes));
+      await this.phase('exposure', () => this.syncExposure(name, []));
       return;
     }
     const now = Date.now();
@@ -272,7 +285,8 @@ export class GatewayController {
       now,
     });
     const members = nodes.filter((n) => byNode.get(n.metadata.name) === name);
-    const status = gatewayStatus(gw, members, result.active);
+    const ownServices = new Map((this.services?.list() ?? []).filter((s) => s.metadata?.labels?.[EXPOSURE_GATEWAY_LABEL] === name).map((s) => [s.metadata!.name!, s as unknown as ServiceLike]));
+    const status = gatewayStatus(gw, members, withPublicAddresses(gw, result.active, ownServices));
     const before = gw.status?.activeEndpoints ?? [];
 
     if (!isDeepStrictEqual(normalizeStatus(gw.status), normalizeStatus(status))) {
@@ -293,6 +307,7 @@ export class GatewayController {
       await this.phase('events', () => this.emitEvents(gw, events));
     }
     await this.phase('labels', () => this.syncLabels(name, new Set(members.map((m) => m.metadata.name)), nodes));
+    await this.phase('exposure', () => this.syncExposure(name, desiredExposure(gw, result.active, status.nodes, this.opts.namespace)));
     this.scheduleExpiry(name, result.active.map((e) => e.nodeName), heartbeats, now);
   }
 
@@ -353,6 +368,42 @@ export class GatewayController {
     }
   }
 
+  /**
+   * Creates, updates and deletes this Gateway's LoadBalancer Services and their EndpointSlices.
+   * Updates touch only the fields we own, so cloud-assigned ones (clusterIP, nodePorts) survive.
+   */
+  private async syncExposure(gateway: string, desired: readonly Exposed[]): Promise<void> {
+    const ns = this.opts.namespace;
+    const existing = new Map((this.services?.list() ?? []).filter((s) => s.metadata?.labels?.[EXPOSURE_GATEWAY_LABEL] === gateway).map((s) => [s.metadata!.name!, s]));
+    for (const d of desired) {
+      const name = d.service.metadata.name;
+      const have = existing.get(name);
+      existing.delete(name);
+      if (!have) {
+        await ignore409(this.core.createNamespacedService({ namespace: ns, body: d.service as k8s.V1Service }));
+        await ignore409(this.discovery.createNamespacedEndpointSlice({ namespace: ns, body: d.slice as unknown as k8s.V1EndpointSlice }));
+        this.log.info('exposed active endpoint', { gateway, service: name });
+        continue;
+      }
+      const spec = d.service.spec as { type: string; externalTrafficPolicy: string; ports: unknown[] };
+      if (have.spec?.type !== spec.type || have.spec?.externalTrafficPolicy !== spec.externalTrafficPolicy || !sameJSON(portsOf(have), spec.ports)) {
+        await this.core.patchNamespacedService({ name, namespace: ns, body: { spec } }, k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch));
+      }
+      await this.discovery.patchNamespacedEndpointSlice(
+        { name, namespace: ns, body: { endpoints: (d.slice as { endpoints: unknown }).endpoints, ports: (d.slice as { ports: unknown }).ports } },
+        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+      ).catch(async (err: unknown) => {
+        if (code(err) !== 404) throw err;
+        await ignore409(this.discovery.createNamespacedEndpointSlice({ namespace: ns, body: d.slice as unknown as k8s.V1EndpointSlice }));
+      });
+    }
+    for (const name of existing.keys()) {
+      await ignore404(this.core.deleteNamespacedService({ name, namespace: ns }));
+      await ignore404(this.discovery.deleteNamespacedEndpointSlice({ name, namespace: ns }));
+      this.log.info('removed exposure of a former active endpoint', { gateway, service: name });
+    }
+  }
+
   private async patchLabel(node: string, value: string | null): Promise<void> {
     await this.core.patchNode(
       { name: node, body: { metadata: { labels: { [GATEWAY_LABEL]: value } } } },
@@ -364,10 +415,37 @@ export class GatewayController {
     try {
       return await f();
     } catch (err) {
-      const wrapped = new Error(`failed to ${phase === 'status' ? 'write status' : phase === 'events' ? 'record events' : phase === 'labels' ? 'label nodes' : 'read state'}: ${describe(err)}`, { cause: err });
+      const verb = { read: 'read state', status: 'write status', events: 'record events', labels: 'label nodes', exposure: 'expose endpoints' }[phase];
+      const wrapped = new Error(`failed to ${verb}: ${describe(err)}`, { cause: err });
       (wrapped as Error & { phase: string }).phase = phase;
       throw wrapped;
     }
+  }
+}
+
+function portsOf(svc: k8s.V1Service): unknown[] {
+  return (svc.spec?.ports ?? []).map((p) => ({ name: p.name, protocol: p.protocol, port: p.port, targetPort: p.targetPort }));
+}
+
+function sameJSON(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+async function ignore409<T>(p: Promise<T>): Promise<T | undefined> {
+  try {
+    return await p;
+  } catch (err) {
+    if (code(err) === 409) return undefined;
+    throw err;
+  }
+}
+
+async function ignore404<T>(p: Promise<T>): Promise<T | undefined> {
+  try {
+    return await p;
+  } catch (err) {
+    if (code(err) === 404) return undefined;
+    throw err;
   }
 }
 
