@@ -17,7 +17,7 @@ import { Counter, Gauge, Histogram, Registry } from '../metrics.js';
 import { WorkQueue } from '../workqueue.js';
 import { elect, electionEvents, type Features } from './election.js';
 import { desiredExposure, EXPOSURE_GATEWAY_LABEL, type Exposed, type ServiceLike, withPublicAddresses } from './exposure.js';
-import { gatewayStatus } from './status.js';
+import { type BlockAffinityLike, gatewayStatus } from './status.js';
 
 export const RAVEN_CFG = 'raven-cfg';
 export const CONTROLLER_LEASE = 'raven-controller';
@@ -54,6 +54,7 @@ export class GatewayController {
   private leases?: Cache<k8s.V1Lease>;
   private configMaps?: Cache<k8s.V1ConfigMap>;
   private services?: Cache<k8s.V1Service>;
+  private blockAffinities?: Cache<k8s.KubernetesObject>;
   private readonly discovery: k8s.DiscoveryV1Api;
   private readonly informers: Cache<k8s.KubernetesObject>[] = [];
   private synced = false;
@@ -172,6 +173,19 @@ export class GatewayController {
     this.configMaps.on('update', cfgChanged);
     this.configMaps.on('delete', cfgChanged);
 
+    if (await this.servesCalico()) {
+      this.blockAffinities = this.watch('blockaffinities', '/apis/crd.projectcalico.org/v1/blockaffinities', () =>
+        this.custom.listClusterCustomObject({ group: 'crd.projectcalico.org', version: 'v1', plural: 'blockaffinities' }) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>,
+      );
+      const blockChanged = (b: k8s.KubernetesObject): void => {
+        const node = (b as BlockAffinityLike).spec?.node;
+        if (node) this.enqueueGatewaysOfNode(node);
+      };
+      this.blockAffinities.on('add', blockChanged);
+      this.blockAffinities.on('update', blockChanged);
+      this.blockAffinities.on('delete', blockChanged);
+    }
+
     await Promise.all(this.informers.map((i) => i.start()));
     this.synced = true;
     this.log.info('caches synced; reconciling', { gateways: this.gateways.list().length, nodes: this.nodes.list().length });
@@ -194,6 +208,17 @@ export class GatewayController {
     inf.on('connect', () => (delay = 100));
     this.informers.push(inf as unknown as Cache<k8s.KubernetesObject>);
     return inf;
+  }
+
+  /** Calico IPAM's BlockAffinities are watched only where Calico's CRDs exist (checked at start). */
+  private async servesCalico(): Promise<boolean> {
+    try {
+      const groups = await this.kc.makeApiClient(k8s.ApisApi).getAPIVersions();
+      return groups.groups.some((g) => g.name === 'crd.projectcalico.org');
+    } catch (err) {
+      this.log.warn('cannot list API groups; Calico pod CIDRs will not be read', { error: (err as Error).message });
+      return false;
+    }
   }
 
   private enqueue(gateway: string, observableAt = Date.now()): void {
@@ -286,7 +311,8 @@ export class GatewayController {
     });
     const members = nodes.filter((n) => byNode.get(n.metadata.name) === name);
     const ownServices = new Map((this.services?.list() ?? []).filter((s) => s.metadata?.labels?.[EXPOSURE_GATEWAY_LABEL] === name).map((s) => [s.metadata!.name!, s as unknown as ServiceLike]));
-    const status = gatewayStatus(gw, members, withPublicAddresses(gw, result.active, ownServices));
+    const blocks = (this.blockAffinities?.list() ?? []) as unknown as BlockAffinityLike[];
+    const status = gatewayStatus(gw, members, withPublicAddresses(gw, result.active, ownServices), blocks);
     const before = gw.status?.activeEndpoints ?? [];
 
     if (!isDeepStrictEqual(normalizeStatus(gw.status), normalizeStatus(status))) {

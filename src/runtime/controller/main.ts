@@ -52,6 +52,10 @@ export function controllerOptions(args: readonly string[], env: NodeJS.ProcessEn
 }
 
 export async function runController(args: readonly string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(CONTROLLER_USAGE + '\n');
+    return 0;
+  }
   const opts = controllerOptions(args, process.env);
   const kc = new k8s.KubeConfig();
   if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
