@@ -77,6 +77,14 @@ test('our CRD rejects what OpenYurt\'s validating webhook rejects', () => {
   assert.not.ok(ours(bad), 'unknown endpoint type');
 });
 
+test('the CRD schema uses only JSON Schema and Kubernetes keywords (strict ajv rejects anything else)', () => {
+  const strict = new Ajv({ strict: true, allowUnionTypes: true });
+  strict.addVocabulary(['x-kubernetes-list-type', 'x-kubernetes-map-type', 'x-kubernetes-preserve-unknown-fields', 'x-kubernetes-int-or-string']);
+  const crd = of('CustomResourceDefinition')[0]!;
+  strict.compile(crd.spec.versions[0].schema.openAPIV3Schema);
+  assert.not.match(JSON.stringify(crd), /"x[A-Z]|openApiv3/);
+});
+
 test('the CRD serves and stores v1beta1, with status subresource and active-endpoint columns', () => {
   const crd = of('CustomResourceDefinition')[0]!;
   assert.is(crd.metadata.name, 'gateways.raven.openyurt.io');

@@ -1,9 +1,15 @@
+import { ApiObject } from 'cdk8s';
 import { Construct } from 'constructs';
-import { k8s } from 'cdk8s-plus-27';
 import { GATEWAY_GROUP, GATEWAY_VERSION } from '../topology/constants.js';
 
-const str = (description: string): k8s.JsonSchemaProps => ({ type: 'string', description });
-const int = (description: string, minimum?: number, maximum?: number): k8s.JsonSchemaProps => ({
+/**
+ * A JSON Schema with Kubernetes' own field names (`x-kubernetes-list-type`, ...). Written raw: the typed
+ * cdk8s mapper does not recurse into `items` of `items`, and let a camelCase `xKubernetesListType` through.
+ */
+type JsonSchema = Record<string, unknown>;
+
+const str = (description: string): JsonSchema => ({ type: 'string', description });
+const int = (description: string, minimum?: number, maximum?: number): JsonSchema => ({
   type: 'integer',
   description,
   ...(minimum !== undefined && { minimum }),
@@ -14,7 +20,7 @@ const int = (description: string, minimum?: number, maximum?: number): k8s.JsonS
  * Endpoint, shared by spec.endpoints and status.activeEndpoints. Field-for-field the OpenYurt v1beta1
  * Endpoint; we add enums and ranges, so every object this CRD admits is also valid for OpenYurt's.
  */
-const endpointSchema: k8s.JsonSchemaProps = {
+const endpointSchema: JsonSchema = {
   type: 'object',
   description: 'A gateway candidate: everything needed to establish its tunnel or proxy.',
   required: ['nodeName', 'type'],
@@ -34,22 +40,22 @@ const endpointSchema: k8s.JsonSchemaProps = {
   },
 };
 
-const labelSelectorSchema: k8s.JsonSchemaProps = {
+const labelSelectorSchema: JsonSchema = {
   type: 'object',
   description: 'Nodes managed by the gateway; they share one L3 network.',
-  xKubernetesMapType: 'atomic',
+  'x-kubernetes-map-type': 'atomic',
   properties: {
     matchLabels: { type: 'object', additionalProperties: { type: 'string' } },
     matchExpressions: {
       type: 'array',
-      xKubernetesListType: 'atomic',
+      'x-kubernetes-list-type': 'atomic',
       items: {
         type: 'object',
         required: ['key', 'operator'],
         properties: {
           key: { type: 'string' },
           operator: { type: 'string', enum: ['In', 'NotIn', 'Exists', 'DoesNotExist'] },
-          values: { type: 'array', xKubernetesListType: 'atomic', items: { type: 'string' } },
+          values: { type: 'array', 'x-kubernetes-list-type': 'atomic', items: { type: 'string' } },
         },
       },
     },
@@ -60,7 +66,9 @@ const labelSelectorSchema: k8s.JsonSchemaProps = {
 export class GatewayCrd extends Construct {
   constructor(scope: Construct, id: string) {
     super(scope, id);
-    new k8s.KubeCustomResourceDefinition(this, 'crd', {
+    new ApiObject(this, 'crd', {
+      apiVersion: 'apiextensions.k8s.io/v1',
+      kind: 'CustomResourceDefinition',
       metadata: { name: `gateways.${GATEWAY_GROUP}` },
       spec: {
         group: GATEWAY_GROUP,
@@ -79,7 +87,7 @@ export class GatewayCrd extends Construct {
               { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
             ],
             schema: {
-              openApiv3Schema: {
+              openAPIV3Schema: {
                 type: 'object',
                 description: 'Gateway connects one network domain (region) to the others.',
                 properties: {
