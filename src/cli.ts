@@ -10,6 +10,12 @@ import { validateSources } from './compile.js';
 const USAGE = `usage:
   raven validate FILE...             check topology files; errors go to stderr as file:line:col
   raven synth FILE... --out DIR      compile topology files into DIR (replaced atomically)
+  raven controller [--kubeconfig FILE] [--leader-elect] ...
+                                     run the gateway controller (raven controller --help for flags)
+  raven lab apiserver --kubeconfig FILE [--port N] [--host ADDR] [--crds DIR]...
+                                     serve an in-process Kubernetes API (plain HTTP, no auth) until
+                                     SIGINT/SIGTERM; write a kubeconfig for it to FILE; --crds loads
+                                     every CustomResourceDefinition in DIR's YAML files (repeatable)
 
 FILE may be a directory: its *.yaml files are used.
 exit codes: 0 ok, 1 invalid input, 2 usage error`;
@@ -29,6 +35,10 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         return validate(rest, io);
       case 'synth':
         return await synth(rest, io);
+      case 'lab':
+        return await lab(rest, io);
+      case 'controller':
+        return await (await import('./runtime/controller/main.js')).runController(rest);
       case undefined:
       case 'help':
       case '--help':
@@ -87,5 +97,41 @@ async function synth(args: readonly string[], io: Io): Promise<number> {
   const { writeTree } = await import('./io/files.js');
   writeTree(values.out, result.files);
   io.stdout(`wrote ${result.files.size} files for ${result.topologies.map((t) => t.cluster).join(', ')} to ${values.out}\n`);
+  return 0;
+}
+
+async function lab(args: readonly string[], io: Io): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub !== 'apiserver') throw new UsageError(sub === undefined ? 'lab needs a subcommand: apiserver' : `unknown lab subcommand "${sub}"`);
+  const { positionals, values } = parseArgs({
+    args: rest,
+    options: { port: { type: 'string' }, host: { type: 'string' }, kubeconfig: { type: 'string' }, crds: { type: 'string', multiple: true } },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+  if (!values.kubeconfig) throw new UsageError('lab apiserver needs --kubeconfig FILE');
+  const port = values.port === undefined ? 0 : Number(values.port);
+  if (!/^\d+$/.test(values.port ?? '0') || port > 65535) throw new UsageError(`--port must be 0-65535, not "${values.port}"`);
+  const { startApiServer, loadCrds } = await import('./runtime/apiserver/index.js');
+  const { writeFileSync } = await import('node:fs');
+  const crds = loadCrds(values.crds ?? []);
+  const api = await startApiServer({ port, ...(values.host ? { host: values.host } : {}), crds });
+  let stopped!: () => void;
+  const done = new Promise<void>((resolve) => (stopped = resolve));
+  const onSignal = (): void => stopped();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    writeFileSync(values.kubeconfig, api.kubeconfigYaml(), { mode: 0o600 });
+    const names = crds.map((c) => (c as { metadata?: { name?: string } }).metadata?.name).join(', ');
+    io.stdout(`raven lab apiserver: serving ${api.url}; kubeconfig written to ${values.kubeconfig}${crds.length ? `; CRDs: ${names}` : ''}\n`);
+    await done;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await api.close();
+  }
+  io.stdout('raven lab apiserver: stopped\n');
   return 0;
 }
