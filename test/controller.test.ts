@@ -3,6 +3,7 @@
  * `kubectl get gw`, node labels and events, through failures of gateways, watches, the API and the
  * controller itself.
  */
+import * as k8s from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { activeOf, type Cluster, type ControllerProcess, metric, NODES, startCluster, startController, waitFor } from './cluster-harness.ts';
@@ -49,6 +50,34 @@ test('each region gets its first candidate elected, with OpenYurt-shaped status'
   ]);
   const cloud = await waitFor(async () => ((await cluster.gateway('gw-cloud')).status?.activeEndpoints?.length === 2 ? cluster.gateway('gw-cloud') : undefined), 5000, 'gw-cloud');
   assert.equal(cloud.status!.activeEndpoints!.map((e) => e.publicIP), ['203.0.113.10', '203.0.113.10']);
+});
+
+test('the controller answers /healthz and /readyz', async () => {
+  for (const path of ['/healthz', '/readyz']) assert.is((await fetch(`http://127.0.0.1:${controller.port}${path}`)).status, 200, path);
+});
+
+test('a LoadBalancer region gets a Service per active endpoint, and its publicIP from the ingress', async () => {
+  const patch = { spec: { exposeType: 'LoadBalancer', endpoints: [{ nodeName: 'cloud-gw-1', type: 'tunnel', port: 4500, underNAT: false }, { nodeName: 'cloud-gw-1', type: 'proxy', port: 10262, underNAT: false }] } };
+  const merge = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch);
+  const patchGw = (body: object): Promise<unknown> => cluster.custom.patchClusterCustomObject({ group: 'raven.openyurt.io', version: 'v1beta1', plural: 'gateways', name: 'gw-cloud', body }, merge);
+  const original = await cluster.gateway('gw-cloud');
+  await patchGw(patch);
+  const svc = await waitFor(async () => (await cluster.core.listNamespacedService({ namespace: 'raven-system' })).items.find((x) => x.metadata?.name === 'raven-tunnel-cloud-cloud-gw-1'), 5000, 'the tunnel LoadBalancer Service');
+  assert.is(svc.spec?.type, 'LoadBalancer');
+  assert.equal(svc.spec?.ports?.map((p) => [p.protocol, p.port]), [['UDP', 4500]]);
+  const slice = await cluster.kc.makeApiClient(k8s.DiscoveryV1Api).readNamespacedEndpointSlice({ name: 'raven-tunnel-cloud-cloud-gw-1', namespace: 'raven-system' });
+  assert.equal(slice.endpoints.map((e) => e.addresses), [['10.0.0.10']]);
+  let gw = await cluster.gateway('gw-cloud');
+  assert.is(gw.status?.activeEndpoints?.find((e) => e.type === 'tunnel')?.publicIP, undefined, 'no address before the cloud assigns one');
+  // Play the cloud provider: assign an ingress address.
+  await cluster.core.replaceNamespacedServiceStatus({ name: svc.metadata!.name!, namespace: 'raven-system', body: { ...svc, status: { loadBalancer: { ingress: [{ ip: '198.51.100.200' }] } } } });
+  gw = await waitFor(async () => {
+    const g = await cluster.gateway('gw-cloud');
+    return g.status?.activeEndpoints?.find((e) => e.type === 'tunnel')?.publicIP === '198.51.100.200' ? g : undefined;
+  }, 5000, 'publicIP from the LoadBalancer ingress');
+  // Back to PublicIP: the Services go away.
+  await patchGw({ spec: { exposeType: original.spec!.exposeType, endpoints: original.spec!.endpoints } });
+  await waitFor(async () => (await cluster.core.listNamespacedService({ namespace: 'raven-system' })).items.every((x) => !x.metadata?.name?.startsWith('raven-')), 5000, 'LoadBalancer Services removed');
 });
 
 test('members are labelled raven.openyurt.io/gateway=<gw>, by selector and by name', async () => {
