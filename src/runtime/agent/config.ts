@@ -1,0 +1,125 @@
+/**
+ * The agent's configuration, parsed once: flags, then environment (NODE_NAME, NODE_IP,
+ * POD_NAMESPACE, VPN_CONNECTION_PSK), then the files of the mounted `raven-agent-config`
+ * ConfigMap (--config-dir). Every bad value is reported with what is allowed; the result is frozen.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import ipaddr from 'ipaddr.js';
+import { parseAddr } from '../http-endpoints.js';
+
+export interface AgentConfig {
+  readonly nodeName: string;
+  readonly nodeIP: string;
+  readonly namespace: string;
+  readonly kubeconfig?: string;
+  readonly stateDir: string;
+  readonly vpnDriver: 'wireguard' | 'ipsec';
+  readonly vpnPort: number;
+  readonly tunnelMTU: number;
+  readonly underlayMTU: number;
+  readonly natTraversal: boolean;
+  readonly forwardNodeIP: boolean;
+  readonly metricsAddr: string;
+  readonly healthAddr: string;
+  /** Present with the ipsec driver (from a Secret, through the environment). Never logged. */
+  readonly psk?: string;
+  /** Run the data plane inside this network namespace (the lab); absent in a cluster. */
+  readonly netns?: string;
+}
+
+export const AGENT_USAGE = `usage: raven agent [flags]
+  --node-name NAME        this node (default: $NODE_NAME)
+  --node-ip IP            this node's address (default: $NODE_IP)
+  --namespace NS          raven namespace (default: $POD_NAMESPACE or raven-system)
+  --kubeconfig FILE       kubeconfig (default: $KUBECONFIG, then in-cluster)
+  --config-dir DIR        raven-agent-config files (vpn-driver, vpn-port, tunnel-mtu, ...)
+  --state-dir DIR         keys that survive restarts (default /var/lib/raven)
+  --netns NAME            run the data plane in this network namespace (lab)`;
+
+/** Keys of raven-agent-config the agent reads (files in --config-dir). */
+const FILE_KEYS = ['vpn-driver', 'vpn-port', 'tunnel-mtu', 'underlay-mtu', 'nat-traversal', 'forward-node-ip', 'metric-bind-addr', 'health-probe-addr'] as const;
+
+export function parseAgentConfig(args: readonly string[], env: Readonly<Record<string, string | undefined>>, readDir: (dir: string) => Record<string, string> = readConfigDir): AgentConfig {
+  const { values } = parseArgs({
+    args: [...args],
+    strict: true,
+    options: {
+      'node-name': { type: 'string' },
+      'node-ip': { type: 'string' },
+      namespace: { type: 'string' },
+      kubeconfig: { type: 'string' },
+      'config-dir': { type: 'string' },
+      'state-dir': { type: 'string' },
+      netns: { type: 'string' },
+    },
+  });
+  const file = values['config-dir'] ? readDir(values['config-dir']) : {};
+  const errors: string[] = [];
+  const need = (v: string | undefined, what: string): string => {
+    if (!v) errors.push(`${what} is required`);
+    return v ?? '';
+  };
+  const oneOf = <T extends string>(key: string, allowed: readonly T[], fallback: T): T => {
+    const v = file[key] ?? fallback;
+    if (!allowed.includes(v as T)) errors.push(`${key} "${v}" is not allowed; use one of: ${allowed.join(', ')}`);
+    return v as T;
+  };
+  const int = (key: string, fallback: number, min: number, max: number): number => {
+    const raw = file[key];
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    if (!/^\d+$/.test(raw) || n < min || n > max) errors.push(`${key} "${raw}" must be an integer from ${min} to ${max}`);
+    return n;
+  };
+  const bool = (key: string): boolean => {
+    const raw = (file[key] ?? 'false').toLowerCase();
+    if (raw !== 'true' && raw !== 'false') errors.push(`${key} "${file[key]}" must be true or false`);
+    return raw === 'true';
+  };
+  const addr = (key: string, fallback: string): string => {
+    const v = file[key] ?? fallback;
+    try {
+      parseAddr(v);
+    } catch (err) {
+      errors.push(`${key}: ${(err as Error).message}`);
+    }
+    return v;
+  };
+
+  const nodeName = need(values['node-name'] ?? env.NODE_NAME, '--node-name (or $NODE_NAME)');
+  const nodeIP = need(values['node-ip'] ?? env.NODE_IP, '--node-ip (or $NODE_IP)');
+  if (nodeIP && !ipaddr.isValid(nodeIP)) errors.push(`node IP "${nodeIP}" is not an IP address`);
+  const vpnDriver = oneOf('vpn-driver', ['wireguard', 'ipsec'] as const, 'wireguard');
+  const config: AgentConfig = {
+    nodeName,
+    nodeIP,
+    namespace: values.namespace ?? env.POD_NAMESPACE ?? 'raven-system',
+    ...(values.kubeconfig && { kubeconfig: values.kubeconfig }),
+    stateDir: values['state-dir'] ?? '/var/lib/raven',
+    vpnDriver,
+    vpnPort: int('vpn-port', 4500, 1, 65535),
+    tunnelMTU: int('tunnel-mtu', 0, 0, 9000),
+    underlayMTU: int('underlay-mtu', 1500, 576, 9216),
+    natTraversal: bool('nat-traversal'),
+    forwardNodeIP: bool('forward-node-ip'),
+    metricsAddr: addr('metric-bind-addr', ':10265'),
+    healthAddr: addr('health-probe-addr', ':10275'),
+    ...(env.VPN_CONNECTION_PSK && { psk: env.VPN_CONNECTION_PSK }),
+    ...(values.netns && { netns: values.netns }),
+  };
+  if (vpnDriver === 'ipsec' && !config.psk) errors.push('the ipsec driver needs $VPN_CONNECTION_PSK (from the PSK Secret)');
+  if (errors.length) throw new Error(`invalid agent configuration:\n  - ${errors.join('\n  - ')}`);
+  return Object.freeze(config);
+}
+
+/** The ConfigMap as mounted: one file per key (dot-files are the kubelet's bookkeeping). */
+function readConfigDir(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of readdirSync(dir)) {
+    if (name.startsWith('.') || !(FILE_KEYS as readonly string[]).includes(name)) continue;
+    out[name] = readFileSync(join(dir, name), 'utf8').trim();
+  }
+  return out;
+}

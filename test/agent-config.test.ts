@@ -1,0 +1,49 @@
+/** The agent's configuration: defaults, the mounted ConfigMap, and errors that say what is allowed. */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { parseAgentConfig } from '../src/runtime/agent/config.ts';
+
+const env = { NODE_NAME: 'hz-1', NODE_IP: '192.168.1.11', POD_NAMESPACE: 'raven-system' };
+
+test('node identity comes from the downward API environment; everything else has defaults', () => {
+  const c = parseAgentConfig([], env, () => ({}));
+  assert.equal(c, {
+    nodeName: 'hz-1', nodeIP: '192.168.1.11', namespace: 'raven-system', stateDir: '/var/lib/raven', vpnDriver: 'wireguard', vpnPort: 4500,
+    tunnelMTU: 0, underlayMTU: 1500, natTraversal: false, forwardNodeIP: false, metricsAddr: ':10265', healthAddr: ':10275',
+  });
+  assert.ok(Object.isFrozen(c));
+});
+
+test('the compiled raven-agent-config, mounted as files, is read as written', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'raven-agent-cfg-'));
+  try {
+    const files = { 'vpn-driver': 'ipsec', 'vpn-port': '4500', 'tunnel-mtu': '1412', 'nat-traversal': 'true', 'forward-node-ip': 'true', '..data': 'ignored' };
+    for (const [k, v] of Object.entries(files)) writeFileSync(join(dir, k), v + '\n');
+    const c = parseAgentConfig(['--config-dir', dir], { ...env, VPN_CONNECTION_PSK: 's3cret' });
+    assert.equal([c.vpnDriver, c.tunnelMTU, c.natTraversal, c.forwardNodeIP, c.psk], ['ipsec', 1412, true, true, 's3cret']);
+  } finally {
+    rmSync(dir, { recursive: true });
+  }
+});
+
+test('bad values are all reported, each with what is allowed', () => {
+  const files = { 'vpn-driver': 'libreswan', 'vpn-port': '70000', 'nat-traversal': 'yes', 'metric-bind-addr': 'localhost' };
+  try {
+    parseAgentConfig(['--config-dir', 'x'], { NODE_IP: 'not-an-ip' }, () => files);
+    assert.unreachable('should have thrown');
+  } catch (err) {
+    const msg = (err as Error).message;
+    for (const part of ['--node-name (or $NODE_NAME) is required', 'node IP "not-an-ip" is not an IP address', 'vpn-driver "libreswan" is not allowed; use one of: wireguard, ipsec', 'vpn-port "70000" must be an integer from 1 to 65535', 'nat-traversal "yes" must be true or false', 'metric-bind-addr: invalid address "localhost"']) {
+      assert.ok(msg.includes(part), `missing "${part}" in:\n${msg}`);
+    }
+  }
+});
+
+test('the ipsec driver refuses to start without its PSK', () => {
+  assert.throws(() => parseAgentConfig(['--config-dir', 'x'], env, () => ({ 'vpn-driver': 'ipsec' })), /needs \$VPN_CONNECTION_PSK/);
+});
+
+test.run();
