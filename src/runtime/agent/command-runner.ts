@@ -24,6 +24,8 @@ export class ExecRunner implements CommandRunner {
       child.stderr.on('data', (d) => (stderr += d));
       child.on('error', (err) => reject(new Error(`failed to run ${cmd}: ${err.message}`, { cause: err })));
       child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+      // A command may exit without reading its input (e.g. after a usage error): EPIPE is not our failure.
+      child.stdin.on('error', () => undefined);
       child.stdin.end(input ?? '');
     });
   }

@@ -1,0 +1,187 @@
+/**
+ * WireGuard backend. The kernel module when it exists, otherwise wireguard-go (userspace), chosen
+ * automatically. The private key is made once and kept in the state directory (a hostPath), so a
+ * restart keeps the node's public key and its peers keep working. Peers are diffed against
+ * `wg show <dev> dump`; only what differs is set.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type CommandRunner, mustRun } from './command-runner.js';
+import type { PeerPlan } from './plan.js';
+
+export interface WireGuardOptions {
+  readonly device: string;
+  readonly port: number;
+  readonly mtu: number;
+  readonly stateDir: string;
+  readonly netns?: string;
+  readonly runner: CommandRunner;
+  /** Test hook: pretend the kernel has no WireGuard (this machine's kernel has none anyway). */
+  readonly forceUserspace?: boolean;
+}
+
+export interface CurrentPeer {
+  readonly publicKey: string;
+  readonly endpoint?: string;
+  readonly allowedIPs: readonly string[];
+  readonly latestHandshake: number;
+  readonly keepaliveSeconds?: number;
+}
+
+const USERSPACE_ENV = { WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' };
+
+export class WireGuard {
+  private readonly keyFile: string;
+  private readonly pidFile: string;
+
+  constructor(private readonly opts: WireGuardOptions) {
+    this.keyFile = join(opts.stateDir, 'wireguard.key');
+    this.pidFile = join(opts.stateDir, `wireguard-go.${opts.device}.pid`);
+  }
+
+  private ns(cmd: string, args: readonly string[]): [string, string[]] {
+    return this.opts.netns ? ['ip', ['netns', 'exec', this.opts.netns, cmd, ...args]] : [cmd, [...args]];
+  }
+
+  private async wg(args: readonly string[], input?: string): Promise<string> {
+    const [cmd, full] = this.ns('wg', args);
+    return mustRun(this.opts.runner, cmd, full, input);
+  }
+
+  private ip(args: readonly string[]): readonly string[] {
+    return this.opts.netns ? ['-n', this.opts.netns, ...args] : args;
+  }
+
+  /** This node's public key; the private key is created on first use and kept (0600). */
+  async publicKey(): Promise<string> {
+    if (!existsSync(this.keyFile)) {
+      mkdirSync(this.opts.stateDir, { recursive: true, mode: 0o700 });
+      const key = (await mustRun(this.opts.runner, 'wg', ['genkey'])).trim();
+      writeFileSync(this.keyFile, key + '\n', { mode: 0o600, flag: 'wx' });
+    }
+    return (await mustRun(this.opts.runner, 'wg', ['pubkey'], readFileSync(this.keyFile, 'utf8'))).trim();
+  }
+
+  /** Whether the device exists now. */
+  async exists(): Promise<boolean> {
+    return (await this.opts.runner.run('ip', this.ip(['link', 'show', 'dev', this.opts.device]))).code === 0;
+  }
+
+  /** Creates (or adopts, after a restart) the device, with our key, port and MTU, up. Returns the mode used. */
+  async up(): Promise<'kernel' | 'userspace' | 'existing'> {
+    await this.publicKey();
+    let mode: 'kernel' | 'userspace' | 'existing' = 'existing';
+    if (!(await this.exists())) {
+      const kernel = !this.opts.forceUserspace && (await this.opts.runner.run('ip', this.ip(['link', 'add', 'dev', this.opts.device, 'type', 'wireguard']))).code === 0;
+      if (kernel) mode = 'kernel';
+      else {
+        await this.startUserspace();
+        mode = 'userspace';
+      }
+    }
+    await this.wg(['set', this.opts.device, 'private-key', this.keyFile, 'listen-port', String(this.opts.port)]);
+    await mustRun(this.opts.runner, 'ip', this.ip(['link', 'set', 'dev', this.opts.device, 'mtu', String(this.opts.mtu), 'up']));
+    return mode;
+  }
+
+  private async startUserspace(): Promise<void> {
+    // The UAPI socket (/var/run/wireguard/<dev>.sock) is global, not per netns: a stale one from a
+    // killed wireguard-go would make the new one fail, and it is ours (the device name is ours).
+    rmSync(`/var/run/wireguard/${this.opts.device}.sock`, { force: true });
+    const [cmd, args] = this.ns('wireguard-go', ['-f', this.opts.device]);
+    // Detached: the device must outlive an agent restart; the PID file lets the next agent stop it.
+    const child = spawn(cmd, args, { detached: true, stdio: 'ignore', env: { ...process.env, ...USERSPACE_ENV } });
+    child.unref();
+    writeFileSync(this.pidFile, String(child.pid));
+    const deadline = Date.now() + 3000;
+    while (!(await this.exists())) {
+      if (Date.now() > deadline) throw new Error(`failed to start wireguard-go for ${this.opts.device}: device did not appear within 3 s`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  async peers(): Promise<CurrentPeer[]> {
+    const lines = (await this.wg(['show', this.opts.device, 'dump'])).trim().split('\n').slice(1).filter(Boolean);
+    return lines.map((line) => {
+      const [publicKey, , endpoint, allowed, handshake, , , keepalive] = line.split('\t');
+      return {
+        publicKey: publicKey!,
+        ...(endpoint && endpoint !== '(none)' && { endpoint }),
+        allowedIPs: allowed && allowed !== '(none)' ? allowed.split(',').sort() : [],
+        latestHandshake: Number(handshake),
+        ...(keepalive && keepalive !== 'off' && { keepaliveSeconds: Number(keepalive) }),
+      };
+    });
+  }
+
+  /**
+   * Makes the device's peers exactly `desired` (those with a public key: a peer that has not
+   * published one yet is skipped). Learned endpoints of peers that dial us are left alone.
+   * Peers with `initiateDelayMs` are set after that delay, so the two sides of an edge-to-edge
+   * pair do not initiate at the same moment.
+   */
+  async setPeers(desired: readonly PeerPlan[]): Promise<{ set: string[]; removed: string[] }> {
+    const current = new Map((await this.peers()).map((p) => [p.publicKey, p]));
+    const wanted = desired.filter((p): p is PeerPlan & { publicKey: string } => !!p.publicKey);
+    const set: string[] = [];
+    const apply = async (p: PeerPlan & { publicKey: string }): Promise<void> => {
+      const have = current.get(p.publicKey);
+      const allowed = [...p.allowedIPs].sort();
+      const same =
+        have &&
+        have.allowedIPs.join(',') === allowed.join(',') &&
+        (have.keepaliveSeconds ?? 0) === (p.keepaliveSeconds ?? 0) &&
+        (!p.endpoint || have.endpoint === p.endpoint);
+      if (same) return;
+      await this.wg([
+        'set', this.opts.device, 'peer', p.publicKey,
+        ...(p.endpoint ? ['endpoint', p.endpoint] : []),
+        'persistent-keepalive', p.keepaliveSeconds ? String(p.keepaliveSeconds) : 'off',
+        'allowed-ips', allowed.join(','),
+      ]);
+      set.push(p.gateway);
+    };
+    for (const p of wanted.filter((x) => !x.initiateDelayMs)) await apply(p);
+    const delayed = wanted.filter((x) => x.initiateDelayMs);
+    if (delayed.length) {
+      await new Promise((r) => setTimeout(r, Math.max(...delayed.map((x) => x.initiateDelayMs!))));
+      for (const p of delayed) await apply(p);
+    }
+    const keep = new Set(wanted.map((p) => p.publicKey));
+    const removed: string[] = [];
+    for (const key of current.keys()) {
+      if (keep.has(key)) continue;
+      await this.wg(['set', this.opts.device, 'peer', key, 'remove']);
+      removed.push(key);
+    }
+    return { set, removed };
+  }
+
+  /** Removes the device and stops the wireguard-go we started (by its recorded PID only). */
+  async down(): Promise<void> {
+    await this.opts.runner.run('ip', this.ip(['link', 'del', 'dev', this.opts.device]));
+    if (existsSync(this.pidFile)) {
+      const pid = Number(readFileSync(this.pidFile, 'utf8'));
+      if (pid > 0 && isOurWireguardGo(pid, this.opts.device)) {
+        try {
+          process.kill(pid, 'SIGTERM');
+        } catch {
+          // already gone
+        }
+      }
+      rmSync(this.pidFile, { force: true });
+    }
+    rmSync(`/var/run/wireguard/${this.opts.device}.sock`, { force: true });
+  }
+}
+
+/** Guards against PID reuse: only a live wireguard-go for this device is ours to stop. */
+function isOurWireguardGo(pid: number, device: string): boolean {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return argv.some((a) => a.endsWith('wireguard-go')) && argv.includes(device);
+  } catch {
+    return false;
+  }
+}
