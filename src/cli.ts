@@ -12,6 +12,8 @@ const USAGE = `usage:
   raven synth FILE... --out DIR      compile topology files into DIR (replaced atomically)
   raven controller [--kubeconfig FILE] [--leader-elect] ...
                                      run the gateway controller (raven controller --help for flags)
+  raven agent [--node-name N] [--node-ip IP] ...
+                                     run the node agent (raven agent --help for flags)
   raven lab apiserver --kubeconfig FILE [--port N] [--host ADDR] [--crds DIR]...
                                      serve an in-process Kubernetes API (plain HTTP, no auth) until
                                      SIGINT/SIGTERM; write a kubeconfig for it to FILE; --crds loads
@@ -39,6 +41,8 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         return await lab(rest, io);
       case 'controller':
         return await (await import('./runtime/controller/main.js')).runController(rest);
+      case 'agent':
+        return await (await import('./runtime/agent/main.js')).runAgent(rest);
       case undefined:
       case 'help':
       case '--help':

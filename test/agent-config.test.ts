@@ -12,7 +12,7 @@ test('node identity comes from the downward API environment; everything else has
   const c = parseAgentConfig([], env, () => ({}));
   assert.equal(c, {
     nodeName: 'hz-1', nodeIP: '192.168.1.11', namespace: 'raven-system', stateDir: '/var/lib/raven', vpnDriver: 'wireguard', vpnPort: 4500,
-    tunnelMTU: 0, underlayMTU: 1500, natTraversal: false, forwardNodeIP: false, metricsAddr: ':10265', healthAddr: ':10275',
+    tunnelMTU: 0, underlayMTU: 1500, natTraversal: false, forwardNodeIP: false, metricsAddr: ':10265', healthAddr: ':10275', device: 'raven-wg0',
   });
   assert.ok(Object.isFrozen(c));
 });

@@ -27,6 +27,8 @@ export interface AgentConfig {
   readonly psk?: string;
   /** Run the data plane inside this network namespace (the lab); absent in a cluster. */
   readonly netns?: string;
+  /** Tunnel device name. Unique per host with userspace WireGuard: its control sockets are global. */
+  readonly device: string;
 }
 
 export const AGENT_USAGE = `usage: raven agent [flags]
@@ -36,7 +38,8 @@ export const AGENT_USAGE = `usage: raven agent [flags]
   --kubeconfig FILE       kubeconfig (default: $KUBECONFIG, then in-cluster)
   --config-dir DIR        raven-agent-config files (vpn-driver, vpn-port, tunnel-mtu, ...)
   --state-dir DIR         keys that survive restarts (default /var/lib/raven)
-  --netns NAME            run the data plane in this network namespace (lab)`;
+  --netns NAME            run the data plane in this network namespace (lab)
+  --device NAME           tunnel device (default raven-wg0)`;
 
 /** Keys of raven-agent-config the agent reads (files in --config-dir). */
 const FILE_KEYS = ['vpn-driver', 'vpn-port', 'tunnel-mtu', 'underlay-mtu', 'nat-traversal', 'forward-node-ip', 'metric-bind-addr', 'health-probe-addr'] as const;
@@ -53,6 +56,7 @@ export function parseAgentConfig(args: readonly string[], env: Readonly<Record<s
       'config-dir': { type: 'string' },
       'state-dir': { type: 'string' },
       netns: { type: 'string' },
+      device: { type: 'string' },
     },
   });
   const file = values['config-dir'] ? readDir(values['config-dir']) : {};
@@ -108,7 +112,9 @@ export function parseAgentConfig(args: readonly string[], env: Readonly<Record<s
     healthAddr: addr('health-probe-addr', ':10275'),
     ...(env.VPN_CONNECTION_PSK && { psk: env.VPN_CONNECTION_PSK }),
     ...(values.netns && { netns: values.netns }),
+    device: values.device ?? 'raven-wg0',
   };
+  if (!/^[a-zA-Z0-9_.-]{1,15}$/.test(config.device)) errors.push(`device "${config.device}" must be 1-15 letters, digits, ".", "-" or "_"`);
   if (vpnDriver === 'ipsec' && !config.psk) errors.push('the ipsec driver needs $VPN_CONNECTION_PSK (from the PSK Secret)');
   if (errors.length) throw new Error(`invalid agent configuration:\n  - ${errors.join('\n  - ')}`);
   return Object.freeze(config);

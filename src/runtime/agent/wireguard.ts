@@ -164,11 +164,11 @@ export class WireGuard {
     if (existsSync(this.pidFile)) {
       const pid = Number(readFileSync(this.pidFile, 'utf8'));
       if (pid > 0 && isOurWireguardGo(pid, this.opts.device)) {
-        try {
-          process.kill(pid, 'SIGTERM');
-        } catch {
-          // already gone
-        }
+        // Under traffic wireguard-go can take over a second to exit: wait, then insist (same PID only).
+        signal(pid, 'SIGTERM');
+        const deadline = Date.now() + 2000;
+        while (isOurWireguardGo(pid, this.opts.device) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        if (isOurWireguardGo(pid, this.opts.device)) signal(pid, 'SIGKILL');
       }
       rmSync(this.pidFile, { force: true });
     }
@@ -176,11 +176,20 @@ export class WireGuard {
   }
 }
 
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
+}
+
 /** Guards against PID reuse: only a live wireguard-go for this device is ours to stop. */
 function isOurWireguardGo(pid: number, device: string): boolean {
   try {
     const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    return argv.some((a) => a.endsWith('wireguard-go')) && argv.includes(device);
+    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0];
+    return state !== 'Z' && argv.some((a) => a.endsWith('wireguard-go')) && argv.includes(device);
   } catch {
     return false;
   }

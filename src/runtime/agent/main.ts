@@ -1,0 +1,30 @@
+/** `raven agent`: configuration parsed once, then the agent runs until SIGTERM/SIGINT and cleans up. */
+import * as k8s from '@kubernetes/client-node';
+import { createLogger } from '../log.js';
+import { Agent } from './agent.js';
+import { ExecRunner } from './command-runner.js';
+import { AGENT_USAGE, parseAgentConfig } from './config.js';
+
+export async function runAgent(args: readonly string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(AGENT_USAGE + '\n');
+    return 0;
+  }
+  const config = parseAgentConfig(args, process.env);
+  const kc = new k8s.KubeConfig();
+  if (config.kubeconfig) kc.loadFromFile(config.kubeconfig);
+  else kc.loadFromDefault();
+  const log = createLogger(`agent/${config.nodeName}`);
+  const agent = new Agent(kc, config, new ExecRunner(), log);
+  await agent.run();
+  log.info('serving health and metrics', { port: agent.port });
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      log.info('shutting down; removing routes and tunnels', { signal });
+      void agent.stop().then(resolve);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}
