@@ -1,0 +1,91 @@
+/**
+ * Pod-to-pod throughput across one tunnel: set up by the agent's code (WireGuard backend, policy
+ * table with MTU) versus the raw backend configured by hand (wg + a main-table route) between the
+ * same two namespaces. iperf3, 4 s TCP runs, alternating, median of 3 each.
+ * Prints JSON lines {"name","value","unit"}. Needs root, wireguard-go, wg and iperf3.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ExecRunner } from '../src/runtime/agent/command-runner.ts';
+import { RouteTable } from '../src/runtime/agent/route-table.ts';
+import { WireGuard } from '../src/runtime/agent/wireguard.ts';
+import { pair, sh } from '../test/netns.ts';
+
+const ns = pair('tp');
+const state = mkdtempSync(join(tmpdir(), 'raven-tp-'));
+const tag = String(process.pid % 100000);
+const runner = new ExecRunner();
+const servers: number[] = [];
+
+async function tunnel(kind: 'raven' | 'raw', aDev: string, bDev: string): Promise<WireGuard[]> {
+  const a = new WireGuard({ device: aDev, port: 51830, mtu: 1420, stateDir: join(state, `${kind}-a`), netns: ns.a, runner });
+  const b = new WireGuard({ device: bDev, port: 51831, mtu: 1420, stateDir: join(state, `${kind}-b`), netns: ns.b, runner });
+  if (kind === 'raven') {
+    await a.up();
+    await b.up();
+    await b.setPeers([{ gateway: 'a', node: 'a', publicKey: await a.publicKey(), allowedIPs: ['10.99.1.0/24'], path: 'direct', relaysFor: [] }]);
+    await a.setPeers([{ gateway: 'b', node: 'b', publicKey: await b.publicKey(), endpoint: '192.168.77.2:51831', allowedIPs: ['10.99.2.0/24'], path: 'direct', relaysFor: [] }]);
+    await new RouteTable(runner, { table: 9031, priority: 9031, netns: ns.a }).set([{ dst: '10.99.2.0/24', dev: aDev, mtu: 1420 }]);
+    await new RouteTable(runner, { table: 9031, priority: 9031, netns: ns.b }).set([{ dst: '10.99.1.0/24', dev: bDev, mtu: 1420 }]);
+  } else {
+    // By hand, as a WireGuard user would: the same wireguard-go, wg set, a plain route in main.
+    // Only the device and key come from our code; peers and routes are made by hand.
+    await a.up();
+    await b.up();
+    const [ka, kb] = [await a.publicKey(), await b.publicKey()];
+    sh('ip', ['netns', 'exec', ns.b, 'wg', 'set', bDev, 'peer', ka, 'allowed-ips', '10.99.1.0/24']);
+    sh('ip', ['netns', 'exec', ns.a, 'wg', 'set', aDev, 'peer', kb, 'endpoint', '192.168.77.2:51831', 'allowed-ips', '10.99.2.0/24']);
+    sh('ip', ['-n', ns.a, 'route', 'add', '10.99.2.0/24', 'dev', aDev]);
+    sh('ip', ['-n', ns.b, 'route', 'add', '10.99.1.0/24', 'dev', bDev]);
+  }
+  return [a, b];
+}
+
+function iperf(): number {
+  const r = spawnSync('ip', ['netns', 'exec', ns.a, 'iperf3', '-c', '10.99.2.1', '-B', '10.99.1.1', '-t', '4', '-J'], { encoding: 'utf8', timeout: 20_000 });
+  if (r.status !== 0) throw new Error(`iperf3 failed: ${r.stderr || r.stdout.slice(0, 300)}`);
+  return JSON.parse(r.stdout).end.sum_received.bits_per_second / 1e6;
+}
+
+try {
+  sh('ip', ['-n', ns.a, 'addr', 'add', '10.99.1.1/32', 'dev', 'lo']);
+  sh('ip', ['-n', ns.b, 'addr', 'add', '10.99.2.1/32', 'dev', 'lo']);
+  const server = spawn('ip', ['netns', 'exec', ns.b, 'iperf3', '-s', '-B', '10.99.2.1'], { stdio: 'ignore' });
+  servers.push(server.pid!);
+  await new Promise((r) => setTimeout(r, 300));
+  const results: Record<'raven' | 'raw', number[]> = { raven: [], raw: [] };
+  for (let i = 0; i < 3; i++) {
+    for (const kind of ['raven', 'raw'] as const) {
+      const wgs = await tunnel(kind, `rtp${kind[1]}a${tag}`, `rtp${kind[1]}b${tag}`);
+      spawnSync('ip', ['netns', 'exec', ns.a, 'ping', '-c', '2', '-i', '0.2', '-I', '10.99.1.1', '10.99.2.1']);
+      results[kind].push(iperf());
+      for (const w of wgs) await w.down();
+      if (kind === 'raw') {
+        spawnSync('ip', ['-n', ns.a, 'route', 'del', '10.99.2.0/24']);
+        spawnSync('ip', ['-n', ns.b, 'route', 'del', '10.99.1.0/24']);
+      } else {
+        await new RouteTable(runner, { table: 9031, priority: 9031, netns: ns.a }).cleanUp();
+        await new RouteTable(runner, { table: 9031, priority: 9031, netns: ns.b }).cleanUp();
+      }
+    }
+  }
+  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[1]!;
+  const [raven, raw] = [median(results.raven), median(results.raw)];
+  const out = (name: string, value: number, unit: string): void => console.log(JSON.stringify({ name, value: Math.round(value * 100) / 100, unit }));
+  out('agent_tunnel_throughput', raven, 'Mbit/s');
+  out('raw_backend_throughput', raw, 'Mbit/s');
+  out('agent_over_raw_throughput_ratio', raven / raw, 'ratio');
+  console.error(`raven=${results.raven.map(Math.round).join(',')} raw=${results.raw.map(Math.round).join(',')}`);
+} finally {
+  for (const pid of servers) {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      // gone
+    }
+  }
+  ns.cleanup();
+  rmSync(state, { recursive: true, force: true });
+}
