@@ -1,6 +1,7 @@
 /** `raven agent`: configuration parsed once, then the agent runs until SIGTERM/SIGINT and cleans up. */
 import * as k8s from '@kubernetes/client-node';
 import { createLogger } from '../log.js';
+import { runUntilSignal } from '../run-until-signal.js';
 import { Agent } from './agent.js';
 import { ExecRunner } from './command-runner.js';
 import { AGENT_USAGE, parseAgentConfig } from './config.js';
@@ -18,13 +19,6 @@ export async function runAgent(args: readonly string[]): Promise<number> {
   const agent = new Agent(kc, config, new ExecRunner(), log);
   await agent.run();
   log.info('serving health and metrics', { port: agent.port });
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      log.info('shutting down; removing routes and tunnels', { signal });
-      void agent.stop().then(resolve);
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
+  await runUntilSignal(() => agent.stop(), log, 'shutting down; removing routes and tunnels');
   return 0;
 }

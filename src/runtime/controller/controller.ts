@@ -406,8 +406,8 @@ export class GatewayController {
       const have = existing.get(name);
       existing.delete(name);
       if (!have) {
-        await ignore409(this.core.createNamespacedService({ namespace: ns, body: d.service as k8s.V1Service }));
-        await ignore409(this.discovery.createNamespacedEndpointSlice({ namespace: ns, body: d.slice as unknown as k8s.V1EndpointSlice }));
+        await ignoring([409], this.core.createNamespacedService({ namespace: ns, body: d.service as k8s.V1Service }));
+        await ignoring([409], this.discovery.createNamespacedEndpointSlice({ namespace: ns, body: d.slice as unknown as k8s.V1EndpointSlice }));
         this.log.info('exposed active endpoint', { gateway, service: name });
         continue;
       }
@@ -420,12 +420,12 @@ export class GatewayController {
         k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
       ).catch(async (err: unknown) => {
         if (code(err) !== 404) throw err;
-        await ignore409(this.discovery.createNamespacedEndpointSlice({ namespace: ns, body: d.slice as unknown as k8s.V1EndpointSlice }));
+        await ignoring([409], this.discovery.createNamespacedEndpointSlice({ namespace: ns, body: d.slice as unknown as k8s.V1EndpointSlice }));
       });
     }
     for (const name of existing.keys()) {
-      await ignore404(this.core.deleteNamespacedService({ name, namespace: ns }));
-      await ignore404(this.discovery.deleteNamespacedEndpointSlice({ name, namespace: ns }));
+      await ignoring([404], this.core.deleteNamespacedService({ name, namespace: ns }));
+      await ignoring([404], this.discovery.deleteNamespacedEndpointSlice({ name, namespace: ns }));
       this.log.info('removed exposure of a former active endpoint', { gateway, service: name });
     }
   }
@@ -457,20 +457,12 @@ function sameJSON(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
-async function ignore409<T>(p: Promise<T>): Promise<T | undefined> {
+/** Awaits `p`, treating the given HTTP status codes (409 AlreadyExists, 404 NotFound) as done. */
+async function ignoring<T>(codes: readonly number[], p: Promise<T>): Promise<T | undefined> {
   try {
     return await p;
   } catch (err) {
-    if (code(err) === 409) return undefined;
-    throw err;
-  }
-}
-
-async function ignore404<T>(p: Promise<T>): Promise<T | undefined> {
-  try {
-    return await p;
-  } catch (err) {
-    if (code(err) === 404) return undefined;
+    if (codes.includes(code(err) ?? 0)) return undefined;
     throw err;
   }
 }

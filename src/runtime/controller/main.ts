@@ -8,6 +8,7 @@ import * as k8s from '@kubernetes/client-node';
 import { CONTROLLER_HTTP_PORT } from '../../topology/constants.js';
 import { parseDuration } from '../duration.js';
 import { createLogger } from '../log.js';
+import { runUntilSignal } from '../run-until-signal.js';
 import { type ControllerOptions, GatewayController } from './controller.js';
 
 export const CONTROLLER_USAGE = `usage: raven controller [flags]
@@ -63,13 +64,6 @@ export async function runController(args: readonly string[]): Promise<number> {
   const log = createLogger('controller');
   const controller = new GatewayController(kc, opts, log);
   await controller.run();
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      log.info('shutting down', { signal });
-      void controller.stop().then(resolve);
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
+  await runUntilSignal(() => controller.stop(), log);
   return 0;
 }
