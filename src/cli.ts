@@ -2,10 +2,9 @@
  * `raven` command line. Exit codes: 0 success; 1 invalid input or failure; 2 usage error.
  */
 import { parseArgs } from 'node:util';
-import { compile } from './compile.js';
-import { readSources } from './io/files.js';
+import { compile, validateSources } from './compile.js';
+import { readSources, writeTree } from './io/files.js';
 import { type Diagnostic, formatDiagnostic, hasErrors } from './topology/diagnostics.js';
-import { validateSources } from './compile.js';
 
 const USAGE = `usage:
   raven validate FILE...             check topology files; errors go to stderr as file:line:col
@@ -98,7 +97,6 @@ async function synth(args: readonly string[], io: Io): Promise<number> {
     io.stderr(`nothing written to ${values.out}\n`);
     return 1;
   }
-  const { writeTree } = await import('./io/files.js');
   writeTree(values.out, result.files);
   io.stdout(`wrote ${result.files.size} files for ${result.topologies.map((t) => t.cluster).join(', ')} to ${values.out}\n`);
   return 0;

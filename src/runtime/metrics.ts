@@ -18,10 +18,20 @@ const labelText = (l: Labels, extra: Labels = {}): string => {
   return keys.length ? `{${keys.map((k) => `${k}="${all[k]!.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`).join(',')}}` : '';
 };
 
-export class Counter implements Family {
-  readonly type = 'counter' as const;
-  private readonly values = new Map<string, { labels: Labels; value: number }>();
+/** Labelled series of single values: what counters and gauges share. */
+abstract class Scalar {
+  protected readonly values = new Map<string, { labels: Labels; value: number }>();
   constructor(readonly name: string, readonly help: string) {}
+  get(labels: Labels = {}): number {
+    return this.values.get(labelText(labels))?.value ?? 0;
+  }
+  render(): string[] {
+    return [...this.values.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => `${this.name}${labelText(v.labels)} ${v.value}`);
+  }
+}
+
+export class Counter extends Scalar implements Family {
+  readonly type = 'counter' as const;
   inc(labels: Labels = {}, by = 1): void {
     const k = labelText(labels);
     const cur = this.values.get(k);
@@ -33,26 +43,12 @@ export class Counter implements Family {
     const k = labelText(labels);
     if (!this.values.has(k)) this.values.set(k, { labels, value: 0 });
   }
-  get(labels: Labels = {}): number {
-    return this.values.get(labelText(labels))?.value ?? 0;
-  }
-  render(): string[] {
-    return [...this.values.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => `${this.name}${labelText(v.labels)} ${v.value}`);
-  }
 }
 
-export class Gauge implements Family {
+export class Gauge extends Scalar implements Family {
   readonly type = 'gauge' as const;
-  private readonly values = new Map<string, { labels: Labels; value: number }>();
-  constructor(readonly name: string, readonly help: string) {}
   set(value: number, labels: Labels = {}): void {
     this.values.set(labelText(labels), { labels, value });
-  }
-  get(labels: Labels = {}): number {
-    return this.values.get(labelText(labels))?.value ?? 0;
-  }
-  render(): string[] {
-    return [...this.values.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => `${this.name}${labelText(v.labels)} ${v.value}`);
   }
 }
 

@@ -37,14 +37,10 @@ function position(doc: SourceDocument, findings: readonly Finding[]): Diagnostic
       file: doc.file,
       ...(f.atKey ? doc.locateKey(f.path) : doc.locate(f.path)),
       severity: f.severity,
-      path: formatFindingPath(f),
+      path: formatPath(f.path),
       message: f.message,
     })),
   );
-}
-
-function formatFindingPath(f: Finding): string {
-  return formatPath(f.path);
 }
 
 export type { Topology } from './model.js';

@@ -19,7 +19,7 @@ import {
   type YAMLMap,
   type Node as YamlNode,
 } from 'yaml';
-import { type Diagnostic, formatPath, type PathSegment } from './diagnostics.js';
+import type { Diagnostic, PathSegment } from './diagnostics.js';
 import { fastLoad } from './fast-load.js';
 
 /** Topology files are small (a 1,000-region file is ~0.5 MiB); anything larger is a mistake or an attack. */
@@ -318,4 +318,3 @@ function describe(err: unknown): string {
   return err instanceof Error ? err.message.split('\n')[0]! : String(err);
 }
 
-export { formatPath };

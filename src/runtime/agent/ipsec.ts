@@ -26,6 +26,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, r
 import { isIP } from 'node:net';
 import { isAbsolute, join } from 'node:path';
 import { type CommandRunner, mustRun } from './command-runner.js';
+import { isAlive, stopOwnedProcess } from './owned-process.js';
 import type { PeerPlan } from './plan.js';
 
 export interface IpsecOptions {
@@ -276,12 +277,7 @@ export class IpsecBackend {
 
   private async stopCharon(pid: number): Promise<void> {
     // SIGTERM: charon deletes its SAs (telling peers), routes, rule and TUN device on the way out.
-    signal(pid, 'SIGTERM');
-    const deadline = Date.now() + 3000;
-    while (isOurCharon(pid, this.files.strongswanConf) && Date.now() < deadline) await sleep(20);
-    if (isOurCharon(pid, this.files.strongswanConf)) signal(pid, 'SIGKILL');
-    const killDeadline = Date.now() + 1000;
-    while (isAlive(pid) && Date.now() < killDeadline) await sleep(10);
+    await stopOwnedProcess(pid, () => isOurCharon(pid, this.files.strongswanConf), 3000);
   }
 }
 
@@ -485,22 +481,6 @@ function tryRmdir(path: string): void {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-function signal(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // already gone
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] !== 'Z';
-  } catch {
-    return false;
-  }
 }
 
 /**

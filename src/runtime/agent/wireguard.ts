@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type CommandRunner, mustRun } from './command-runner.js';
+import { isAlive, stopOwnedProcess } from './owned-process.js';
 import type { PeerPlan } from './plan.js';
 
 export interface WireGuardOptions {
@@ -163,24 +164,11 @@ export class WireGuard {
     await this.opts.runner.run('ip', this.ip(['link', 'del', 'dev', this.opts.device]));
     if (existsSync(this.pidFile)) {
       const pid = Number(readFileSync(this.pidFile, 'utf8'));
-      if (pid > 0 && isOurWireguardGo(pid, this.opts.device)) {
-        // Under traffic wireguard-go can take over a second to exit: wait, then insist (same PID only).
-        signal(pid, 'SIGTERM');
-        const deadline = Date.now() + 2000;
-        while (isOurWireguardGo(pid, this.opts.device) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-        if (isOurWireguardGo(pid, this.opts.device)) signal(pid, 'SIGKILL');
-      }
+      // Under traffic wireguard-go can take over a second to exit: wait, then insist (same PID only).
+      if (pid > 0) await stopOwnedProcess(pid, () => isOurWireguardGo(pid, this.opts.device), 2000);
       rmSync(this.pidFile, { force: true });
     }
     rmSync(`/var/run/wireguard/${this.opts.device}.sock`, { force: true });
-  }
-}
-
-function signal(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // already gone
   }
 }
 
@@ -188,8 +176,7 @@ function signal(pid: number, sig: NodeJS.Signals): void {
 function isOurWireguardGo(pid: number, device: string): boolean {
   try {
     const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0];
-    return state !== 'Z' && argv.some((a) => a.endsWith('wireguard-go')) && argv.includes(device);
+    return isAlive(pid) && argv.some((a) => a.endsWith('wireguard-go')) && argv.includes(device);
   } catch {
     return false;
   }

@@ -50,7 +50,7 @@ const SWITCH: Record<EndpointType, { key: string; on: (f: Features) => boolean }
   proxy: { key: 'enable-l7-proxy', on: (f) => f.l7Proxy },
 };
 
-export function replicasOf(gw: Gateway, type: EndpointType): number {
+function replicasOf(gw: Gateway, type: EndpointType): number {
   const r = type === 'tunnel' ? gw.spec?.tunnelConfig?.Replicas : gw.spec?.proxyConfig?.Replicas;
   return typeof r === 'number' && r > 0 ? Math.floor(r) : 0;
 }
