@@ -31,6 +31,22 @@ function informer(labelSelector?: string): { inf: k8s.Informer<k8s.V1ConfigMap> 
 const cm = (name: string, labels?: Record<string, string>): Promise<k8s.V1ConfigMap> => lab.core.createNamespacedConfigMap({ namespace: NS, body: { metadata: { name, ...(labels ? { labels } : {}) } } });
 const listRequests = (): string[] => lab.api.requests().filter((r) => r.path === CMS && r.method === 'GET').map((r) => (r.watch ? `watch ${new URLSearchParams(r.query).get('resourceVersion')}` : 'list'));
 
+let sentinels = 0;
+/**
+ * Stops an informer and waits until the server has no watch open. client-node's stop() cannot abort
+ * a watch whose response it has not processed yet (it keeps the request only once watch() resolves,
+ * which under load lags the server's view of an open watch), so first prove the client holds its
+ * watch: an object created now must arrive through it.
+ */
+async function stopWatching(inf: k8s.Informer<k8s.V1ConfigMap>, log: string[], labels?: Record<string, string>): Promise<void> {
+  const name = `sentinel-${++sentinels}`;
+  await waitFor('watch open', () => lab.api.openWatches() === 1);
+  await cm(name, labels);
+  await waitFor('event through the watch', () => log.includes(`add ${name}`));
+  await inf.stop();
+  await waitFor('watch closed', () => lab.api.openWatches() === 0);
+}
+
 test('watch: RV absent = current state as ADDED then changes; RV given = only later events; ?watch=1 and /watch/ paths', async () => {
   const a = await cm('w-a');
   const since = a.metadata!.resourceVersion!;
@@ -117,10 +133,7 @@ test('informer after compaction: the in-stream 410 makes it relist (no "error" e
   assert.is(reqs[1], 'list', `relisted after the 410: ${reqs.join(', ')}`);
   assert.not.ok(log.some((l) => l.startsWith('error')), log.join(', '));
   assert.equal(inf.list(NS).map((o) => o.metadata!.name), ['k-2']);
-  // client-node's stop() cannot abort a watch that is still connecting (held by the latency above): let it connect first.
-  await waitFor('watch re-established', () => lab.api.openWatches() === 1);
-  await inf.stop();
-  await waitFor('watch closed', () => lab.api.openWatches() === 0);
+  await stopWatching(inf, log, { suite: 'compact' });
 });
 
 test('injected 500s: fail the next N matching requests with a Status, then recover', async () => {
@@ -147,7 +160,7 @@ test('injected 500 on the informer list: "error" event, informer stops; start() 
   assert.equal(log, ['connect', 'error 500'], 'client-node does not retry by itself');
   await inf.start();
   await waitFor('recovered', () => log.includes('add w-a'));
-  await inf.stop();
+  await stopWatching(inf, log);
 });
 
 test('dropped watches: a clean end resumes from the last resourceVersion; a reset surfaces as an informer error', async () => {
@@ -168,7 +181,7 @@ test('dropped watches: a clean end resumes from the last resourceVersion; a rese
   await inf.start();
   await cm('d-3', { suite: 'drop' });
   await waitFor('after restart', () => log.includes('add d-3'));
-  await inf.stop();
+  await stopWatching(inf, log, { suite: 'drop' });
 });
 
 test('latency: matching requests are delayed, others are not', async () => {
