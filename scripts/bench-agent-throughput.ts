@@ -25,8 +25,8 @@ async function tunnel(kind: 'raven' | 'raw', aDev: string, bDev: string): Promis
   if (kind === 'raven') {
     await a.up();
     await b.up();
-    await b.setPeers([{ gateway: 'a', node: 'a', publicKey: await a.publicKey(), allowedIPs: ['10.99.1.0/24'], path: 'direct', relaysFor: [] }]);
-    await a.setPeers([{ gateway: 'b', node: 'b', publicKey: await b.publicKey(), endpoint: '192.168.77.2:51831', allowedIPs: ['10.99.2.0/24'], path: 'direct', relaysFor: [] }]);
+    await b.setPeers([{ gateway: 'a', node: 'a', publicKey: await a.publicKey(), allowedIPs: ['10.99.1.0/24'], path: 'direct', relaysFor: [], localSubnets: [] }]);
+    await a.setPeers([{ gateway: 'b', node: 'b', publicKey: await b.publicKey(), endpoint: '192.168.77.2:51831', allowedIPs: ['10.99.2.0/24'], path: 'direct', relaysFor: [], localSubnets: [] }]);
     await new RouteTable(runner, { table: 9031, priority: 9031, netns: ns.a }).set([{ dst: '10.99.2.0/24', dev: aDev, mtu: 1420 }]);
     await new RouteTable(runner, { table: 9031, priority: 9031, netns: ns.b }).set([{ dst: '10.99.1.0/24', dev: bDev, mtu: 1420 }]);
   } else {

@@ -17,24 +17,23 @@ import { IpsecBackend, parseListSas, renderSwanctlConf, type IpsecSa } from '../
 import type { PeerPlan } from '../src/runtime/agent/plan.ts';
 import { canUseNetns, leftovers, pair, RecordingRunner, sh } from './netns.ts';
 
-const peer = (p: Partial<PeerPlan> & Pick<PeerPlan, 'gateway' | 'node'>): PeerPlan => ({ allowedIPs: ['10.98.2.0/24'], path: 'direct', relaysFor: [], ...p });
+const peer = (p: Partial<PeerPlan> & Pick<PeerPlan, 'gateway' | 'node'>): PeerPlan => ({ allowedIPs: ['10.98.2.0/24'], localSubnets: ['10.98.2.0/24', 'fd98:2::/64'], path: 'direct', relaysFor: [], ...p });
 const runner = new RecordingRunner();
 
-test('config: one IKEv2 PSK connection per peer; who initiates; PSK only hex-encoded', () => {
+test('config: one IKEv2 PSK connection per peer, identified by Gateway; who initiates; PSK only hex-encoded', () => {
   const psk = 'p"s k}\n{secret';
   const { text, blocks, initiators } = renderSwanctlConf({
-    node: 'node-b',
+    gateway: 'gw-b',
     port: 4500,
     psk,
-    localSubnets: ['10.98.2.0/24', 'fd98:2::/64'],
     peers: [
       // Behind NAT (keepalive): we must dial.
       peer({ gateway: 'gw-c', node: 'node-c', endpoint: '198.51.100.3:4501', keepaliveSeconds: 5, allowedIPs: ['10.98.3.0/24'] }),
       // It dials us.
       peer({ gateway: 'gw-a', node: 'node-a', allowedIPs: ['10.98.1.0/24', 'fd98:1::/64'] }),
-      // Both reachable: only the smaller node name starts; node-b > node-a2, so we trap.
+      // Both reachable: only the smaller Gateway name starts; gw-b > gw-a2, so we trap.
       peer({ gateway: 'gw-a2', node: 'node-a2', endpoint: '[2001:db8::1]:4500', allowedIPs: ['10.98.4.0/24'] }),
-      // Both reachable, node-b < node-z: we start.
+      // Both reachable, gw-b < gw.z: we start.
       peer({ gateway: 'gw.z', node: 'node-z', endpoint: '198.51.100.9:4500', allowedIPs: ['10.98.9.0/24'] }),
       // No destinations: skipped.
       peer({ gateway: 'gw-empty', node: 'node-e', allowedIPs: [] }),
@@ -46,8 +45,9 @@ test('config: one IKEv2 PSK connection per peer; who initiates; PSK only hex-enc
   assert.match(a, 'remote_addrs = %any');
   assert.not.match(a, 'remote_port');
   assert.match(a, 'start_action = none');
-  assert.match(a, 'id = fqdn:node-b');
-  assert.match(a, 'id = fqdn:node-a');
+  assert.match(a, 'id = fqdn:gw-b');
+  assert.match(a, 'id = fqdn:gw-a\n', 'the remote identity is its Gateway, whichever node is active there');
+  assert.not.match(text, 'node-a', 'node names are not identities');
   assert.match(a, 'local_ts = 10.98.2.0/24,fd98:2::/64');
   assert.match(a, 'remote_ts = 10.98.1.0/24,fd98:1::/64');
   assert.match(blocks.get('raven-gw-a2')!, /remote_addrs = 2001:db8::1\n\s+remote_port = 4500/);
@@ -58,18 +58,20 @@ test('config: one IKEv2 PSK connection per peer; who initiates; PSK only hex-enc
   assert.not.ok(text.includes(psk) || text.includes('secret\n') || text.includes('{secret'), 'the PSK is not written as text');
   assert.is(text.match(new RegExp(`secret = 0x${Buffer.from(psk).toString('hex')}\n`, 'g'))?.length, 4, 'one hex secret per connection');
   // No local subnets: nothing can be protected, no connections.
-  assert.equal([...renderSwanctlConf({ node: 'node-b', port: 4500, psk, localSubnets: [], peers: [peer({ gateway: 'gw-a', node: 'node-a' })] }).blocks.keys()], []);
+  assert.equal([...renderSwanctlConf({ gateway: 'gw-b', port: 4500, psk, peers: [peer({ gateway: 'gw-a', node: 'node-a', localSubnets: [] })] }).blocks.keys()], []);
+  // A relay protects, towards each peer, the regions it relays for that peer too.
+  const relay = renderSwanctlConf({ gateway: 'gw-cloud', port: 4500, psk, peers: [peer({ gateway: 'gw-hz', node: 'hz-1', allowedIPs: ['10.98.1.0/24'], localSubnets: ['10.98.0.0/24', '10.98.3.0/24'] })] });
+  assert.match(relay.blocks.get('raven-gw-hz')!, 'local_ts = 10.98.0.0/24,10.98.3.0/24');
 });
 
 test('config: values that could inject config are refused', () => {
-  const base = { node: 'node-b', port: 4500, psk: 'x', localSubnets: ['10.98.2.0/24'] };
+  const base = { gateway: 'gw-b', port: 4500, psk: 'x' };
   const bad: [string, () => unknown][] = [
-    ['node', () => renderSwanctlConf({ ...base, node: 'node-b\n}', peers: [] })],
-    ['peer node', () => renderSwanctlConf({ ...base, peers: [peer({ gateway: 'gw-a', node: 'a }' })] })],
-    ['gateway', () => renderSwanctlConf({ ...base, peers: [peer({ gateway: 'gw a', node: 'a' })] })],
+    ['gateway', () => renderSwanctlConf({ ...base, gateway: 'gw-b\n}', peers: [] })],
+    ['peer gateway', () => renderSwanctlConf({ ...base, peers: [peer({ gateway: 'gw a', node: 'a' })] })],
     ['allowed IP', () => renderSwanctlConf({ ...base, peers: [peer({ gateway: 'gw-a', node: 'a', allowedIPs: ['10.0.0.0/8\n  }'] })] })],
     ['prefix', () => renderSwanctlConf({ ...base, peers: [peer({ gateway: 'gw-a', node: 'a', allowedIPs: ['10.0.0.0/33'] })] })],
-    ['local subnet', () => renderSwanctlConf({ ...base, localSubnets: ['10.98.2.0/24,0.0.0.0/0'], peers: [] })],
+    ['local subnet', () => renderSwanctlConf({ ...base, peers: [peer({ gateway: 'gw-a', node: 'a', localSubnets: ['10.98.2.0/24,0.0.0.0/0'] })] })],
     ['endpoint', () => renderSwanctlConf({ ...base, peers: [peer({ gateway: 'gw-a', node: 'a', endpoint: 'evil.example:4500' })] })],
     ['endpoint port', () => renderSwanctlConf({ ...base, peers: [peer({ gateway: 'gw-a', node: 'a', endpoint: '192.0.2.1:0' })] })],
   ];
@@ -104,7 +106,7 @@ test('list-sas output is parsed (format of strongSwan 5.9)', () => {
   ].join('\n');
   assert.equal(parseListSas(out, new Map([['raven-gw-b', 'gw-b']])), [
     {
-      gateway: 'gw-b', connection: 'raven-gw-b', uniqueId: 3, state: 'ESTABLISHED', remoteId: 'node-b', remote: '192.168.77.2[4500]',
+      gateway: 'gw-b', connection: 'raven-gw-b', uniqueId: 3, state: 'ESTABLISHED', remoteId: 'node-b', remote: '192.168.77.2[4500]', establishedSecondsAgo: 0,
       children: [{ name: 'raven-gw-b', state: 'INSTALLED', localTs: ['10.98.1.0/24', 'fd98:1::/64'], remoteTs: ['10.98.2.0/24', 'fd98:2::/64'] }],
     },
     { gateway: 'raven-gw-c', connection: 'raven-gw-c', uniqueId: 4, state: 'CONNECTING', remoteId: '%any', remote: '198.51.100.3[4500]', children: [] },
@@ -151,8 +153,8 @@ if (!canUseNetns() || !haveStrongswan) {
     const b = new IpsecBackend({ ...opts, node: 'node-b', stateDir: join(state, 'b'), netns: ns.b, runner: rb });
     // IPsec state that is not ours: a policy in a's namespace. It must survive everything below.
     sh('ip', ['-n', ns.a, 'xfrm', 'policy', 'add', 'src', '10.200.0.0/24', 'dst', '10.201.0.0/24', 'dir', 'out']);
-    const toB = [peer({ gateway: 'gw-b', node: 'node-b', endpoint: '192.168.77.2:4500', keepaliveSeconds: 5, allowedIPs: ['10.98.2.0/24'] })];
-    const toA = [peer({ gateway: 'gw-a', node: 'node-a', allowedIPs: ['10.98.1.0/24'] })];
+    const toB = [peer({ gateway: 'gw-b', node: 'node-b', endpoint: '192.168.77.2:4500', keepaliveSeconds: 5, allowedIPs: ['10.98.2.0/24'], localSubnets: ['10.98.1.0/24'] })];
+    const toA = [peer({ gateway: 'gw-a', node: 'node-a', allowedIPs: ['10.98.1.0/24'], localSubnets: ['10.98.2.0/24'] })];
     let pids: number[] = [];
     try {
       assert.equal(await a.up(), { mode: 'userspace', started: true }, 'no kernel ESP here: kernel-libipsec');
@@ -171,8 +173,8 @@ if (!canUseNetns() || !haveStrongswan) {
       sh('ip', ['-n', ns.a, 'addr', 'add', '10.98.1.1/32', 'dev', 'lo']);
       sh('ip', ['-n', ns.b, 'addr', 'add', '10.98.2.1/32', 'dev', 'lo']);
       const t0 = Date.now();
-      assert.equal(await b.setPeers(toA, ['10.98.2.0/24']), { loaded: true, connections: ['raven-gw-a'], removed: [], restarted: [] });
-      assert.equal((await a.setPeers(toB, ['10.98.1.0/24'])).loaded, true);
+      assert.equal(await b.setPeers(toA, 'gw-b'), { loaded: true, connections: ['raven-gw-a'], removed: [], restarted: [] });
+      assert.equal((await a.setPeers(toB, 'gw-a')).loaded, true);
       await until('a has an installed CHILD_SA', async () => installed(await a.established()));
       await until('b has an installed CHILD_SA', async () => installed(await b.established()));
       const establishMs = Date.now() - t0;
@@ -180,7 +182,8 @@ if (!canUseNetns() || !haveStrongswan) {
       assert.ok(establishMs < 5000, `established in ${establishMs} ms`);
       const [saA] = await a.established();
       assert.is(saA!.gateway, 'gw-b');
-      assert.is(saA!.remoteId, 'node-b', 'IKE ids are the node names');
+      assert.is(saA!.remoteId, 'gw-b', 'IKE ids are the Gateway names');
+      assert.ok(saA!.establishedSecondsAgo! >= 0 && saA!.establishedSecondsAgo! < 5, 'the SA age is read');
       assert.is(saA!.remote, '192.168.77.2[4500]');
       assert.equal(saA!.children[0]!.localTs, ['10.98.1.0/24']);
       assert.equal(saA!.children[0]!.remoteTs, ['10.98.2.0/24']);
@@ -204,8 +207,8 @@ if (!canUseNetns() || !haveStrongswan) {
       // Same input again: nothing is loaded.
       const loads = (r: RecordingRunner) => r.log.filter((l) => l.includes('--load-all')).length;
       assert.equal([loads(ra), loads(rb)], [1, 1]);
-      assert.equal(await a.setPeers(toB, ['10.98.1.0/24']), { loaded: false, connections: ['raven-gw-b'], removed: [], restarted: [] });
-      assert.equal((await b.setPeers(toA, ['10.98.2.0/24'])).loaded, false);
+      assert.equal(await a.setPeers(toB, 'gw-a'), { loaded: false, connections: ['raven-gw-b'], removed: [], restarted: [] });
+      assert.equal((await b.setPeers(toA, 'gw-b')).loaded, false);
       assert.equal([loads(ra), loads(rb)], [1, 1], 'no swanctl --load-all for an unchanged plan');
 
       // An agent restart adopts the running charon; loading the same config does not re-key.
@@ -213,7 +216,7 @@ if (!canUseNetns() || !haveStrongswan) {
       const a2 = new IpsecBackend({ ...opts, node: 'node-a', stateDir: join(state, 'a'), netns: ns.a, runner: ra2, mtu: 1380 });
       assert.equal(await a2.up(), { mode: 'userspace', started: false });
       assert.is(a2.pid(), pids[0]);
-      assert.is((await a2.setPeers(toB, ['10.98.1.0/24'])).loaded, true, 'a new agent loads once');
+      assert.is((await a2.setPeers(toB, 'gw-a')).loaded, true, 'a new agent loads once');
       const [saA2] = await a2.established();
       assert.is(saA2!.uniqueId, saA!.uniqueId, 'same IKE_SA: not re-established');
       assert.is(saA2!.state, 'ESTABLISHED');
@@ -234,7 +237,7 @@ if (!canUseNetns() || !haveStrongswan) {
       }
 
       // A peer that left the plan: its connection is unloaded and its SA (b only responds) ended.
-      const gone = await b.setPeers([], ['10.98.2.0/24']);
+      const gone = await b.setPeers([], 'gw-b');
       assert.equal(gone, { loaded: true, connections: [], removed: ['raven-gw-a'], restarted: [] });
       assert.equal(await b.established(), [], 'b has no SA for a departed peer');
 

@@ -1,7 +1,7 @@
 /** The agent's plan for each kind of node in the seed scenario (public cloud, two NATed edges). */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { Gateway, GatewayEndpoint } from '../src/runtime/gateway.ts';
+import { type Gateway, type GatewayEndpoint, STANDBY_KEYS_CONFIG } from '../src/runtime/gateway.ts';
 import { plan, type PlanOptions } from '../src/runtime/agent/plan.ts';
 
 const opts = (node: string, extra: Partial<PlanOptions> = {}): PlanOptions => ({ node, backend: 'wireguard', device: 'raven-wg0', natTraversal: false, forwardNodeIP: false, mtu: 0, underlayMTU: 1500, ...extra });
@@ -28,7 +28,7 @@ function seed(edge: Partial<GatewayEndpoint> = {}, qdEdge: Partial<GatewayEndpoi
 const REMOTE_OF_HZ = ['10.244.0.0/24', '10.244.3.0/24', '10.244.4.0/24', '10.244.5.0/24'];
 
 test('a node in no Gateway is outside: no routes, no tunnels', () => {
-  assert.equal(plan(seed(), opts('elsewhere')), { role: 'outside', routes: [], peers: [], mtu: 1420 });
+  assert.equal(plan(seed(), opts('elsewhere')), { role: 'outside', routes: [], peers: [], staged: [], mtu: 1420 });
 });
 
 test('a standby sends only remote-region destinations to its active gateway, with the tunnel MTU', () => {
@@ -50,15 +50,19 @@ test('a NATed edge gateway dials the cloud with keepalive, and reaches the other
   assert.is(p.role, 'gateway');
   assert.equal(p.routes, REMOTE_OF_HZ.map((dst) => ({ dst, dev: 'raven-wg0', mtu: 1420 })));
   assert.equal(p.peers, [
-    { gateway: 'gw-cloud', node: 'cloud-gw-1', publicKey: 'PK-cloud', endpoint: '203.0.113.10:4500', allowedIPs: REMOTE_OF_HZ, keepaliveSeconds: 5, path: 'direct', relaysFor: ['gw-qingdao'] },
+    {
+      gateway: 'gw-cloud', node: 'cloud-gw-1', publicKey: 'PK-cloud', endpoint: '203.0.113.10:4500', allowedIPs: REMOTE_OF_HZ,
+      localSubnets: ['10.244.1.0/24', '10.244.2.0/24'], keepaliveSeconds: 5, path: 'direct', relaysFor: ['gw-qingdao'], probeIP: '10.244.0.0',
+    },
   ]);
+  assert.is(p.probeSource, '10.244.1.0', 'the network address of its own pod subnet');
 });
 
-test('the public cloud gateway waits to be dialed (no endpoint, no keepalive) and relays nothing itself', () => {
+test('the public cloud gateway waits to be dialed (no endpoint, no keepalive); as the relay it sends each edge the other edge too', () => {
   const p = plan(seed(), opts('cloud-gw-1'));
-  assert.equal(p.peers.map((x) => [x.gateway, x.endpoint ?? null, x.keepaliveSeconds ?? null, x.allowedIPs]), [
-    ['gw-hangzhou', null, null, ['10.244.1.0/24', '10.244.2.0/24']],
-    ['gw-qingdao', null, null, ['10.244.3.0/24', '10.244.4.0/24']],
+  assert.equal(p.peers.map((x) => [x.gateway, x.endpoint ?? null, x.keepaliveSeconds ?? null, x.allowedIPs, x.localSubnets]), [
+    ['gw-hangzhou', null, null, ['10.244.1.0/24', '10.244.2.0/24'], ['10.244.0.0/24', '10.244.3.0/24', '10.244.4.0/24', '10.244.5.0/24']],
+    ['gw-qingdao', null, null, ['10.244.3.0/24', '10.244.4.0/24'], ['10.244.0.0/24', '10.244.1.0/24', '10.244.2.0/24', '10.244.5.0/24']],
   ]);
 });
 
@@ -90,13 +94,70 @@ test('forwardNodeIP also routes remote node addresses; an MTU override wins over
   const p = plan(seed(), opts('hz-2', { forwardNodeIP: true, mtu: 1380 }));
   assert.ok(p.routes.some((r) => r.dst === '10.0.0.10/32'));
   assert.ok(p.routes.every((r) => r.mtu === 1380));
-  assert.is(plan(seed(), opts('hz-2', { backend: 'ipsec' })).mtu, 1412);
+  // IPsec: 1500 - 88 = 1412, capped at the 1400 strongSwan's userspace ESP can carry, on every node.
+  assert.is(plan(seed(), opts('hz-2', { backend: 'ipsec' })).mtu, 1400);
+  assert.is(plan(seed(), opts('hz-2', { backend: 'ipsec', underlayMTU: 1400 })).mtu, 1312);
 });
 
-test('the plan does not depend on the order Gateways are listed in', () => {
-  const reference = JSON.stringify(plan(seed(), opts('hz-1')));
+test("forwardNodeIP never routes a peer's own dialed address into its tunnel", () => {
   const gws = seed();
-  for (const order of [[2, 1, 0], [1, 0, 2], [0, 2, 1]]) assert.is(JSON.stringify(plan(order.map((i) => gws[i]!), opts('hz-1'))), reference);
+  gws[0]!.status!.nodes![0]!.privateIP = '203.0.113.10';
+  const p = plan(gws, opts('hz-1', { forwardNodeIP: true }));
+  assert.not.ok(p.routes.some((r) => r.dst === '203.0.113.10/32'), 'route');
+  assert.not.ok(p.peers[0]!.allowedIPs.includes('203.0.113.10/32'), 'allowed IPs');
+  assert.ok(p.routes.some((r) => r.dst === '10.0.0.11/32'), 'other remote nodes are routed');
+  assert.ok(plan(gws, opts('hz-2', { forwardNodeIP: true })).routes.some((r) => r.dst === '203.0.113.10/32'), 'members still send it to their gateway');
+});
+
+test('an IPsec gateway leaves routing to charon; members still route remote regions to it', () => {
+  const p = plan(seed(), opts('hz-1', { backend: 'ipsec' }));
+  assert.equal([p.role, p.routes], ['gateway', []]);
+  assert.equal(p.peers[0]!.localSubnets, ['10.244.1.0/24', '10.244.2.0/24']);
+  assert.equal(plan(seed(), opts('hz-2', { backend: 'ipsec' })).routes.map((r) => r.via), REMOTE_OF_HZ.map(() => '192.168.1.11'));
+});
+
+test("remote standbys' published keys are staged on gateways that hold a tunnel with their region", () => {
+  const keys = (o: Record<string, string>) => ({ [STANDBY_KEYS_CONFIG]: JSON.stringify(o) });
+  const K = (c: string) => `${c.repeat(42)}A=`;
+  const gws = seed({ config: { publicKey: K('h'), ...keys({ 'hz-2': K('2'), 'hz-1': K('h') }) } }, { config: { publicKey: K('q'), ...keys({ 'qd-2': 'not a key', 'qd-3': K('3') }) } });
+  assert.equal(plan(gws, opts('cloud-gw-1')).staged, [
+    { gateway: 'gw-hangzhou', node: 'hz-2', publicKey: K('2') },
+    { gateway: 'gw-qingdao', node: 'qd-3', publicKey: K('3') },
+  ], 'not the active one, nothing malformed');
+  assert.equal(plan(gws, opts('hz-1')).staged, [], 'qingdao is relayed: its standbys are the relay\'s business');
+  assert.equal(plan(gws, opts('hz-2')).staged, [], 'only gateways stage');
+  gws[1]!.status!.activeEndpoints![0]!.config![STANDBY_KEYS_CONFIG] = '{"broken';
+  assert.equal(plan(gws, opts('cloud-gw-1')).staged.map((s) => s.node), ['qd-3']);
+});
+
+test('NAT traversal needs both public endpoints: otherwise both edges agree on the relay', () => {
+  const hz = { natType: 'Full Cone', publicIP: '198.51.100.21', publicPort: 4500 };
+  const qd = { natType: 'Full Cone', publicIP: '198.51.100.31' };
+  const fromHz = plan(seed(hz, qd), opts('hz-1', { natTraversal: true }));
+  const fromQd = plan(seed(hz, qd), opts('qd-1', { natTraversal: true }));
+  assert.equal(fromHz.peers.map((x) => [x.gateway, x.relaysFor]), [['gw-cloud', ['gw-qingdao']]]);
+  assert.equal(fromQd.peers.map((x) => [x.gateway, x.relaysFor]), [['gw-cloud', ['gw-hangzhou']]]);
+});
+
+test('every node, every NAT case, both backends: the plan does not depend on the order of Gateways, nodes or subnets', () => {
+  const cone = (ip: string) => ({ natType: 'Full Cone', publicIP: ip, publicPort: 4500 });
+  const cases: [string, Gateway[], Partial<PlanOptions>][] = [
+    ['relay', seed(), {}],
+    ['edge-to-edge', seed(cone('198.51.100.21'), cone('198.51.100.31')), { natTraversal: true }],
+    ['ipsec, node IPs', seed(), { backend: 'ipsec', forwardNodeIP: true }],
+  ];
+  let rng = 7;
+  const random = () => ((rng = (rng * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const shuffle = <T,>(xs: readonly T[]): T[] => xs.map((x) => [random(), x] as const).sort((a, b) => a[0] - b[0]).map(([, x]) => x);
+  for (const [what, gws, extra] of cases) {
+    for (const node of ['cloud-gw-1', 'cloud-2', 'hz-1', 'hz-2', 'qd-1', 'qd-2', 'elsewhere']) {
+      const reference = JSON.stringify(plan(gws, opts(node, extra)));
+      for (let i = 0; i < 8; i++) {
+        const shuffled = shuffle(gws).map((g) => ({ ...g, status: { ...g.status!, nodes: shuffle(g.status!.nodes!) } }));
+        assert.is(JSON.stringify(plan(shuffled, opts(node, extra))), reference, `${what}: ${node}`);
+      }
+    }
+  }
 });
 
 test.run();

@@ -35,8 +35,8 @@ if (!canUseNetns() || !haveWg) {
       // a is behind NAT in spirit: it dials b and keeps the mapping alive; b waits to be dialed.
       // The side being dialed learns the key first: an initiation reaching a peer that does not know
       // the key yet is dropped, and WireGuard retries only after 5 s (REKEY_TIMEOUT).
-      await b.setPeers([{ gateway: 'gw-a', node: 'a', publicKey: keyA, allowedIPs: ['10.99.1.0/24'], path: 'direct', relaysFor: [] }]);
-      await a.setPeers([{ gateway: 'gw-b', node: 'b', publicKey: keyB, endpoint: '192.168.77.2:51821', allowedIPs: ['10.99.2.0/24'], keepaliveSeconds: 5, path: 'direct', relaysFor: [] }]);
+      await b.setPeers([{ gateway: 'gw-a', node: 'a', publicKey: keyA, allowedIPs: ['10.99.1.0/24'], path: 'direct', relaysFor: [], localSubnets: [] }]);
+      await a.setPeers([{ gateway: 'gw-b', node: 'b', publicKey: keyB, endpoint: '192.168.77.2:51821', allowedIPs: ['10.99.2.0/24'], keepaliveSeconds: 5, path: 'direct', relaysFor: [], localSubnets: [] }]);
       await new RouteTable(new RecordingRunner(), { table: 9031, priority: 9031, netns: ns.a }).set([{ dst: '10.99.2.0/24', dev: `rgwa${tag}`, mtu: 1420 }]);
       await new RouteTable(new RecordingRunner(), { table: 9031, priority: 9031, netns: ns.b }).set([{ dst: '10.99.1.0/24', dev: `rgwb${tag}`, mtu: 1420 }]);
       const ping = spawnSync('ip', ['netns', 'exec', ns.a, 'ping', '-c', '3', '-i', '0.2', '-W', '2', '-I', '10.99.1.1', '10.99.2.1'], { encoding: 'utf8' });
@@ -47,12 +47,12 @@ if (!canUseNetns() || !haveWg) {
       assert.ok(seen.latestHandshake > 0, 'a handshake completed');
 
       // Same plan again: nothing is set. A restarted agent adopts the device and keeps its key.
-      assert.equal((await a.setPeers([{ gateway: 'gw-b', node: 'b', publicKey: keyB, endpoint: '192.168.77.2:51821', allowedIPs: ['10.99.2.0/24'], keepaliveSeconds: 5, path: 'direct', relaysFor: [] }])).set, []);
+      assert.equal((await a.setPeers([{ gateway: 'gw-b', node: 'b', publicKey: keyB, endpoint: '192.168.77.2:51821', allowedIPs: ['10.99.2.0/24'], keepaliveSeconds: 5, path: 'direct', relaysFor: [], localSubnets: [] }])).set, []);
       const restarted = new WireGuard({ device: `rgwa${tag}`, port: 51820, mtu: 1420, stateDir: join(state, 'a'), netns: ns.a, runner: new RecordingRunner() });
       assert.is(await restarted.up(), 'existing');
       assert.is(await restarted.publicKey(), keyA);
       // A peer that left the plan is removed; one without a published key is skipped.
-      await b.setPeers([{ gateway: 'gw-x', node: 'x', allowedIPs: ['10.99.9.0/24'], path: 'direct', relaysFor: [] }]);
+      await b.setPeers([{ gateway: 'gw-x', node: 'x', allowedIPs: ['10.99.9.0/24'], path: 'direct', relaysFor: [], localSubnets: [] }]);
       assert.equal(await b.peers(), []);
     } finally {
       await a.down();
@@ -63,6 +63,61 @@ if (!canUseNetns() || !haveWg) {
     assert.not.ok(existsSync(`/var/run/wireguard/rgwa${tag}.sock`), 'the UAPI socket is removed');
     const procs = sh('ps', ['-eo', 'args']).split('\n').filter((l) => l.includes(`rgwa${tag}`) || l.includes(`rgwb${tag}`));
     assert.equal(procs, [], 'our wireguard-go processes are gone');
+  });
+
+
+  test('failover order: a staged standby key makes the first handshake count; a nudge re-initiates one that was lost', async () => {
+    const ns = pair('w2');
+    const state = mkdtempSync(join(tmpdir(), 'raven-wg-'));
+    const tag = String(process.pid % 100000);
+    const runner = new RecordingRunner();
+    const dev = { a: `rgwd${tag}`, b: `rgwe${tag}`, b2: `rgwf${tag}` };
+    // a: a reachable gateway (the cloud); b, then b2: two nodes of a NATed region, taking turns.
+    const a = new WireGuard({ device: dev.a, port: 51840, mtu: 1420, stateDir: join(state, 'a'), netns: ns.a, runner });
+    const b = new WireGuard({ device: dev.b, port: 51841, mtu: 1420, stateDir: join(state, 'b'), netns: ns.b, runner });
+    const b2 = new WireGuard({ device: dev.b2, port: 51842, mtu: 1420, stateDir: join(state, 'b2'), netns: ns.b, runner });
+    const handshook = async (w: WireGuard, ms: number): Promise<boolean> => {
+      const end = Date.now() + ms;
+      while (Date.now() < end) {
+        if ((await w.peers()).some((p) => p.latestHandshake > 0)) return true;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return false;
+    };
+    try {
+      for (const w of [a, b, b2]) await w.up();
+      const [keyA, keyB, keyB2] = [await a.publicKey(), await b.publicKey(), await b2.publicKey()];
+      const toA = { gateway: 'gw-a', node: 'a', publicKey: keyA, endpoint: '192.168.77.1:51840', allowedIPs: ['10.99.1.0/24'], keepaliveSeconds: 5, path: 'direct' as const, relaysFor: [], localSubnets: [] };
+      const fromB = (publicKey: string) => ({ gateway: 'gw-b', node: 'b', publicKey, allowedIPs: ['10.99.2.0/24'], path: 'direct' as const, relaysFor: [], localSubnets: [] });
+
+      // The naive order: b dials before a knows its key. The initiation is dropped, and WireGuard
+      // would retry only after 5 s; a nudge re-creates the peer, which initiates at once.
+      await b.setPeers([toA]);
+      await new Promise((r) => setTimeout(r, 300));
+      await a.setPeers([fromB(keyB)]);
+      assert.not.ok(await handshook(b, 1500), 'the lost first initiation is not retried within 1.5 s');
+      assert.equal(await b.nudge([toA]), ['gw-a']);
+      assert.ok(await handshook(b, 1500), 'after the nudge the handshake completes at once');
+      assert.equal(await b.nudge([toA]), [], 'a peer that has handshaken is left alone');
+
+      // Staged: a knows b2's key before b2 is active (no endpoint, no allowed IPs).
+      await a.setPeers([fromB(keyB)], [{ gateway: 'gw-b', node: 'b2', publicKey: keyB2 }]);
+      const staged = (await a.peers()).find((p) => p.publicKey === keyB2)!;
+      assert.equal([staged.allowedIPs, staged.endpoint], [[], undefined], 'a staged peer carries no traffic');
+      // Failover: b2 becomes active and dials a before a has heard of the switch.
+      await b2.setPeers([toA]);
+      assert.ok(await handshook(b2, 1500), "b2's first initiation is accepted: its key was staged");
+      // a then learns the switch: the region's destinations move to b2, b becomes the staged one.
+      await a.setPeers([fromB(keyB2)], [{ gateway: 'gw-b', node: 'b', publicKey: keyB }]);
+      const peers = new Map((await a.peers()).map((p) => [p.publicKey, p]));
+      assert.equal(peers.get(keyB2)!.allowedIPs, ['10.99.2.0/24']);
+      assert.equal(peers.get(keyB)!.allowedIPs, []);
+      assert.is(peers.get(keyB2)!.endpoint, '192.168.77.2:51842', 'a learned where b2 dials from');
+    } finally {
+      for (const w of [a, b, b2]) await w.down();
+      ns.cleanup();
+      rmSync(state, { recursive: true, force: true });
+    }
   });
 
   test.after(() => assert.equal(leftovers(), []));

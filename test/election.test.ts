@@ -1,7 +1,7 @@
 /** The election as a table: each row is a situation in a region and the outcome an operator expects. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { Gateway, GatewayEndpoint, NodeLike } from '../src/runtime/gateway.ts';
+import { type Gateway, type GatewayEndpoint, type NodeLike, STANDBY_KEYS_CONFIG } from '../src/runtime/gateway.ts';
 import { elect, electionEvents, type ElectionInput } from '../src/runtime/controller/election.ts';
 import type { ActiveGatewayObservation, Heartbeat } from '../src/runtime/heartbeat.ts';
 
@@ -108,6 +108,22 @@ test('the active endpoint is the spec entry (edits propagate) with the switch an
   input.gateway.spec!.endpoints![0]!.publicIP = '198.51.100.7';
   const [e] = elect(input).active;
   assert.equal(e, { nodeName: 'hz-1', type: 'tunnel', port: 4500, publicIP: '198.51.100.7', config: { 'enable-l3-tunnel': 'true', publicKey: 'pk-hz1=' } });
+});
+
+test("the tunnel endpoint also names its standbys' keys (members with a published key), for remote gateways to stage", () => {
+  const input = build({
+    name: '',
+    endpoints: [['hz-1', 'tunnel'], ['hz-3', 'tunnel'], ['hz-2', 'tunnel'], ['hz-4', 'tunnel'], ['hz-5', 'proxy']],
+    nodes: { 'hz-4': { member: 'gw-other' } },
+    beats: { 'hz-1': { publicKey: 'pk-1=' }, 'hz-2': { publicKey: 'pk-2=', age: 60_000 }, 'hz-3': { publicKey: 'pk-3=' }, 'hz-4': { publicKey: 'pk-4=' }, 'hz-5': { publicKey: 'pk-5=' } },
+    want: [],
+  });
+  const tunnel = elect(input).active.find((e) => e.type === 'tunnel')!;
+  assert.is(tunnel.nodeName, 'hz-1');
+  // hz-2's heartbeat lapsed, but its key is the one it comes back with; hz-4 belongs elsewhere; hz-5 is no tunnel candidate.
+  assert.is(tunnel.config![STANDBY_KEYS_CONFIG], '{"hz-2":"pk-2=","hz-3":"pk-3="}');
+  const alone = build({ name: '', endpoints: [['hz-1', 'tunnel']], beats: { 'hz-1': { publicKey: 'pk-1=' } }, want: [] });
+  assert.not.ok(STANDBY_KEYS_CONFIG in elect(alone).active[0]!.config!, 'no standbys, no key');
 });
 
 test('the result does not depend on the order of nodes, heartbeats or memberships', () => {

@@ -5,6 +5,14 @@
  */
 import type { EndpointType } from '../topology/model.js';
 
+/**
+ * Key in the active tunnel endpoint's `config` (a free-form map in OpenYurt's schema): JSON
+ * `{node: publicKey}` of the Gateway's other tunnel candidates. Remote gateways add these keys in
+ * advance, so a new active gateway's first handshake is accepted at once on failover instead of
+ * after WireGuard's 5 s retry.
+ */
+export const STANDBY_KEYS_CONFIG = 'raven-gitops.io/standby-public-keys';
+
 export interface GatewayEndpoint {
   nodeName: string;
   type: EndpointType;

@@ -50,6 +50,10 @@ export class Gauge extends Scalar implements Family {
   set(value: number, labels: Labels = {}): void {
     this.values.set(labelText(labels), { labels, value });
   }
+  /** Drops the series `keep` rejects (e.g. peers that left), so stale values are not exported. */
+  retain(keep: (labels: Labels) => boolean): void {
+    for (const [k, v] of [...this.values]) if (!keep(v.labels)) this.values.delete(k);
+  }
 }
 
 export class Histogram implements Family {

@@ -1,11 +1,12 @@
 /**
  * The node agent process: watches Gateways, turns them into this node's plan, applies it to the
- * kernel (routes, WireGuard), and keeps its heartbeat Lease fresh with its health, its public key
- * and, on standbys, what it sees of the active gateway. A sync is level-based: every trigger
- * recomputes the whole plan and the executors apply only differences.
+ * kernel (routes; the tunnel: WireGuard or IPsec), and keeps its heartbeat Lease fresh with its
+ * health, its public key and what it sees: on gateways, every tunnel peer (handshake age, probe RTT
+ * and loss); on standbys, the active gateway. A sync is level-based: every trigger recomputes the
+ * whole plan and the executors apply only differences.
  */
 import * as k8s from '@kubernetes/client-node';
-import { BACKEND_OVERHEAD, GATEWAY_GROUP, GATEWAY_VERSION } from '../../topology/constants.js';
+import { GATEWAY_GROUP, GATEWAY_VERSION } from '../../topology/constants.js';
 import type { Gateway } from '../gateway.js';
 import { type ActiveGatewayObservation, CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, encodeHealth, HEALTH_ANNOTATION, leaseName, MEMBER_LEASE_SECONDS, MEMBER_RENEW_MS, type PeerHealth } from '../heartbeat.js';
 import { serveEndpoints } from '../http-endpoints.js';
@@ -14,13 +15,19 @@ import type { Logger } from '../log.js';
 import { Counter, Gauge, Registry } from '../metrics.js';
 import type { CommandRunner } from './command-runner.js';
 import type { AgentConfig } from './config.js';
-import { plan, type NodePlan } from './plan.js';
+import { effectiveMTU, plan, type NodePlan } from './plan.js';
+import { parsePingRtt, ProbeWindow, roundRobin } from './probes.js';
 import { DEFAULT_ROUTE_TABLE, RouteTable } from './route-table.js';
-import { WireGuard } from './wireguard.js';
+import { makeTunnel, type Tunnel } from './tunnel.js';
 
 /** Standby probes of the active gateway: often enough to report a dead gateway well inside a second. */
 export const PROBE_PERIOD_MS = 500;
 export const PROBE_TIMEOUT_MS = 300;
+/** Gateways probe their tunnel peers each round, at most this many per round (round-robin). */
+export const TUNNEL_PROBE_PERIOD_MS = 1000;
+export const TUNNEL_PROBES_PER_ROUND = 16;
+/** After a peer change, peers we dial that have not answered are re-initiated at these delays. */
+export const NUDGE_DELAYS_MS = [400, 1200, 2500];
 
 export class Agent {
   readonly registry = new Registry();
@@ -28,13 +35,17 @@ export class Agent {
   private readonly routesGauge = this.registry.register(new Gauge('raven_agent_routes', 'Routes in the agent\'s table.'));
   private readonly peersGauge = this.registry.register(new Gauge('raven_agent_tunnel_peers', 'Tunnel peers on this node.'));
   private readonly handshakeAge = this.registry.register(new Gauge('raven_agent_peer_handshake_age_seconds', 'Seconds since the last handshake, per remote gateway.'));
+  private readonly peerRtt = this.registry.register(new Gauge('raven_agent_peer_rtt_seconds', 'Latest probe round trip through the tunnel, per remote gateway.'));
+  private readonly peerLoss = this.registry.register(new Gauge('raven_agent_peer_probe_loss_ratio', 'Share of the last 10 tunnel probes lost, per remote gateway.'));
   private readonly activeReachable = this.registry.register(new Gauge('raven_agent_active_gateway_reachable', 'On standbys: 1 when the active gateway answers probes.'));
 
   private readonly routes: RouteTable;
-  private readonly wireguard: WireGuard;
+  private readonly tunnel: Tunnel;
+  private readonly probes = new ProbeWindow();
+  private probeCursor = 0;
   private readonly coordination: k8s.CoordinationV1Api;
   private informer?: k8s.Informer<k8s.KubernetesObject> & k8s.ObjectCache<k8s.KubernetesObject>;
-  private current: NodePlan = { role: 'outside', routes: [], peers: [], mtu: 0 };
+  private current: NodePlan = { role: 'outside', routes: [], peers: [], staged: [], mtu: 0 };
   private backendUp = false;
   private observation?: ActiveGatewayObservation;
   private syncing?: Promise<void>;
@@ -46,14 +57,22 @@ export class Agent {
 
   constructor(private readonly kc: k8s.KubeConfig, private readonly config: AgentConfig, private readonly runner: CommandRunner, private readonly log: Logger) {
     this.routes = new RouteTable(runner, { ...DEFAULT_ROUTE_TABLE, ...(config.netns && { netns: config.netns }) });
-    const mtu = config.tunnelMTU || config.underlayMTU - BACKEND_OVERHEAD[config.vpnDriver];
-    this.wireguard = new WireGuard({ device: config.device, port: config.vpnPort, mtu, stateDir: config.stateDir, runner, ...(config.netns && { netns: config.netns }) });
+    this.tunnel = makeTunnel({
+      backend: config.vpnDriver,
+      node: config.nodeName,
+      device: config.device,
+      port: config.vpnPort,
+      mtu: effectiveMTU({ backend: config.vpnDriver, mtu: config.tunnelMTU, underlayMTU: config.underlayMTU }),
+      stateDir: config.stateDir,
+      runner,
+      ...(config.netns && { netns: config.netns }),
+      ...(config.psk && { psk: config.psk }),
+    });
     this.coordination = kc.makeApiClient(k8s.CoordinationV1Api);
     for (const result of ['success', 'error']) this.syncs.init({ result });
   }
 
   async run(): Promise<void> {
-    if (this.config.vpnDriver !== 'wireguard') throw new Error('the ipsec driver is not available in this version of the agent; use vpn-driver: wireguard');
     const { server, port } = await serveEndpoints(this.config.healthAddr, { healthy: () => !this.stopped, ready: () => !!this.informer, metrics: this.registry });
     this.server = server;
     this.port = port;
@@ -74,6 +93,7 @@ export class Agent {
     this.trigger();
     this.heartbeatLoop();
     this.probeLoop();
+    this.tunnelProbeLoop();
   }
 
   /** Level-based: one sync at a time; triggers during a sync cause exactly one more. */
@@ -105,10 +125,10 @@ export class Agent {
     });
     try {
       if (next.role === 'gateway') {
-        await this.wireguard.up();
-        await this.wireguard.setPeers(next.peers);
-      } else if (await this.wireguard.exists()) {
-        await this.wireguard.down();
+        const changed = await this.tunnel.apply(next);
+        if (changed.length) this.scheduleNudges();
+      } else if (await this.tunnel.running()) {
+        await this.tunnel.down();
       }
       await this.routes.set(next.routes);
       // Healthy: the plan is in the kernel (on a gateway, the tunnel device is up with its peers).
@@ -119,6 +139,7 @@ export class Agent {
       this.current = next;
       this.routesGauge.set(next.routes.length);
       this.peersGauge.set(next.peers.length);
+      this.forgetDeparted(next);
       this.syncs.inc({ result: 'success' });
     } catch (err) {
       this.backendUp = false;
@@ -126,6 +147,71 @@ export class Agent {
       this.log.error('failed to apply plan', { error: (err as Error).message });
       this.timers.push(setTimeout(() => this.trigger(), 1000));
     }
+  }
+
+  /** Peers we dial may have sent their first initiation to a gateway that did not know us yet. */
+  private scheduleNudges(): void {
+    for (const delay of NUDGE_DELAYS_MS) {
+      this.timers.push(
+        setTimeout(() => {
+          if (this.stopped || this.current.role !== 'gateway' || this.syncing) return;
+          void this.tunnel
+            .nudge(this.current)
+            .then((nudged) => nudged.length && this.log.info('re-initiated handshakes', { peers: nudged.join(',') }))
+            .catch((err) => this.log.warn('failed to re-initiate handshakes', { error: (err as Error).message }));
+        }, delay),
+      );
+    }
+  }
+
+  /** Per-peer health for the heartbeat and /metrics: handshake age, probe RTT and loss. */
+  private async peerHealth(): Promise<Record<string, PeerHealth>> {
+    const out: Record<string, PeerHealth> = {};
+    const ages = await this.tunnel.handshakeAges(this.current).catch(() => new Map<string, number>());
+    for (const p of this.current.peers) {
+      const age = ages.get(p.gateway);
+      const probe = this.probes.stats(p.gateway);
+      out[p.gateway] = {
+        ...(age !== undefined && { handshakeAgeSeconds: age }),
+        ...(probe?.rttMs !== undefined && { rttMs: probe.rttMs }),
+        ...(probe && { loss: probe.loss }),
+      };
+      if (age !== undefined) this.handshakeAge.set(age, { gateway: p.gateway });
+    }
+    return out;
+  }
+
+  private forgetDeparted(next: NodePlan): void {
+    const keep = new Set(next.role === 'gateway' ? next.peers.map((p) => p.gateway) : []);
+    this.probes.retain(keep);
+    for (const g of [this.handshakeAge, this.peerRtt, this.peerLoss]) g.retain((labels) => keep.has(labels.gateway ?? ''));
+  }
+
+  /**
+   * Gateways ping each tunnel peer's probe address from their own, through the tunnel, on their own
+   * clock: a bounded batch per round, so a thousand peers never mean a thousand processes at once.
+   */
+  private tunnelProbeLoop(): void {
+    const tick = async (): Promise<void> => {
+      if (this.stopped) return;
+      const p = this.current;
+      if (p.role === 'gateway' && p.probeSource && this.tunnel.probeDevice()) {
+        const targets = p.peers.filter((x) => x.probeIP);
+        const { batch, cursor } = roundRobin(targets, this.probeCursor, TUNNEL_PROBES_PER_ROUND);
+        this.probeCursor = cursor;
+        await Promise.all(
+          batch.map(async (peer) => {
+            const r = await this.pingFrom(p.probeSource!, peer.probeIP!).catch(() => ({ ok: false }) as const);
+            this.probes.record(peer.gateway, r);
+            const s = this.probes.stats(peer.gateway)!;
+            this.peerLoss.set(s.loss, { gateway: peer.gateway });
+            if (s.rttMs !== undefined) this.peerRtt.set(s.rttMs / 1000, { gateway: peer.gateway });
+          }),
+        );
+      }
+      if (!this.stopped) this.timers.push(setTimeout(() => void tick(), TUNNEL_PROBE_PERIOD_MS));
+    };
+    void tick();
   }
 
   private isCandidate(): boolean {
@@ -179,29 +265,26 @@ export class Agent {
   }
 
   private async ping(ip: string): Promise<boolean> {
-    const args = ['-c', '1', '-W', String(PROBE_TIMEOUT_MS / 1000), ip];
-    const r = this.config.netns ? await this.runner.run('ip', ['netns', 'exec', this.config.netns, 'ping', ...args]) : await this.runner.run('ping', args);
-    return r.code === 0;
+    return (await this.runPing(['-c', '1', '-W', String(PROBE_TIMEOUT_MS / 1000), ip])).code === 0;
+  }
+
+  private async pingFrom(source: string, ip: string): Promise<{ ok: boolean; rttMs?: number }> {
+    const r = await this.runPing(['-c', '1', '-W', '1', '-I', source, ip]);
+    const rtt = r.code === 0 ? parsePingRtt(r.stdout) : undefined;
+    return { ok: r.code === 0, ...(rtt !== undefined && { rttMs: rtt }) };
+  }
+
+  private runPing(args: readonly string[]): Promise<{ code: number; stdout: string }> {
+    return this.config.netns ? this.runner.run('ip', ['netns', 'exec', this.config.netns, 'ping', ...args]) : this.runner.run('ping', args);
   }
 
   private async beat(candidate: boolean): Promise<void> {
-    const peers: Record<string, PeerHealth> = {};
-    if (this.current.role === 'gateway') {
-      const now = Date.now() / 1000;
-      const byKey = new Map(this.current.peers.map((p) => [p.publicKey, p.gateway]));
-      for (const p of await this.wireguard.peers()) {
-        const gw = byKey.get(p.publicKey);
-        if (!gw) continue;
-        const age = p.latestHandshake > 0 ? Math.round(now - p.latestHandshake) : undefined;
-        peers[gw] = age !== undefined ? { handshakeAgeSeconds: age } : {};
-        if (age !== undefined) this.handshakeAge.set(age, { gateway: gw });
-      }
-    }
+    const peers = this.current.role === 'gateway' ? await this.peerHealth() : {};
     const health = encodeHealth({
       backendUp: this.backendUp,
       peers,
       ...(this.observation && { activeGateway: this.observation }),
-      ...(candidate && { publicKey: await this.wireguard.publicKey() }),
+      ...(candidate && { publicKey: await this.tunnel.publicKey() }),
     });
     const name = leaseName(this.config.nodeName);
     const ns = this.config.namespace;
@@ -225,7 +308,7 @@ export class Agent {
     await this.informer?.stop();
     await this.syncing;
     await this.routes.cleanUp();
-    await this.wireguard.down();
+    await this.tunnel.down();
     this.server?.close();
   }
 }

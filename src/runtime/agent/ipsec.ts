@@ -30,7 +30,7 @@ import { isAlive, stopOwnedProcess } from './owned-process.js';
 import type { PeerPlan } from './plan.js';
 
 export interface IpsecOptions {
-  /** This node's name: the local IKE identity (`fqdn:<node>`); peers use `fqdn:<peer.node>`. */
+  /** This node's name (for messages; IKE identities are Gateway names, see `setPeers`). */
   readonly node: string;
   /** Where charon's config, vici socket, pidfile and log live. Must not be under /run (charon gets a private /run). */
   readonly stateDir: string;
@@ -73,6 +73,8 @@ export interface IpsecSa {
   readonly remoteId?: string;
   /** `addr[port]` the peer is seen at. */
   readonly remote?: string;
+  /** Seconds since the IKE_SA was established (its last rekey), when it is. */
+  readonly establishedSecondsAgo?: number;
   readonly children: readonly IpsecChild[];
 }
 
@@ -232,14 +234,14 @@ export class IpsecBackend {
   }
 
   /**
-   * Makes charon's connections exactly one per peer in `peers` (peers without destinations are
-   * skipped), protecting `localSubnets` on our side. Loads only when the generated config differs
+   * Makes charon's connections exactly one per peer in `peers` (peers without destinations or
+   * local subnets are skipped), as the gateway of `gateway`. Loads only when the generated config differs
    * from what this instance last loaded; connections that left the plan are unloaded and their SAs
    * terminated, and responder connections that changed are re-established (initiators are restarted
    * by charon itself when their config is replaced).
    */
-  async setPeers(peers: readonly PeerPlan[], localSubnets: readonly string[]): Promise<{ loaded: boolean; connections: string[]; removed: string[]; restarted: string[] }> {
-    const rendered = renderSwanctlConf({ node: this.opts.node, port: this.opts.port, psk: this.opts.psk, peers, localSubnets });
+  async setPeers(peers: readonly PeerPlan[], gateway: string): Promise<{ loaded: boolean; connections: string[]; removed: string[]; restarted: string[] }> {
+    const rendered = renderSwanctlConf({ gateway, port: this.opts.port, psk: this.opts.psk, peers });
     const connections = [...rendered.blocks.keys()];
     if (this.loaded?.text === rendered.text) return { loaded: false, connections, removed: [], restarted: [] };
     writeSecretFile(this.files.swanctlConf, rendered.text);
@@ -304,6 +306,10 @@ export function renderStrongswanConf(o: { vici: string; port: number; table: num
     `  routing_table = ${o.table}`,
     `  routing_table_prio = ${o.table}`,
     '  install_virtual_ip = no',
+    // Retransmit after 1 s, then 1.4x (strongSwan: 4 s, 1.8x): a gateway that has just taken over
+    // and had not loaded its config when our first message came is retried within a second or two.
+    '  retransmit_timeout = 1.0',
+    '  retransmit_base = 1.4',
     // IKE events, config and kernel errors; not every packet (DPD alone would log lines every 10 s).
     '  filelog {',
     '    stderr {',
@@ -335,28 +341,33 @@ export function renderStrongswanConf(o: { vici: string; port: number; table: num
 /**
  * swanctl.conf: one IKEv2 PSK connection per peer. Every value is validated (names, CIDRs, IPs)
  * before it is written: a peer plan must not be able to inject config.
+ *
+ * IKE identities are Gateway names (`fqdn:<gateway>`), not node names: whichever node is a
+ * region's active gateway, it authenticates as its region (the PSK is shared by the whole mesh, so
+ * a node identity would prove nothing more). A responder's connection therefore does not change
+ * when the remote region fails over, and the new gateway's first IKE_SA_INIT is accepted at once
+ * (`unique = replace` retires the old gateway's SA).
  */
-export function renderSwanctlConf(o: { node: string; port: number; psk: string; peers: readonly PeerPlan[]; localSubnets: readonly string[] }): Rendered {
-  if (!validName(o.node)) throw new Error(`ipsec: node name ${JSON.stringify(o.node)} is not a DNS-1123 name`);
-  const local = o.localSubnets.map((s) => cidr(s, 'local subnet'));
+export function renderSwanctlConf(o: { gateway: string; port: number; psk: string; peers: readonly PeerPlan[] }): Rendered {
+  if (!validName(o.gateway)) throw new Error(`ipsec: gateway name ${JSON.stringify(o.gateway)} is not a DNS-1123 name`);
   const blocks = new Map<string, string>();
   const gateways = new Map<string, string>();
   const initiators = new Set<string>();
   const secrets: string[] = [];
   const secret = `0x${Buffer.from(o.psk, 'utf8').toString('hex')}`;
   const peers = [...o.peers].sort((a, b) => (a.gateway < b.gateway ? -1 : a.gateway > b.gateway ? 1 : 0));
-  for (const p of local.length ? peers : []) {
+  for (const p of peers) {
     if (!validName(p.gateway)) throw new Error(`ipsec: gateway name ${JSON.stringify(p.gateway)} is not a DNS-1123 name`);
-    if (!validName(p.node)) throw new Error(`ipsec: peer node name ${JSON.stringify(p.node)} is not a DNS-1123 name`);
     const remote = [...new Set(p.allowedIPs.map((s) => cidr(s, `allowed IP of ${p.gateway}`)))].sort();
-    if (!remote.length) continue;
+    const local = [...new Set(p.localSubnets.map((s) => cidr(s, `local subnet towards ${p.gateway}`)))].sort();
+    if (!remote.length || !local.length) continue;
     const name = `raven-${p.gateway.replaceAll('.', '_')}`;
     if (blocks.has(name)) throw new Error(`ipsec: two peers for gateway ${p.gateway}`);
     const ep = p.endpoint ? endpoint(p.endpoint) : undefined;
-    // Who initiates: the side that has an endpoint. When both do (both reachable), only the node
+    // Who initiates: the side that has an endpoint. When both do (both reachable), only the gateway
     // with the smaller name starts and the other installs a trap, so they do not race; when we are
     // behind NAT (keepalive set) or punching edge-to-edge, the peer cannot dial us: we start.
-    const start = ep && (p.keepaliveSeconds !== undefined || p.path === 'edge-to-edge' || o.node < p.node);
+    const start = ep && (p.keepaliveSeconds !== undefined || p.path === 'edge-to-edge' || o.gateway < p.gateway);
     const action = start ? 'start' : ep ? 'trap' : 'none';
     if (start) initiators.add(name);
     const block = [
@@ -371,11 +382,11 @@ export function renderSwanctlConf(o: { node: string; port: number; psk: string; 
       '    unique = replace',
       '    local {',
       '      auth = psk',
-      `      id = fqdn:${o.node}`,
+      `      id = fqdn:${o.gateway}`,
       '    }',
       '    remote {',
       '      auth = psk',
-      `      id = fqdn:${p.node}`,
+      `      id = fqdn:${p.gateway}`,
       '    }',
       '    children {',
       `      ${name} {`,
@@ -391,7 +402,7 @@ export function renderSwanctlConf(o: { node: string; port: number; psk: string; 
     ].join('\n');
     blocks.set(name, block);
     gateways.set(name, p.gateway);
-    secrets.push(['  ike-' + name + ' {', `    id-local = fqdn:${o.node}`, `    id-remote = fqdn:${p.node}`, `    secret = ${secret}`, '  }'].join('\n'));
+    secrets.push(['  ike-' + name + ' {', `    id-local = fqdn:${o.gateway}`, `    id-remote = fqdn:${p.gateway}`, `    secret = ${secret}`, '  }'].join('\n'));
   }
   const text = [
     '# Written by the raven agent; regenerated on every change. Holds the PSK: mode 0600.',
@@ -408,7 +419,7 @@ export function renderSwanctlConf(o: { node: string; port: number; psk: string; 
 
 /** Parses `swanctl --list-sas` (default format). */
 export function parseListSas(out: string, gateways?: ReadonlyMap<string, string>): IpsecSa[] {
-  const sas: { gateway: string; connection: string; uniqueId: number; state: string; remoteId?: string; remote?: string; children: IpsecChild[] }[] = [];
+  const sas: { gateway: string; connection: string; uniqueId: number; state: string; remoteId?: string; remote?: string; establishedSecondsAgo?: number; children: IpsecChild[] }[] = [];
   let child: { name: string; state: string; localTs: string[]; remoteTs: string[] } | undefined;
   for (const line of out.split('\n')) {
     let m = /^(\S+): #(\d+), (\w+), IKEv\d/.exec(line);
@@ -422,6 +433,8 @@ export function parseListSas(out: string, gateways?: ReadonlyMap<string, string>
     if ((m = /^ {2}remote '([^']*)' @ (\S+)/.exec(line))) {
       sa.remoteId = m[1]!;
       sa.remote = m[2]!;
+    } else if ((m = /^ {2}established (\d+)s ago/.exec(line))) {
+      sa.establishedSecondsAgo = Number(m[1]);
     } else if ((m = /^ {2}(\S+): #\d+, reqid \d+, (\w+)/.exec(line))) {
       child = { name: m[1]!, state: m[2]!, localTs: [], remoteTs: [] };
       sa.children.push(child);

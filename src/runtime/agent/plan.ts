@@ -8,8 +8,9 @@
  * region on the gateway). Without iptables marks there is nothing to clash with Calico's mangle
  * rules (Raven issue #136).
  */
+import ipaddr from 'ipaddr.js';
 import { BACKEND_OVERHEAD } from '../../topology/constants.js';
-import type { Gateway, GatewayEndpoint } from '../gateway.js';
+import { type Gateway, type GatewayEndpoint, STANDBY_KEYS_CONFIG } from '../gateway.js';
 
 export type Role = 'gateway' | 'standby' | 'member' | 'outside';
 
@@ -32,6 +33,8 @@ export interface PeerPlan {
   readonly endpoint?: string;
   /** Destinations sent to this peer: its region, plus regions it relays for us. */
   readonly allowedIPs: readonly string[];
+  /** What we send from, as this peer sees it: our region, plus regions we relay for it (IPsec traffic selectors). */
+  readonly localSubnets: readonly string[];
   /** Seconds; set when we are behind NAT, to keep the mapping open. */
   readonly keepaliveSeconds?: number;
   /** How we reach this peer itself. */
@@ -40,6 +43,15 @@ export interface PeerPlan {
   readonly relaysFor: readonly string[];
   /** For edge-to-edge pairs: one side waits before initiating (simultaneous initiations deadlock). */
   readonly initiateDelayMs?: number;
+  /** The peer's probe address (see `anchorOf`): pinged through the tunnel for RTT and loss. */
+  readonly probeIP?: string;
+}
+
+/** A remote standby's key, known before it becomes active, so its first handshake is accepted. */
+export interface StagedPeer {
+  readonly gateway: string;
+  readonly node: string;
+  readonly publicKey: string;
 }
 
 export interface NodePlan {
@@ -49,13 +61,17 @@ export interface NodePlan {
   readonly activeNode?: string;
   readonly routes: readonly RoutePlan[];
   readonly peers: readonly PeerPlan[];
+  /** Gateway only: keys of the standbys of the regions we hold tunnels with. */
+  readonly staged: readonly StagedPeer[];
+  /** Gateway only: this node's probe address, held on the tunnel device; peers ping it. */
+  readonly probeSource?: string;
   readonly mtu: number;
 }
 
 export interface PlanOptions {
   readonly node: string;
   readonly backend: 'wireguard' | 'ipsec';
-  /** Tunnel device name on gateways. */
+  /** Tunnel device name on WireGuard gateways. */
   readonly device: string;
   readonly natTraversal: boolean;
   readonly forwardNodeIP: boolean;
@@ -66,6 +82,11 @@ export interface PlanOptions {
 
 export const KEEPALIVE_SECONDS = 5;
 export const EDGE_STAGGER_MS = 200;
+/**
+ * strongSwan's userspace ESP (kernel-libipsec) reads at most 1400-byte packets from its TUN. Every
+ * node caps the IPsec MTU there, so members agree with their gateway without knowing its ESP mode.
+ */
+export const IPSEC_MAX_MTU = 1400;
 /** NAT types between which hole punching cannot work (Raven's rule, from STUN classification). */
 const HOSTILE_NAT_PAIRS = new Set(['Symmetric NAT|Symmetric NAT', 'Symmetric NAT|Port Restricted cone NAT', 'Port Restricted cone NAT|Symmetric NAT']);
 
@@ -75,28 +96,55 @@ interface Region {
   readonly active?: GatewayEndpoint;
   readonly subnets: readonly string[];
   readonly reachable: boolean;
+  /** Probe address of the active tunnel node. */
+  readonly anchor?: string;
 }
 
 const byName = (a: { name: string }, b: { name: string }): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 
-export function plan(gateways: readonly Gateway[], opts: PlanOptions): NodePlan {
+export function effectiveMTU(opts: Pick<PlanOptions, 'backend' | 'mtu' | 'underlayMTU'>): number {
   const mtu = opts.mtu > 0 ? opts.mtu : opts.underlayMTU - BACKEND_OVERHEAD[opts.backend];
+  return opts.backend === 'ipsec' ? Math.min(mtu, IPSEC_MAX_MTU) : mtu;
+}
+
+export function plan(gateways: readonly Gateway[], opts: PlanOptions): NodePlan {
+  const mtu = effectiveMTU(opts);
   const regions: Region[] = gateways.map((gw) => region(gw, opts.forwardNodeIP)).sort(byName);
   const mine = regions.find((r) => r.gw.status?.nodes?.some((n) => n.nodeName === opts.node));
-  if (!mine) return { role: 'outside', routes: [], peers: [], mtu };
+  const none = { routes: [], peers: [], staged: [], mtu };
+  if (!mine) return { role: 'outside', ...none };
 
   const remotes = regions.filter((r) => r !== mine && r.active && r.subnets.length > 0);
   const activeNode = mine.active?.nodeName;
-  if (!activeNode) return { role: isCandidate(mine.gw, opts.node) ? 'standby' : 'member', gateway: mine.name, routes: [], peers: [], mtu };
+  const notActive = isCandidate(mine.gw, opts.node) ? 'standby' : 'member';
+  if (!activeNode) return { role: notActive, gateway: mine.name, ...none };
 
   if (activeNode !== opts.node) {
     const via = mine.gw.status?.nodes?.find((n) => n.nodeName === activeNode)?.privateIP;
     const routes = via ? remotes.flatMap((r) => r.subnets.map((dst) => ({ dst, via, mtu }))) : [];
-    return { role: isCandidate(mine.gw, opts.node) ? 'standby' : 'member', gateway: mine.name, activeNode, routes: sortRoutes(routes), peers: [], mtu };
+    return { role: notActive, gateway: mine.name, activeNode, ...none, routes: sortRoutes(routes) };
   }
 
-  const routes = remotes.flatMap((r) => r.subnets.map((dst) => ({ dst, dev: opts.device, mtu })));
-  return { role: 'gateway', gateway: mine.name, activeNode, routes: sortRoutes(routes), peers: peers(mine, remotes, regions, opts), mtu };
+  const tunnelPeers = peers(mine, remotes, regions, opts);
+  // WireGuard: every remote destination goes into the device, also those no peer carries yet (they
+  // are dropped there rather than leaking out of the default route unencrypted). Never a peer's own
+  // underlay address, though (forwardNodeIP on a node whose InternalIP is the address we dial): the
+  // tunnel would carry itself. IPsec: charon installs its own routes (table 220), ours stay empty.
+  const underlay = new Set(tunnelPeers.flatMap((p) => (p.endpoint ? [unbracket(p.endpoint)] : [])));
+  const routes =
+    opts.backend === 'wireguard'
+      ? remotes.flatMap((r) => r.subnets.filter((s) => ![...underlay].some((ip) => isHostRoute(s, ip))).map((dst) => ({ dst, dev: opts.device, mtu })))
+      : [];
+  return {
+    role: 'gateway',
+    gateway: mine.name,
+    activeNode,
+    routes: sortRoutes(routes),
+    peers: tunnelPeers,
+    staged: staged(tunnelPeers, remotes),
+    ...(mine.anchor && { probeSource: mine.anchor }),
+    mtu,
+  };
 }
 
 function region(gw: Gateway, forwardNodeIP: boolean): Region {
@@ -107,7 +155,31 @@ function region(gw: Gateway, forwardNodeIP: boolean): Region {
     if (forwardNodeIP && n.privateIP) subnets.add(n.privateIP.includes(':') ? `${n.privateIP}/128` : `${n.privateIP}/32`);
   }
   const exposed = gw.spec?.exposeType === 'PublicIP' || gw.spec?.exposeType === 'LoadBalancer';
-  return { name: gw.metadata.name, gw, ...(active && { active }), subnets: [...subnets].sort(), reachable: exposed && !active?.underNAT && !!active?.publicIP };
+  const anchor = active && anchorOf(gw.status?.nodes?.find((n) => n.nodeName === active.nodeName)?.subnets[0]);
+  return {
+    name: gw.metadata.name,
+    gw,
+    ...(active && { active }),
+    subnets: [...subnets].sort(),
+    reachable: exposed && !active?.underNAT && !!active?.publicIP,
+    ...(anchor && { anchor }),
+  };
+}
+
+/**
+ * A gateway's probe address: the network address of its node's first pod subnet. It is inside the
+ * region's routed ranges (so every tunnel already carries it, with no extra route or traffic
+ * selector) and no pod is given it by host-local or flannel IPAM. Absent for tiny subnets.
+ */
+export function anchorOf(subnet: string | undefined): string | undefined {
+  if (!subnet) return undefined;
+  try {
+    const [addr, len] = ipaddr.parseCIDR(subnet);
+    if (addr.kind() === 'ipv4') return len <= 30 ? ipaddr.IPv4.networkAddressFromCIDR(subnet).toString() : undefined;
+    return len <= 126 ? ipaddr.IPv6.networkAddressFromCIDR(subnet).toString() : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function isCandidate(gw: Gateway, node: string): boolean {
@@ -115,66 +187,125 @@ function isCandidate(gw: Gateway, node: string): boolean {
 }
 
 /**
+ * Who carries traffic between `a` and `b` when they cannot talk directly: the first reachable
+ * region (by name) that is neither. Both sides, and the relay itself, compute the same answer.
+ */
+function relayBetween(a: Region, b: Region, all: readonly Region[], opts: PlanOptions): Region | undefined {
+  if (a.reachable || b.reachable) return undefined;
+  if (opts.natTraversal && canPunch(a.active!, b.active!)) return undefined;
+  return all.find((x) => x !== a && x !== b && x.reachable && x.active);
+}
+
+/**
  * One peer per remote region. Direct when either side can be dialed; edge-to-edge when both are
- * behind NAT, NAT traversal is on and their NAT types allow it; otherwise through a relay: the
- * first reachable region (by name) that is neither side carries the unreachable region's traffic.
+ * behind NAT, NAT traversal is on and their NAT types allow it; otherwise through a relay.
  */
 function peers(mine: Region, remotes: readonly Region[], all: readonly Region[], opts: PlanOptions): PeerPlan[] {
   const out = new Map<string, { peer: PeerPlan; allowed: Set<string>; relays: Set<string> }>();
-  const add = (r: Region, path: PeerPlan['path'], relayed?: Region, initiateDelayMs?: number, endpoint?: string): void => {
+  const add = (r: Region, path: PeerPlan['path'], endpoint?: string, initiateDelayMs?: number): { allowed: Set<string>; relays: Set<string> } => {
     let entry = out.get(r.name);
     if (!entry) {
       const a = r.active!;
       entry = {
-      allowed: new Set(r.subnets),
-      relays: new Set(),
-      peer: {
-        gateway: r.name,
-        node: a.nodeName,
-        ...(a.config?.publicKey && { publicKey: a.config.publicKey }),
-        ...(endpoint && { endpoint }),
-        allowedIPs: [],
-        ...(!mine.reachable && { keepaliveSeconds: KEEPALIVE_SECONDS }),
-        path,
-        relaysFor: [],
-        ...(initiateDelayMs !== undefined && { initiateDelayMs }),
-      },
+        allowed: new Set(r.subnets),
+        relays: new Set(),
+        peer: {
+          gateway: r.name,
+          node: a.nodeName,
+          ...(a.config?.publicKey && { publicKey: a.config.publicKey }),
+          ...(endpoint && { endpoint }),
+          allowedIPs: [],
+          localSubnets: [],
+          ...(!mine.reachable && { keepaliveSeconds: KEEPALIVE_SECONDS }),
+          path,
+          relaysFor: [],
+          ...(initiateDelayMs !== undefined && { initiateDelayMs }),
+          ...(r.anchor && { probeIP: r.anchor }),
+        },
       };
       out.set(r.name, entry);
     }
-    if (relayed) {
-      entry.relays.add(relayed.name);
-      for (const s of relayed.subnets) entry.allowed.add(s);
-    }
+    return entry;
   };
   const dial = (r: Region): string | undefined => (r.reachable ? `${host(r.active!.publicIP!)}:${r.active!.port ?? 4500}` : undefined);
 
   for (const r of remotes) {
     if (r.reachable || mine.reachable) {
-      add(r, 'direct', undefined, undefined, dial(r));
+      add(r, 'direct', dial(r));
       continue;
     }
     if (opts.natTraversal && canPunch(mine.active!, r.active!)) {
       // The lexicographically later gateway waits: both sides agree without talking.
-      add(r, 'edge-to-edge', undefined, mine.name > r.name ? EDGE_STAGGER_MS : 0, `${host(r.active!.publicIP!)}:${r.active!.publicPort}`);
+      add(r, 'edge-to-edge', `${host(r.active!.publicIP!)}:${r.active!.publicPort}`, mine.name > r.name ? EDGE_STAGGER_MS : 0);
       continue;
     }
-    const relay = all.find((x) => x !== mine && x !== r && x.reachable && x.active);
-    if (relay) add(relay, 'direct', r, undefined, dial(relay));
+    const relay = relayBetween(mine, r, all, opts);
+    if (!relay) continue;
+    const entry = add(relay, 'direct', dial(relay));
+    entry.relays.add(r.name);
+    for (const s of r.subnets) entry.allowed.add(s);
   }
   return [...out.values()]
-    .map(({ peer, allowed, relays }) => ({ ...peer, allowedIPs: [...allowed].sort(), relaysFor: [...relays].sort() }))
+    .map(({ peer, allowed, relays }) => {
+      // As a relay, we also send (to this peer) from the regions whose traffic we carry for it.
+      const local = new Set(mine.subnets);
+      for (const r of remotes) if (r.name !== peer.gateway && relayBetween(all.find((x) => x.name === peer.gateway)!, r, all, opts) === mine) for (const s of r.subnets) local.add(s);
+      const endpointHost = peer.endpoint ? unbracket(peer.endpoint) : undefined;
+      return {
+        ...peer,
+        // Never route a peer's own underlay address into its tunnel (forwardNodeIP on a node whose
+        // InternalIP is the address we dial): the tunnel would carry itself.
+        allowedIPs: [...allowed].filter((s) => !endpointHost || !isHostRoute(s, endpointHost)).sort(),
+        localSubnets: [...local].sort(),
+        relaysFor: [...relays].sort(),
+      };
+    })
     .sort((a, b) => (a.gateway < b.gateway ? -1 : 1));
 }
 
+/** The standbys of every region we hold a tunnel with, whose keys the controller has published. */
+function staged(tunnelPeers: readonly PeerPlan[], remotes: readonly Region[]): StagedPeer[] {
+  const out: StagedPeer[] = [];
+  for (const p of tunnelPeers) {
+    const r = remotes.find((x) => x.name === p.gateway);
+    for (const [node, publicKey] of Object.entries(standbyKeys(r?.active))) {
+      if (node !== p.node && publicKey !== p.publicKey) out.push({ gateway: p.gateway, node, publicKey });
+    }
+  }
+  return out.sort((a, b) => (a.gateway < b.gateway ? -1 : a.gateway > b.gateway ? 1 : a.node < b.node ? -1 : 1));
+}
+
+/** `{node: key}` from the active endpoint's config, tolerating anything malformed. */
+export function standbyKeys(active: GatewayEndpoint | undefined): Record<string, string> {
+  const text = active?.config?.[STANDBY_KEYS_CONFIG];
+  if (!text) return {};
+  try {
+    const raw = JSON.parse(text) as unknown;
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return {};
+    return Object.fromEntries(Object.entries(raw).filter((e): e is [string, string] => typeof e[1] === 'string' && /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/.test(e[1])));
+  } catch {
+    return {};
+  }
+}
+
+/** Both sides must reach the same answer, so the rule is symmetric in its two endpoints. */
 function canPunch(a: GatewayEndpoint, b: GatewayEndpoint): boolean {
-  if (!a.natType || !b.natType || a.natType === 'Undefined' || b.natType === 'Undefined') return false;
-  if (!b.publicIP || !b.publicPort) return false;
+  for (const e of [a, b]) if (!e.natType || e.natType === 'Undefined' || !e.publicIP || !e.publicPort) return false;
   return !HOSTILE_NAT_PAIRS.has(`${a.natType}|${b.natType}`);
 }
 
 function host(ip: string): string {
   return ip.includes(':') ? `[${ip}]` : ip;
+}
+
+function unbracket(endpoint: string): string {
+  const m = /^\[(.*)\]:\d+$/.exec(endpoint) ?? /^(.*):\d+$/.exec(endpoint);
+  return m ? m[1]! : endpoint;
+}
+
+function isHostRoute(cidr: string, ip: string): boolean {
+  const [addr, len] = cidr.split('/');
+  return (len === '32' || len === '128') && addr === ip;
 }
 
 function sortRoutes(routes: RoutePlan[]): RoutePlan[] {

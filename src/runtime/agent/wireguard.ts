@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { type CommandRunner, mustRun } from './command-runner.js';
 import { isAlive, stopOwnedProcess } from './owned-process.js';
-import type { PeerPlan } from './plan.js';
+import type { PeerPlan, StagedPeer } from './plan.js';
 
 export interface WireGuardOptions {
   readonly device: string;
@@ -117,39 +117,36 @@ export class WireGuard {
   }
 
   /**
-   * Makes the device's peers exactly `desired` (those with a public key: a peer that has not
-   * published one yet is skipped). Learned endpoints of peers that dial us are left alone.
-   * Peers with `initiateDelayMs` are set after that delay, so the two sides of an edge-to-edge
-   * pair do not initiate at the same moment.
+   * Makes the device's peers exactly `desired` plus `staged` (those with a public key: a peer that
+   * has not published one yet is skipped). Learned endpoints of peers that dial us are left alone.
+   * Staged peers (remote standbys) get no endpoint and no allowed IPs: they only make their first
+   * handshake acceptable, so a failover does not wait for WireGuard's 5 s retry. Peers with
+   * `initiateDelayMs` are set after that delay, so the two sides of an edge-to-edge pair do not
+   * initiate at the same moment. Returns the gateways whose peers were set, and removed keys.
    */
-  async setPeers(desired: readonly PeerPlan[]): Promise<{ set: string[]; removed: string[] }> {
+  async setPeers(desired: readonly PeerPlan[], staged: readonly StagedPeer[] = []): Promise<{ set: string[]; removed: string[] }> {
     const current = new Map((await this.peers()).map((p) => [p.publicKey, p]));
     const wanted = desired.filter((p): p is PeerPlan & { publicKey: string } => !!p.publicKey);
+    const activeKeys = new Set(wanted.map((p) => p.publicKey));
+    const standby = staged.filter((p) => !activeKeys.has(p.publicKey));
     const set: string[] = [];
     const apply = async (p: PeerPlan & { publicKey: string }): Promise<void> => {
-      const have = current.get(p.publicKey);
       const allowed = [...p.allowedIPs].sort();
-      const same =
-        have &&
-        have.allowedIPs.join(',') === allowed.join(',') &&
-        (have.keepaliveSeconds ?? 0) === (p.keepaliveSeconds ?? 0) &&
-        (!p.endpoint || have.endpoint === p.endpoint);
-      if (same) return;
-      await this.wg([
-        'set', this.opts.device, 'peer', p.publicKey,
-        ...(p.endpoint ? ['endpoint', p.endpoint] : []),
-        'persistent-keepalive', p.keepaliveSeconds ? String(p.keepaliveSeconds) : 'off',
-        'allowed-ips', allowed.join(','),
-      ]);
+      if (sameConfig(current.get(p.publicKey), allowed, p.keepaliveSeconds, p.endpoint)) return;
+      await this.wg(peerArgs(this.opts.device, p.publicKey, allowed, p.keepaliveSeconds, p.endpoint));
       set.push(p.gateway);
     };
     for (const p of wanted.filter((x) => !x.initiateDelayMs)) await apply(p);
+    for (const p of standby) {
+      if (sameConfig(current.get(p.publicKey), [], undefined, undefined)) continue;
+      await this.wg(peerArgs(this.opts.device, p.publicKey, [], undefined, undefined));
+    }
     const delayed = wanted.filter((x) => x.initiateDelayMs);
     if (delayed.length) {
       await new Promise((r) => setTimeout(r, Math.max(...delayed.map((x) => x.initiateDelayMs!))));
       for (const p of delayed) await apply(p);
     }
-    const keep = new Set(wanted.map((p) => p.publicKey));
+    const keep = new Set([...activeKeys, ...standby.map((p) => p.publicKey)]);
     const removed: string[] = [];
     for (const key of current.keys()) {
       if (keep.has(key)) continue;
@@ -157,6 +154,25 @@ export class WireGuard {
       removed.push(key);
     }
     return { set, removed };
+  }
+
+  /**
+   * Re-creates peers we dial that have never completed a handshake. WireGuard retries an
+   * unanswered initiation only after 5 s (REKEY_TIMEOUT), and a first initiation is lost whenever
+   * it reaches a gateway that has not learned our key yet (one that became active a moment ago); a
+   * fresh peer initiates at once. Returns the gateways nudged.
+   */
+  async nudge(desired: readonly PeerPlan[]): Promise<string[]> {
+    const current = new Map((await this.peers()).map((p) => [p.publicKey, p]));
+    const nudged: string[] = [];
+    for (const p of desired) {
+      const have = p.publicKey ? current.get(p.publicKey) : undefined;
+      if (!have || !p.endpoint || have.latestHandshake > 0) continue;
+      await this.wg(['set', this.opts.device, 'peer', p.publicKey!, 'remove']);
+      await this.wg(peerArgs(this.opts.device, p.publicKey!, [...p.allowedIPs].sort(), p.keepaliveSeconds, p.endpoint));
+      nudged.push(p.gateway);
+    }
+    return nudged;
   }
 
   /** Removes the device and stops the wireguard-go we started (by its recorded PID only). */
@@ -170,6 +186,14 @@ export class WireGuard {
     }
     rmSync(`/var/run/wireguard/${this.opts.device}.sock`, { force: true });
   }
+}
+
+function sameConfig(have: CurrentPeer | undefined, allowed: readonly string[], keepalive: number | undefined, endpoint: string | undefined): boolean {
+  return !!have && have.allowedIPs.join(',') === allowed.join(',') && (have.keepaliveSeconds ?? 0) === (keepalive ?? 0) && (!endpoint || have.endpoint === endpoint);
+}
+
+function peerArgs(device: string, key: string, allowed: readonly string[], keepalive: number | undefined, endpoint: string | undefined): string[] {
+  return ['set', device, 'peer', key, ...(endpoint ? ['endpoint', endpoint] : []), 'persistent-keepalive', keepalive ? String(keepalive) : 'off', 'allowed-ips', allowed.join(',')];
 }
 
 /** Guards against PID reuse: only a live wireguard-go for this device is ours to stop. */

@@ -11,7 +11,7 @@
  */
 import type { EndpointType } from '../../topology/model.js';
 import type { Gateway, GatewayEndpoint, NodeLike } from '../gateway.js';
-import { isNodeReady } from '../gateway.js';
+import { isNodeReady, STANDBY_KEYS_CONFIG } from '../gateway.js';
 import { expiresAt, type Heartbeat, OBSERVATION_MAX_AGE_MS } from '../heartbeat.js';
 
 export interface Features {
@@ -140,17 +140,37 @@ function unreachableReports(input: ElectionInput, target: string): { unreachable
   return { unreachable, total };
 }
 
-/** The spec endpoint as it goes into status: spec edits propagate, plus the switch and the node's key. */
+/**
+ * The spec endpoint as it goes into status: spec edits propagate, plus the switch, the node's key
+ * and, on the tunnel endpoint, its standbys' keys (so remote gateways can stage them).
+ */
 function stamp(c: GatewayEndpoint, type: EndpointType, input: ElectionInput): GatewayEndpoint {
   const publicKey = input.heartbeats.get(c.nodeName)?.health?.publicKey;
+  const standbys = type === 'tunnel' ? standbyKeys(c.nodeName, input) : undefined;
   return {
     ...c,
     config: {
       ...(c.config ?? {}),
       [SWITCH[type].key]: 'true',
       ...(type === 'tunnel' && publicKey && { publicKey }),
+      ...(standbys && { [STANDBY_KEYS_CONFIG]: standbys }),
     },
   };
+}
+
+/**
+ * JSON `{node: key}` of the Gateway's other tunnel candidates that are members and have published
+ * a key (a lapsed heartbeat still names the key the node will come back with), sorted by node.
+ */
+function standbyKeys(active: string, input: ElectionInput): string | undefined {
+  const gw = input.gateway.metadata.name;
+  const nodes = [...new Set((input.gateway.spec?.endpoints ?? []).filter((e) => e.type === 'tunnel' && e.nodeName !== active).map((e) => e.nodeName))].sort();
+  const keys: [string, string][] = [];
+  for (const node of nodes) {
+    const key = input.heartbeats.get(node)?.health?.publicKey;
+    if (key && input.memberOf.get(node) === gw) keys.push([node, key]);
+  }
+  return keys.length ? JSON.stringify(Object.fromEntries(keys)) : undefined;
 }
 
 function compare(nodeA: string, typeA: string, nodeB: string, typeB: string): number {
