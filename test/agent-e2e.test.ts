@@ -1,64 +1,97 @@
 /**
- * Controller and agents together, on the real kernel: the embedded API server with the seed
- * topology, a real `raven controller`, and real `raven agent` processes for the cloud gateway and
- * the hangzhou gateway, each driving its own network namespace. The agents' heartbeats get them
- * elected, their public keys reach the other side through Gateway status, and pods ping across.
+ * Controller and agents together, on the real kernel, once per backend: the embedded API server
+ * with the seed topology, a real `raven controller`, and real `raven agent` processes for the cloud
+ * gateway and the hangzhou gateway, each driving its own network namespace. The agents' heartbeats
+ * get them elected, their keys (WireGuard) reach the other side through Gateway status, pods ping
+ * across, every tunnel is probed, and a SIGKILL or SIGTERM leaves exactly what it should.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'uvu';
+import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { activeOf, type Cluster, type ControllerProcess, startCluster, startController, waitFor } from './cluster-harness.ts';
-import { canUseNetns, leftovers, PREFIX, sh } from './netns.ts';
+import { type Cluster, type ControllerProcess, activeOf, metric, NS, startCluster, startController, waitFor } from './cluster-harness.ts';
+import { parseHealth, HEALTH_ANNOTATION, leaseName } from '../src/runtime/heartbeat.ts';
+import { canUseNetns, PREFIX, sh } from './netns.ts';
 
 const haveWg = spawnSync('wg', ['--version']).status === 0 && spawnSync('which', ['wireguard-go']).status === 0;
+const haveStrongswan = spawnSync('swanctl', ['--help']).status === 0 && ['/usr/lib/ipsec/charon', '/usr/libexec/ipsec/charon', '/usr/libexec/strongswan/charon'].some((p) => existsSync(p));
 const tag = String(process.pid % 100000);
-const C = `${PREFIX}-e2e-cloud`;
-const H = `${PREFIX}-e2e-hz`;
-const dev = { cloud: `rgwc${tag}`, hz: `rgwh${tag}` };
 
-interface AgentProcess { proc: ChildProcess; logs(): string; kill(signal: NodeJS.Signals): Promise<void> }
-
-let cluster: Cluster;
-let controller: ControllerProcess;
-let dir: string;
-const agents: Record<string, AgentProcess> = {};
-
-function startAgent(node: string, ip: string, netns: string, device: string): AgentProcess {
-  const cfg = join(dir, `cfg-${node}`);
-  mkdirSync(cfg, { recursive: true });
-  writeFileSync(join(cfg, 'health-probe-addr'), '127.0.0.1:0');
-  const proc = spawn(process.execPath, ['bin/raven.mjs', 'agent', '--kubeconfig', cluster.kubeconfigFile, '--namespace', 'raven-system', '--node-name', node, '--node-ip', ip, '--netns', netns, '--device', device, '--config-dir', cfg, '--state-dir', join(dir, `state-${node}`)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout!.on('data', (d) => (out += d));
-  proc.stderr!.on('data', (d) => (out += d));
-  return {
-    proc,
-    logs: () => out,
-    kill: async (signal) => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill(signal);
-      await exited;
-    },
-  };
-}
+interface AgentProcess { proc: ChildProcess; logs(): string; port(): Promise<number>; kill(signal: NodeJS.Signals): Promise<void> }
 
 /**
  * Asynchronous on purpose: the API server runs in this process, and a blocking spawnSync of a ping
  * that waits a second would freeze it, delaying every heartbeat past its lease.
  */
-const ping = (): Promise<boolean> =>
-  new Promise((resolve) => spawn('ip', ['netns', 'exec', H, 'ping', '-c', '1', '-W', '1', '-I', '10.244.1.1', '10.244.0.1'], { stdio: 'ignore' }).on('close', (c) => resolve(c === 0)));
+const run = (cmd: string, args: string[]): Promise<{ code: number; out: string }> =>
+  new Promise((resolve) => {
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    p.on('close', (c) => resolve({ code: c ?? -1, out }));
+  });
 const ourRules = (ns: string): number => (sh('ip', ['-n', ns, 'rule', 'show']).match(/lookup 9031/g) ?? []).length;
-const ourRoutes = (ns: string): string => spawnSync('ip', ['-n', ns, 'route', 'show', 'table', '9031'], { encoding: 'utf8' }).stdout.trim();
+const routes = (ns: string, table: string): string => spawnSync('ip', ['-n', ns, 'route', 'show', 'table', table], { encoding: 'utf8' }).stdout.trim();
+const processesWith = (needle: string): string[] =>
+  readdirSync('/proc').filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid).filter((d) => {
+    try {
+      return readFileSync(`/proc/${d}/cmdline`, 'latin1').includes(needle) || readFileSync(`/proc/${d}/environ`, 'latin1').includes(needle);
+    } catch {
+      return false;
+    }
+  });
 
-if (!canUseNetns() || !haveWg) {
-  console.warn('needs root, wireguard-tools and wireguard-go: agent end-to-end tests not run');
-} else {
-  test.before(async () => {
+function backendSuite(backend: 'wireguard' | 'ipsec'): void {
+  const t = suite(`agents with ${backend}`);
+  const short = backend === 'wireguard' ? 'w' : 'i';
+  const C = `${PREFIX}-e2e${short}-cloud`;
+  const H = `${PREFIX}-e2e${short}-hz`;
+  const dev = { cloud: `rg${short}c${tag}`, hz: `rg${short}h${tag}` };
+  // The tunnel device routes point at: ours for WireGuard, strongSwan's TUN for userspace ESP.
+  const tunnelDev = (d: string): string => (backend === 'wireguard' ? d : 'ipsec0');
+  const psk = `rgt-${randomBytes(12).toString('hex')}`;
+  let cluster: Cluster;
+  let controller: ControllerProcess;
+  let dir: string;
+  const agents: Record<string, AgentProcess> = {};
+
+  const startAgent = (node: string, ip: string, netns: string, device: string): AgentProcess => {
+    const cfg = join(dir, `cfg-${node}`);
+    mkdirSync(cfg, { recursive: true });
+    writeFileSync(join(cfg, 'health-probe-addr'), '127.0.0.1:0');
+    writeFileSync(join(cfg, 'vpn-driver'), backend);
+    writeFileSync(join(cfg, 'tunnel-mtu'), backend === 'ipsec' ? '1412' : '1420');
+    const args = ['bin/raven.mjs', 'agent', '--kubeconfig', cluster.kubeconfigFile, '--namespace', NS, '--node-name', node, '--node-ip', ip, '--netns', netns, '--device', device, '--config-dir', cfg, '--state-dir', join(dir, `state-${node}`)];
+    const env = { ...process.env, ...(backend === 'ipsec' && { VPN_CONNECTION_PSK: psk }) };
+    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let out = '';
+    proc.stdout!.on('data', (d) => (out += d));
+    proc.stderr!.on('data', (d) => (out += d));
+    return {
+      proc,
+      logs: () => out,
+      port: () => waitFor(() => Number(/serving health and metrics port=(\d+)/.exec(out)?.[1]) || undefined, 10_000, () => `agent ${node} to serve; output:\n${out}`),
+      kill: async (signal) => {
+        if (proc.exitCode !== null || proc.signalCode !== null) return;
+        const exited = new Promise((r) => proc.once('exit', r));
+        proc.kill(signal);
+        await exited;
+      },
+    };
+  };
+  const ping = async (): Promise<boolean> => (await run('ip', ['netns', 'exec', H, 'ping', '-c', '1', '-W', '1', '-I', '10.244.1.1', '10.244.0.1'])).code === 0;
+  const charonLog = (node: string): string => {
+    const f = join(dir, `state-${node}`, 'ipsec', 'charon.log');
+    return existsSync(f) ? `\n--- charon of ${node}\n${readFileSync(f, 'utf8').split('\n').slice(-30).join('\n')}` : '';
+  };
+  const logs = (): string =>
+    Object.entries(agents).map(([k, a]) => `--- ${k} (exit ${a.proc.exitCode ?? a.proc.signalCode})\n${a.logs()}`).join('\n') + charonLog('cloud-gw-1') + charonLog('hz-1');
+
+  t.before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'raven-e2e-'));
     sh('ip', ['netns', 'add', C]);
     sh('ip', ['netns', 'add', H]);
@@ -66,6 +99,7 @@ if (!canUseNetns() || !haveWg) {
     sh('ip', ['-n', C, 'addr', 'add', '203.0.113.10/24', 'dev', 'wan0']);
     sh('ip', ['-n', H, 'addr', 'add', '203.0.113.21/24', 'dev', 'wan0']);
     for (const ns of [C, H]) for (const l of ['wan0', 'lo']) sh('ip', ['-n', ns, 'link', 'set', l, 'up']);
+    // "Pods": one address per gateway node, inside its pod CIDR.
     sh('ip', ['-n', C, 'addr', 'add', '10.244.0.1/32', 'dev', 'lo']);
     sh('ip', ['-n', H, 'addr', 'add', '10.244.1.1/32', 'dev', 'lo']);
     cluster = await startCluster();
@@ -74,49 +108,117 @@ if (!canUseNetns() || !haveWg) {
     agents.hz = startAgent('hz-1', '192.168.1.11', H, dev.hz);
   });
 
-  test.after(async () => {
+  t.after(async () => {
     for (const a of Object.values(agents)) await a.kill('SIGTERM');
-    const controllerLogs = controller?.logs() ?? '';
     await controller?.kill();
     await cluster?.close();
+    // An agent killed by a failed test leaves its tunnel process running: stop it by its recorded PID.
+    for (const node of ['cloud-gw-1', 'hz-1']) {
+      const state = join(dir, `state-${node}`);
+      const pidFiles = existsSync(state) ? readdirSync(state).filter((f) => f.endsWith('.pid')).map((f) => join(state, f)) : [];
+      if (existsSync(join(state, 'ipsec', 'charon.pid'))) pidFiles.push(join(state, 'ipsec', 'charon.pid'));
+      for (const f of pidFiles) {
+        const pid = Number(readFileSync(f, 'utf8'));
+        if (pid > 0 && processesWith(state).includes(String(pid))) process.kill(pid, 'SIGKILL');
+      }
+    }
     spawnSync('ip', ['netns', 'del', C]);
     spawnSync('ip', ['netns', 'del', H]);
     rmSync(dir, { recursive: true, force: true });
-    assert.equal(leftovers(), []);
-    const strays = sh('ps', ['-eo', 'stat,args']).split('\n').filter((l) => (l.includes(dev.cloud) || l.includes(dev.hz)) && !l.startsWith('Z'));
-    assert.equal(strays, [], `no wireguard-go of ours is left running; agent logs:\n${Object.entries(agents).map(([k, a]) => `--- ${k} (exit ${a.proc.exitCode ?? a.proc.signalCode})\n${a.logs()}`).join('\n')}\n--- controller\n${controllerLogs}`);
   });
 
-  test('agents get elected by their heartbeats, exchange keys through status, and pods ping across regions', async () => {
-    await waitFor(ping, 30_000, () => `a pod ping from hangzhou to the cloud; cloud agent:\n${agents.cloud!.logs()}\nhz agent:\n${agents.hz!.logs()}`);
+  t('agents get elected by their heartbeats, configure the tunnel, and pods ping across regions', async () => {
+    await waitFor(ping, 30_000, () => `a pod ping from hangzhou to the cloud:\n${logs()}`);
     const hz = await cluster.gateway('gw-hangzhou');
     assert.equal(activeOf(hz), ['proxy/hz-1', 'tunnel/hz-1']);
-    assert.match(hz.status!.activeEndpoints!.find((e) => e.type === 'tunnel')!.config!.publicKey!, /^[A-Za-z0-9+/]{43}=$/);
-    assert.match(ourRoutes(H), new RegExp(`10\\.244\\.0\\.0/24 dev ${dev.hz}`));
-    // Same-region and other traffic is untouched: only remote-region prefixes are in our table.
-    assert.not.match(ourRoutes(H), /10\.244\.1\.0|10\.244\.2\.0/);
+    const key = hz.status!.activeEndpoints!.find((e) => e.type === 'tunnel')!.config!.publicKey;
+    if (backend === 'wireguard') {
+      assert.match(key!, /^[A-Za-z0-9+/]{43}=$/);
+      assert.match(routes(H, '9031'), new RegExp(`10\\.244\\.0\\.0/24 dev ${dev.hz}`));
+      // Same-region and other traffic is untouched: only remote-region prefixes are in our table.
+      assert.not.match(routes(H, '9031'), /10\.244\.1\.0|10\.244\.2\.0/);
+    } else {
+      assert.is(key, undefined, 'IPsec publishes no key');
+      // charon routes the remote region into its TUN; our table stays empty on the gateway.
+      assert.match(routes(H, '220'), /10\.244\.0\.0\/24 dev ipsec0/);
+      assert.is(routes(H, '9031'), '');
+      // kernel-libipsec needs an address of ours in every local subnet: hz-2's range gets its last one.
+      assert.match(sh('ip', ['-n', H, 'addr', 'show', 'dev', 'ipsec0']), /inet 10\.244\.2\.255\/32/);
+      // The agents hold it (from the Secret, through their environment), and so does the esbuild
+      // helper tsx starts inside each agent before it reads its configuration; nothing else.
+      const agentPids = new Set(Object.values(agents).map((a) => String(a.proc.pid)));
+      const esbuildOfAgent = (pid: string): boolean => {
+        const ppid = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]!;
+        return agentPids.has(ppid) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('esbuild');
+      };
+      assert.equal(processesWith(psk).filter((p) => !agentPids.has(p) && !esbuildOfAgent(p)), [], "the PSK is in no process's argv or environment but the agents'");
+    }
+    assert.match(sh('ip', ['-n', H, 'addr', 'show', 'dev', tunnelDev(dev.hz)]), /inet 10\.244\.1\.0\/32/, 'the probe address');
   });
 
-  test('an agent killed with SIGKILL and restarted converges without leftovers; the tunnel outlives the process', async () => {
+  t('every tunnel is probed: RTT, loss and handshake age reach /metrics and the heartbeat', async () => {
+    const port = await agents.hz!.port();
+    const series = '{gateway="gw-cloud"}';
+    const text = await waitFor(async () => {
+      const m = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      return m.includes(`raven_agent_peer_rtt_seconds${series}`) && m.includes(`raven_agent_peer_handshake_age_seconds${series}`) ? m : undefined;
+    }, 10_000, () => `probe metrics:\n${logs()}`);
+    const rtt = metric(text, `raven_agent_peer_rtt_seconds${series}`);
+    assert.ok(rtt > 0 && rtt < 0.5, `rtt ${rtt} s`);
+    assert.ok(metric(text, `raven_agent_peer_probe_loss_ratio${series}`) <= 0.5, 'loss');
+    const health = await waitFor(async () => {
+      const lease = await cluster.coordination.readNamespacedLease({ name: leaseName('hz-1'), namespace: NS });
+      const h = parseHealth(lease.metadata?.annotations?.[HEALTH_ANNOTATION]);
+      return h?.peers['gw-cloud']?.rttMs !== undefined ? h : undefined;
+    }, 5_000, 'the heartbeat to carry probe results');
+    assert.ok(health.peers['gw-cloud']!.handshakeAgeSeconds! >= 0);
+    assert.is(health.backendUp, true);
+  });
+
+  t('an agent killed with SIGKILL and restarted converges without leftovers; the tunnel outlives the process', async () => {
+    const before = spawnSync('ip', ['-n', C, 'link', 'show'], { encoding: 'utf8' }).stdout;
     await agents.cloud!.kill('SIGKILL');
     assert.ok(await ping(), 'the data plane does not depend on the agent process');
     agents.cloud = startAgent('cloud-gw-1', '10.0.0.10', C, dev.cloud);
     // While it was down its heartbeat lapsed and the controller took it out; its heartbeats get it re-elected.
     await waitFor(() => /plan applied role=gateway/.test(agents.cloud!.logs()), 20_000, () => `the restarted agent to be gateway again:\n${agents.cloud!.logs()}`);
-    assert.is(ourRules(C), 1, 'no duplicate rule');
-    assert.is(sh('ip', ['-n', C, 'link', 'show']).split('\n').filter((l) => l.includes(dev.cloud)).length, 1, 'the device was adopted, not duplicated');
-    await waitFor(ping, 10_000, 'ping after the restart');
+    assert.is(ourRules(C), backend === 'wireguard' ? 1 : 0, 'no duplicate rule');
+    const device = tunnelDev(dev.cloud);
+    assert.is(sh('ip', ['-n', C, 'link', 'show']).split('\n').filter((l) => l.includes(`: ${device}`)).length, 1, 'the device was adopted, not duplicated');
+    assert.ok(before.includes(`: ${device}`));
+    await waitFor(ping, 10_000, () => `ping after the restart:\n${logs()}`);
   });
 
-  test('SIGTERM removes exactly what the agent created', async () => {
+  t('SIGTERM removes exactly what the agent created', async () => {
     await agents.hz!.kill('SIGTERM');
-    assert.is(ourRoutes(H), '');
+    assert.is(routes(H, '9031'), '');
     assert.is(ourRules(H), 0);
-    assert.not.match(sh('ip', ['-n', H, 'link', 'show']), new RegExp(dev.hz));
+    assert.not.match(sh('ip', ['-n', H, 'link', 'show']), new RegExp(`: ${tunnelDev(dev.hz)}`));
+    assert.not.match(sh('ip', ['-n', H, 'rule', 'show']), /lookup 220/, 'charon\'s rule went with it');
     assert.match(sh('ip', ['-n', H, 'addr', 'show', 'wan0']), /203\.0\.113\.21/, 'the node\'s own network is untouched');
-    const procs = sh('ps', ['-eo', 'args']).split('\n').filter((l) => l.includes(dev.hz) && !l.includes('defunct'));
-    assert.equal(procs, [], 'its wireguard-go is gone');
+    assert.equal(processesWith(join(dir, 'state-hz-1')), [], 'its tunnel process is gone');
+    if (backend === 'wireguard') assert.equal(sh('ps', ['-eo', 'args']).split('\n').filter((l) => l.includes(dev.hz) && !l.includes('defunct')), []);
   });
+
+  t('stopping every agent leaves no namespace-external process, no tunnel and no rule of ours', async () => {
+    const controllerLogs = controller.logs();
+    for (const a of Object.values(agents)) await a.kill('SIGTERM');
+    const strays = processesWith(dir).concat(backend === 'wireguard' ? sh('ps', ['-eo', 'stat,args']).split('\n').filter((l) => (l.includes(dev.cloud) || l.includes(dev.hz)) && !l.startsWith('Z')) : []);
+    assert.equal(strays, [], `no tunnel process of ours is left running; logs:\n${logs()}\n--- controller\n${controllerLogs}`);
+    for (const ns of [C, H]) {
+      assert.not.match(sh('ip', ['-n', ns, 'rule', 'show']), /lookup (9031|220)/);
+      assert.is(routes(ns, '9031'), '');
+    }
+  });
+
+  t.run();
 }
 
-test.run();
+if (!canUseNetns()) {
+  console.warn('needs root: agent end-to-end tests not run');
+} else {
+  if (haveWg) backendSuite('wireguard');
+  else console.warn('needs wireguard-tools and wireguard-go: WireGuard end-to-end tests not run');
+  if (haveStrongswan) backendSuite('ipsec');
+  else console.warn('needs strongswan-charon, strongswan-swanctl and libcharon-extra-plugins: IPsec end-to-end tests not run');
+}

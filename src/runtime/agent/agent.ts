@@ -28,6 +28,8 @@ export const TUNNEL_PROBE_PERIOD_MS = 1000;
 export const TUNNEL_PROBES_PER_ROUND = 16;
 /** After a peer change, peers we dial that have not answered are re-initiated at these delays. */
 export const NUDGE_DELAYS_MS = [400, 1200, 2500];
+/** Backends that give up on a peer (IPsec) are nudged this often (in tunnel probe rounds). */
+export const MAINTENANCE_ROUNDS = 5;
 
 export class Agent {
   readonly registry = new Registry();
@@ -43,6 +45,8 @@ export class Agent {
   private readonly tunnel: Tunnel;
   private readonly probes = new ProbeWindow();
   private probeCursor = 0;
+  private probeRounds = 0;
+  private holding = false;
   private readonly coordination: k8s.CoordinationV1Api;
   private informer?: k8s.Informer<k8s.KubernetesObject> & k8s.ObjectCache<k8s.KubernetesObject>;
   private current: NodePlan = { role: 'outside', routes: [], peers: [], staged: [], mtu: 0 };
@@ -123,6 +127,16 @@ export class Agent {
       mtu: this.config.tunnelMTU,
       underlayMTU: this.config.underlayMTU,
     });
+    // A gateway that lost its role with no successor named (its own heartbeat lapsed, say, across
+    // an agent restart) keeps its tunnel and routes: nothing else would carry the region's traffic,
+    // and tearing down would only make the re-election slower. It steps down once a successor is named.
+    if (next.role === 'standby' && !next.activeNode && this.current.role !== 'standby' && (await this.tunnel.running().catch(() => false))) {
+      if (!this.holding) this.log.info('no active gateway in the region; keeping the tunnel until one is elected', { gateway: next.gateway ?? '' });
+      this.holding = true;
+      this.backendUp = true;
+      return;
+    }
+    this.holding = false;
     try {
       if (next.role === 'gateway') {
         const changed = await this.tunnel.apply(next);
@@ -151,17 +165,15 @@ export class Agent {
 
   /** Peers we dial may have sent their first initiation to a gateway that did not know us yet. */
   private scheduleNudges(): void {
-    for (const delay of NUDGE_DELAYS_MS) {
-      this.timers.push(
-        setTimeout(() => {
-          if (this.stopped || this.current.role !== 'gateway' || this.syncing) return;
-          void this.tunnel
-            .nudge(this.current)
-            .then((nudged) => nudged.length && this.log.info('re-initiated handshakes', { peers: nudged.join(',') }))
-            .catch((err) => this.log.warn('failed to re-initiate handshakes', { error: (err as Error).message }));
-        }, delay),
-      );
-    }
+    for (const delay of NUDGE_DELAYS_MS) this.timers.push(setTimeout(() => this.nudgeNow(), delay));
+  }
+
+  private nudgeNow(): void {
+    if (this.stopped || this.current.role !== 'gateway' || this.syncing) return;
+    void this.tunnel
+      .nudge(this.current)
+      .then((nudged) => nudged.length && this.log.info('re-initiated handshakes', { peers: nudged.join(',') }))
+      .catch((err) => this.log.warn('failed to re-initiate handshakes', { error: (err as Error).message }));
   }
 
   /** Per-peer health for the heartbeat and /metrics: handshake age, probe RTT and loss. */
@@ -195,6 +207,7 @@ export class Agent {
     const tick = async (): Promise<void> => {
       if (this.stopped) return;
       const p = this.current;
+      if (p.role === 'gateway' && !this.tunnel.retriesByItself && ++this.probeRounds % MAINTENANCE_ROUNDS === 0) this.nudgeNow();
       if (p.role === 'gateway' && p.probeSource && this.tunnel.probeDevice()) {
         const targets = p.peers.filter((x) => x.probeIP);
         const { batch, cursor } = roundRobin(targets, this.probeCursor, TUNNEL_PROBES_PER_ROUND);

@@ -262,6 +262,28 @@ export class IpsecBackend {
     return { loaded: true, connections, removed, restarted };
   }
 
+  /**
+   * Re-initiates the connections we start that have no SA up or on its way. charon retries lost
+   * packets by itself, but not a refusal: a peer whose charon had not loaded our connection yet
+   * (it took over a moment ago) answers NO_PROPOSAL_CHOSEN, and that attempt is over for good.
+   * Returns the gateways re-initiated.
+   */
+  async reinitiate(): Promise<string[]> {
+    const loaded = this.loaded;
+    if (!loaded?.initiators.size) return [];
+    const up = new Set(
+      (await this.established()).filter((sa) => sa.state === 'CONNECTING' || (sa.state === 'ESTABLISHED' && sa.children.some((c) => c.state === 'INSTALLED'))).map((sa) => sa.connection),
+    );
+    const started: string[] = [];
+    for (const c of [...loaded.initiators].sort()) {
+      if (up.has(c)) continue;
+      // --timeout 1: swanctl detaches after a second; charon carries on without it.
+      await this.opts.runner.run('env', [...this.swanctlEnv(), 'swanctl', '--initiate', '--child', c, '--ike', c, '--timeout', '1', '--uri', this.viciUri]);
+      started.push(loaded.gateways.get(c) ?? c);
+    }
+    return started;
+  }
+
   /** The IKE_SAs charon has now, with their CHILD_SAs. */
   async established(): Promise<IpsecSa[]> {
     return parseListSas(await this.swanctl(['--list-sas']), this.loaded?.gateways);

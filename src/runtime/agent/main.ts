@@ -12,6 +12,8 @@ export async function runAgent(args: readonly string[]): Promise<number> {
     return 0;
   }
   const config = parseAgentConfig(args, process.env);
+  // The PSK now lives in the parsed config only: no child process (ip, ping, wg, charon) inherits it.
+  delete process.env.VPN_CONNECTION_PSK;
   const kc = new k8s.KubeConfig();
   if (config.kubeconfig) kc.loadFromFile(config.kubeconfig);
   else kc.loadFromDefault();

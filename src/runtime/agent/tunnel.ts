@@ -22,8 +22,13 @@ export interface Tunnel {
   probeDevice(): string | undefined;
   /** Seconds since the last handshake (WireGuard) or IKE_SA establishment (IPsec), per remote gateway. */
   handshakeAges(plan: NodePlan): Promise<Map<string, number>>;
-  /** Re-initiates towards peers that never answered (see WireGuard.nudge); a no-op for IPsec. */
+  /** Re-initiates towards peers that should be up and are not (WireGuard.nudge, IpsecBackend.reinitiate). */
   nudge(plan: NodePlan): Promise<string[]>;
+  /**
+   * Whether the backend keeps retrying a peer by itself. WireGuard does (every 5 s); charon gives
+   * up after a refusal, so the agent nudges an IPsec tunnel periodically.
+   */
+  readonly retriesByItself: boolean;
   /** The public key to publish (WireGuard); undefined for IPsec. */
   publicKey(): Promise<string | undefined>;
 }
@@ -46,6 +51,7 @@ export function makeTunnel(o: TunnelOptions): Tunnel {
 
 class WireGuardTunnel implements Tunnel {
   readonly kind = 'wireguard';
+  readonly retriesByItself = true;
   private readonly wg: WireGuard;
   private readonly addresses: TunnelAddresses;
   private up = false;
@@ -99,6 +105,7 @@ class WireGuardTunnel implements Tunnel {
 
 class IpsecTunnel implements Tunnel {
   readonly kind = 'ipsec';
+  readonly retriesByItself = false;
   private readonly ipsec: IpsecBackend;
   private readonly addresses: TunnelAddresses;
   private device?: string;
@@ -146,8 +153,8 @@ class IpsecTunnel implements Tunnel {
     return out;
   }
 
-  async nudge(): Promise<string[]> {
-    return [];
+  nudge(): Promise<string[]> {
+    return this.ipsec.reinitiate();
   }
 
   async publicKey(): Promise<string | undefined> {
