@@ -31,6 +31,18 @@ export const NUDGE_DELAYS_MS = [400, 1200, 2500];
 /** Backends that give up on a peer (IPsec) are nudged this often (in tunnel probe rounds). */
 export const MAINTENANCE_ROUNDS = 5;
 
+/**
+ * Puts a plan into the kernel: on a gateway the tunnel (up, with its probe address and peers),
+ * elsewhere no tunnel of ours; then the routes. Idempotent; returns the gateways whose peers changed.
+ */
+export async function applyPlan(next: NodePlan, tunnel: Tunnel, routes: RouteTable): Promise<string[]> {
+  let changed: string[] = [];
+  if (next.role === 'gateway') changed = await tunnel.apply(next);
+  else if (await tunnel.running()) await tunnel.down();
+  await routes.set(next.routes);
+  return changed;
+}
+
 export class Agent {
   readonly registry = new Registry();
   private readonly syncs = this.registry.register(new Counter('raven_agent_sync_total', 'Plan applications by result.'));
@@ -138,13 +150,8 @@ export class Agent {
     }
     this.holding = false;
     try {
-      if (next.role === 'gateway') {
-        const changed = await this.tunnel.apply(next);
-        if (changed.length) this.scheduleNudges();
-      } else if (await this.tunnel.running()) {
-        await this.tunnel.down();
-      }
-      await this.routes.set(next.routes);
+      const changed = await applyPlan(next, this.tunnel, this.routes);
+      if (changed.length) this.scheduleNudges();
       // Healthy: the plan is in the kernel (on a gateway, the tunnel device is up with its peers).
       this.backendUp = true;
       if (next.role !== this.current.role || next.activeNode !== this.current.activeNode) {

@@ -85,14 +85,21 @@ export class RouteTable {
     return `route replace ${dst} ${next} table ${this.opts.table}${r.mtu ? ` mtu lock ${r.mtu}` : ''}`;
   }
 
+  /** Our rule exactly in the families that have routes: a node with nothing to route keeps no rule of ours. */
   private async ensureRules(desired: readonly RoutePlan[]): Promise<boolean> {
     let added = false;
-    const families = new Set(desired.map((r) => (r.dst.includes(':') ? '-6' : '-4')));
-    for (const family of families) {
+    const families = new Set<string>(desired.map((r) => (r.dst.includes(':') ? '-6' : '-4')));
+    for (const family of ['-4', '-6']) {
       const rules = JSON.parse((await mustRun(this.runner, 'ip', this.ip([family, '-json', 'rule', 'show']))) || '[]') as { priority?: number; table?: string }[];
-      if (rules.some((r) => r.priority === this.opts.priority && r.table === String(this.opts.table))) continue;
-      await mustRun(this.runner, 'ip', this.ip([family, 'rule', 'add', 'pref', String(this.opts.priority), 'lookup', String(this.opts.table)]));
-      added = true;
+      const ours = rules.filter((r) => r.priority === this.opts.priority && r.table === String(this.opts.table)).length;
+      const rule = ['pref', String(this.opts.priority), 'lookup', String(this.opts.table)];
+      if (families.has(family) && ours === 0) {
+        await mustRun(this.runner, 'ip', this.ip([family, 'rule', 'add', ...rule]));
+        added = true;
+      }
+      // Duplicates (a crash between add and record cannot make them, but another tool could) go too.
+      const extra = families.has(family) ? ours - 1 : ours;
+      for (let i = 0; i < extra; i++) await mustRun(this.runner, 'ip', this.ip([family, 'rule', 'del', ...rule]));
     }
     return added;
   }
