@@ -4,7 +4,7 @@
  * same two namespaces. iperf3, 4 s TCP runs, alternating, median of 3 each.
  * Prints JSON lines {"name","value","unit"}. Needs root, wireguard-go, wg and iperf3.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,12 +12,12 @@ import { ExecRunner } from '../src/runtime/agent/command-runner.ts';
 import { RouteTable } from '../src/runtime/agent/route-table.ts';
 import { WireGuard } from '../src/runtime/agent/wireguard.ts';
 import { pair, sh } from '../test/netns.ts';
+import { type Pods, report, startPods } from './throughput-support.ts';
 
 const ns = pair('tp');
 const state = mkdtempSync(join(tmpdir(), 'raven-tp-'));
 const tag = String(process.pid % 100000);
 const runner = new ExecRunner();
-const servers: number[] = [];
 
 async function tunnel(kind: 'raven' | 'raw', aDev: string, bDev: string): Promise<WireGuard[]> {
   const a = new WireGuard({ device: aDev, port: 51830, mtu: 1420, stateDir: join(state, `${kind}-a`), netns: ns.a, runner });
@@ -43,24 +43,15 @@ async function tunnel(kind: 'raven' | 'raw', aDev: string, bDev: string): Promis
   return [a, b];
 }
 
-function iperf(): number {
-  const r = spawnSync('ip', ['netns', 'exec', ns.a, 'iperf3', '-c', '10.99.2.1', '-B', '10.99.1.1', '-t', '4', '-J'], { encoding: 'utf8', timeout: 20_000 });
-  if (r.status !== 0) throw new Error(`iperf3 failed: ${r.stderr || r.stdout.slice(0, 300)}`);
-  return JSON.parse(r.stdout).end.sum_received.bits_per_second / 1e6;
-}
-
+let pods: Pods | undefined;
 try {
-  sh('ip', ['-n', ns.a, 'addr', 'add', '10.99.1.1/32', 'dev', 'lo']);
-  sh('ip', ['-n', ns.b, 'addr', 'add', '10.99.2.1/32', 'dev', 'lo']);
-  const server = spawn('ip', ['netns', 'exec', ns.b, 'iperf3', '-s', '-B', '10.99.2.1'], { stdio: 'ignore' });
-  servers.push(server.pid!);
-  await new Promise((r) => setTimeout(r, 300));
+  pods = await startPods(ns);
   const results: Record<'raven' | 'raw', number[]> = { raven: [], raw: [] };
   for (let i = 0; i < 3; i++) {
     for (const kind of ['raven', 'raw'] as const) {
       const wgs = await tunnel(kind, `rtp${kind[1]}a${tag}`, `rtp${kind[1]}b${tag}`);
       spawnSync('ip', ['netns', 'exec', ns.a, 'ping', '-c', '2', '-i', '0.2', '-I', '10.99.1.1', '10.99.2.1']);
-      results[kind].push(iperf());
+      results[kind].push(pods.iperf());
       for (const w of wgs) await w.down();
       if (kind === 'raw') {
         spawnSync('ip', ['-n', ns.a, 'route', 'del', '10.99.2.0/24']);
@@ -71,21 +62,9 @@ try {
       }
     }
   }
-  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[1]!;
-  const [raven, raw] = [median(results.raven), median(results.raw)];
-  const out = (name: string, value: number, unit: string): void => console.log(JSON.stringify({ name, value: Math.round(value * 100) / 100, unit }));
-  out('agent_tunnel_throughput', raven, 'Mbit/s');
-  out('raw_backend_throughput', raw, 'Mbit/s');
-  out('agent_over_raw_throughput_ratio', raven / raw, 'ratio');
-  console.error(`raven=${results.raven.map(Math.round).join(',')} raw=${results.raw.map(Math.round).join(',')}`);
+  report({ agent: 'agent_tunnel_throughput', raw: 'raw_backend_throughput', ratio: 'agent_over_raw_throughput_ratio' }, results);
 } finally {
-  for (const pid of servers) {
-    try {
-      process.kill(pid, 'SIGTERM');
-    } catch {
-      // gone
-    }
-  }
+  pods?.stop();
   ns.cleanup();
   rmSync(state, { recursive: true, force: true });
 }

@@ -63,6 +63,7 @@ function backendSuite(backend: 'wireguard' | 'ipsec'): void {
     const cfg = join(dir, `cfg-${node}`);
     mkdirSync(cfg, { recursive: true });
     writeFileSync(join(cfg, 'health-probe-addr'), '127.0.0.1:0');
+    writeFileSync(join(cfg, 'metric-bind-addr'), '127.0.0.1:0');
     writeFileSync(join(cfg, 'vpn-driver'), backend);
     writeFileSync(join(cfg, 'tunnel-mtu'), backend === 'ipsec' ? '1412' : '1420');
     const args = ['bin/raven.mjs', 'agent', '--kubeconfig', cluster.kubeconfigFile, '--namespace', NS, '--node-name', node, '--node-ip', ip, '--netns', netns, '--device', device, '--config-dir', cfg, '--state-dir', join(dir, `state-${node}`)];
@@ -74,7 +75,7 @@ function backendSuite(backend: 'wireguard' | 'ipsec'): void {
     return {
       proc,
       logs: () => out,
-      port: () => waitFor(() => Number(/serving health and metrics port=(\d+)/.exec(out)?.[1]) || undefined, 10_000, () => `agent ${node} to serve; output:\n${out}`),
+      port: () => waitFor(() => Number(/serving health and metrics port=\d+ metricsPort=(\d+)/.exec(out)?.[1]) || undefined, 10_000, () => `agent ${node} to serve; output:\n${out}`),
       kill: async (signal) => {
         if (proc.exitCode !== null || proc.signalCode !== null) return;
         const exited = new Promise((r) => proc.once('exit', r));

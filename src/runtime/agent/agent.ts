@@ -68,8 +68,10 @@ export class Agent {
   private again = false;
   private stopped = false;
   private timers: NodeJS.Timeout[] = [];
-  private server?: { close(): void };
+  private servers: { close(): void }[] = [];
+  /** Bound ports of /healthz and /readyz (and /metrics), and of the metrics address. */
   port = 0;
+  metricsPort = 0;
 
   constructor(private readonly kc: k8s.KubeConfig, private readonly config: AgentConfig, private readonly runner: CommandRunner, private readonly log: Logger) {
     this.routes = new RouteTable(runner, { ...DEFAULT_ROUTE_TABLE, ...(config.netns && { netns: config.netns }) });
@@ -89,9 +91,14 @@ export class Agent {
   }
 
   async run(): Promise<void> {
-    const { server, port } = await serveEndpoints(this.config.healthAddr, { healthy: () => !this.stopped, ready: () => !!this.informer, metrics: this.registry });
-    this.server = server;
-    this.port = port;
+    // Both addresses serve all three paths: the DaemonSet probes health-probe-addr and Prometheus
+    // scrapes metric-bind-addr, as in Raven.
+    const endpoints = { healthy: () => !this.stopped, ready: () => !!this.informer, metrics: this.registry };
+    const health = await serveEndpoints(this.config.healthAddr, endpoints);
+    const metrics = this.config.metricsAddr === this.config.healthAddr ? health : await serveEndpoints(this.config.metricsAddr, endpoints);
+    this.servers = [...new Set([health.server, metrics.server])];
+    this.port = health.port;
+    this.metricsPort = metrics.port;
     const custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
     const inf = k8s.makeInformer<k8s.KubernetesObject>(this.kc, `/apis/${GATEWAY_GROUP}/${GATEWAY_VERSION}/gateways`, () =>
       custom.listClusterCustomObject({ group: GATEWAY_GROUP, version: GATEWAY_VERSION, plural: 'gateways' }) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>,
@@ -329,6 +336,6 @@ export class Agent {
     await this.syncing;
     await this.routes.cleanUp();
     await this.tunnel.down();
-    this.server?.close();
+    for (const s of this.servers) s.close();
   }
 }

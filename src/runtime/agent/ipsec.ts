@@ -23,7 +23,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
-import { isIP } from 'node:net';
+import { connect, isIP } from 'node:net';
 import { isAbsolute, join } from 'node:path';
 import { type CommandRunner, mustRun } from './command-runner.js';
 import { isAlive, stopOwnedProcess } from './owned-process.js';
@@ -213,7 +213,8 @@ export class IpsecBackend {
     if (!pid) throw new Error(`ipsec: failed to start ${cmd}`);
     writeFileSync(this.files.pid, String(pid));
     const deadline = Date.now() + 5000;
-    while (!existsSync(this.files.vici)) {
+    // The socket file appears a moment before charon accepts on it: wait until a connect succeeds.
+    while (!(await accepts(this.files.vici))) {
       const alive = isAlive(pid);
       if (!alive || Date.now() > deadline) {
         if (alive) await this.stopCharon(pid);
@@ -512,6 +513,19 @@ function tryRmdir(path: string): void {
   } catch {
     // not empty (not only ours) or gone
   }
+}
+
+/** Whether a unix socket at `path` accepts a connection now. */
+function accepts(path: string): Promise<boolean> {
+  if (!existsSync(path)) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const c = connect(path);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
 }
 
 function sleep(ms: number): Promise<void> {

@@ -20,7 +20,7 @@ export async function runAgent(args: readonly string[]): Promise<number> {
   const log = createLogger(`agent/${config.nodeName}`);
   const agent = new Agent(kc, config, new ExecRunner(), log);
   await agent.run();
-  log.info('serving health and metrics', { port: agent.port });
+  log.info('serving health and metrics', { port: agent.port, metricsPort: agent.metricsPort });
   await runUntilSignal(() => agent.stop(), log, 'shutting down; removing routes and tunnels');
   return 0;
 }
