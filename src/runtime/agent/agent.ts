@@ -20,9 +20,13 @@ import { parsePingRtt, ProbeWindow, roundRobin } from './probes.js';
 import { DEFAULT_ROUTE_TABLE, RouteTable } from './route-table.js';
 import { makeTunnel, type Tunnel } from './tunnel.js';
 
-/** Standby probes of the active gateway: often enough to report a dead gateway well inside a second. */
-export const PROBE_PERIOD_MS = 500;
-export const PROBE_TIMEOUT_MS = 300;
+/**
+ * Standby probes of the active gateway: often enough to report a dead gateway well inside a second.
+ * A lost probe is retried at once, and only two losses in a row count: one dropped ping on a busy
+ * node must not move the gateway.
+ */
+export const PROBE_PERIOD_MS = 250;
+export const PROBE_TIMEOUT_MS = 200;
 /** Gateways probe their tunnel peers each round, at most this many per round (round-robin). */
 export const TUNNEL_PROBE_PERIOD_MS = 1000;
 export const TUNNEL_PROBES_PER_ROUND = 16;
@@ -58,6 +62,9 @@ export class Agent {
   private readonly probes = new ProbeWindow();
   private probeCursor = 0;
   private probeRounds = 0;
+  private beating?: Promise<void>;
+  private beatAgain = false;
+  private gatewayCache?: { ip: string | undefined; at: number };
   private holding = false;
   private readonly coordination: k8s.CoordinationV1Api;
   private informer?: k8s.Informer<k8s.KubernetesObject> & k8s.ObjectCache<k8s.KubernetesObject>;
@@ -251,11 +258,7 @@ export class Agent {
       if (this.stopped) return;
       const candidate = this.isCandidate();
       const started = Date.now();
-      try {
-        await this.beat(candidate);
-      } catch (err) {
-        this.log.warn('failed to renew heartbeat', { error: (err as Error).message });
-      }
+      await this.beatNow();
       // Fixed rate, not fixed delay: a slow renewal must not push the next one toward expiry.
       const period = candidate ? CANDIDATE_RENEW_MS : MEMBER_RENEW_MS;
       if (!this.stopped) this.timers.push(setTimeout(() => void tick(), Math.max(0, period - (Date.now() - started))));
@@ -263,19 +266,47 @@ export class Agent {
     void tick();
   }
 
+  /**
+   * One renewal at a time (a Lease is read, then replaced): a renewal asked for while one is in
+   * flight runs right after it.
+   */
+  private beatNow(): Promise<void> {
+    if (this.beating) {
+      this.beatAgain = true;
+      return this.beating;
+    }
+    this.beating = this.beat(this.isCandidate())
+      .catch((err) => this.log.warn('failed to renew heartbeat', { error: (err as Error).message }))
+      .finally(() => {
+        this.beating = undefined;
+        if (this.beatAgain && !this.stopped) {
+          this.beatAgain = false;
+          void this.beatNow();
+        }
+      });
+    return this.beating;
+  }
+
   /** Standbys probe their active gateway on their own clock; the heartbeat carries the latest result. */
   private probeLoop(): void {
     const tick = async (): Promise<void> => {
       if (this.stopped) return;
-      if (this.current.role === 'standby' || this.current.role === 'member') {
+      if (this.current.role === 'standby') {
+        const before = this.observation;
         await this.probeActive().catch(() => undefined);
+        const now = this.observation;
+        // A gateway that just stopped answering is reported now, not at the next renewal.
+        if (now && !now.reachable && now.lanReachable && (!before || before.reachable || before.node !== now.node)) void this.beatNow();
       } else this.observation = undefined;
       if (!this.stopped) this.timers.push(setTimeout(() => void tick(), PROBE_PERIOD_MS));
     };
     void tick();
   }
 
-  /** Standbys ping the active gateway and, to prove they are not the ones cut off, another member. */
+  /**
+   * Standbys ping the active gateway and, to prove they are not the ones cut off, a witness: another
+   * member, or (in a two-node region) the node's default gateway, its LAN router.
+   */
   private async probeActive(): Promise<void> {
     const gws = (this.informer?.list() ?? []) as unknown as Gateway[];
     const mine = gws.find((g) => g.metadata.name === this.current.gateway);
@@ -283,12 +314,28 @@ export class Agent {
     if (!mine || !active) return;
     const nodes = mine.status?.nodes ?? [];
     const activeIP = nodes.find((n) => n.nodeName === active)?.privateIP;
-    const witness = nodes.find((n) => n.nodeName !== active && n.nodeName !== this.config.nodeName)?.privateIP;
+    const witness = nodes.find((n) => n.nodeName !== active && n.nodeName !== this.config.nodeName)?.privateIP ?? (await this.defaultGateway());
     if (!activeIP) return;
-    const [reachable, witnessed] = await Promise.all([this.ping(activeIP), witness ? this.ping(witness) : Promise.resolve(undefined)]);
+    const probeActive = async (): Promise<boolean> => (await this.ping(activeIP)) || this.ping(activeIP);
+    const [reachable, witnessed] = await Promise.all([probeActive(), witness ? this.ping(witness) : Promise.resolve(undefined)]);
     const lanReachable = witnessed ?? reachable;
     this.observation = { node: active, reachable, lanReachable, observedAt: Date.now() };
     this.activeReachable.set(reachable ? 1 : 0);
+  }
+
+  /** The IPv4 default route's gateway (cached for 30 s), for standbys with no other member to ask. */
+  private async defaultGateway(): Promise<string | undefined> {
+    if (this.gatewayCache && Date.now() - this.gatewayCache.at < 30_000) return this.gatewayCache.ip;
+    const args = ['-4', '-json', 'route', 'show', 'default'];
+    const r = await this.runner.run('ip', this.config.netns ? ['-n', this.config.netns, ...args] : args);
+    let ip: string | undefined;
+    try {
+      ip = (JSON.parse(r.stdout || '[]') as { gateway?: string }[]).find((x) => x.gateway)?.gateway;
+    } catch {
+      ip = undefined;
+    }
+    this.gatewayCache = { ip, at: Date.now() };
+    return ip;
   }
 
   private async ping(ip: string): Promise<boolean> {
