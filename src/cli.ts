@@ -13,6 +13,11 @@ const USAGE = `usage:
                                      run the gateway controller (raven controller --help for flags)
   raven agent [--node-name N] [--node-ip IP] ...
                                      run the node agent (raven agent --help for flags)
+  raven lab up TOPOLOGY [--name N] ...  (root) the topology's whole cluster on this machine: a
+                                     network namespace per node, real tunnels, the embedded API,
+                                     the controller and an agent per node (raven lab --help)
+  raven lab check | fail NODE | restore NODE | down
+                                     connectivity matrix, failure injection, teardown
   raven lab apiserver --kubeconfig FILE [--port N] [--host ADDR] [--crds DIR]...
                                      serve an in-process Kubernetes API (plain HTTP, no auth) until
                                      SIGINT/SIGTERM; write a kubeconfig for it to FILE; --crds loads
@@ -52,7 +57,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         throw new UsageError(`unknown command "${command}"`);
     }
   } catch (err) {
-    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    if (err instanceof UsageError || isParseArgsError(err)) {
       io.stderr(`raven: ${(err as Error).message}\n${USAGE}\n`);
       return 2;
     }
@@ -104,7 +109,23 @@ async function synth(args: readonly string[], io: Io): Promise<number> {
 
 async function lab(args: readonly string[], io: Io): Promise<number> {
   const [sub, ...rest] = args;
-  if (sub !== 'apiserver') throw new UsageError(sub === undefined ? 'lab needs a subcommand: apiserver' : `unknown lab subcommand "${sub}"`);
+  if (sub === undefined) throw new UsageError('lab needs a subcommand: up, check, fail, restore, down or apiserver');
+  if (sub !== 'apiserver') {
+    const { labCommand, LabUsageError, LAB_USAGE } = await import('./lab/cli.js');
+    if (sub === '--help' || sub === '-h' || rest.includes('--help') || rest.includes('-h')) {
+      io.stdout(LAB_USAGE + '\n');
+      return 0;
+    }
+    try {
+      return await labCommand(sub, rest, io);
+    } catch (err) {
+      if (err instanceof LabUsageError || isParseArgsError(err)) {
+        io.stderr(`raven: ${(err as Error).message}\n${LAB_USAGE}\n`);
+        return 2;
+      }
+      throw err;
+    }
+  }
   const { positionals, values } = parseArgs({
     args: rest,
     options: { port: { type: 'string' }, host: { type: 'string' }, kubeconfig: { type: 'string' }, crds: { type: 'string', multiple: true } },
@@ -136,4 +157,9 @@ async function lab(args: readonly string[], io: Io): Promise<number> {
   }
   io.stdout('raven lab apiserver: stopped\n');
   return 0;
+}
+
+function isParseArgsError(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS');
 }

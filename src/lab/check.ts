@@ -1,0 +1,129 @@
+/**
+ * `raven lab check`: pings every pod pair and node pair, within and across regions, and says which
+ * path each takes (local, direct, edge-to-edge, relayed) from the Gateways' status, exactly as the
+ * agents compute it. A pair "should connect" when it is in one region, or (pods; nodes too with
+ * forwardNodeIP) when both regions have an active tunnel endpoint.
+ */
+import type { CommandRunner } from '../runtime/agent/command-runner.js';
+import { plan as nodePlan } from '../runtime/agent/plan.js';
+import type { Gateway } from '../runtime/gateway.js';
+import type { LabNode } from './plan.js';
+import type { LabRecord } from './state.js';
+
+export interface PairResult {
+  readonly kind: 'pod' | 'node';
+  readonly from: string;
+  readonly to: string;
+  readonly fromRegion: string;
+  readonly toRegion: string;
+  readonly path: string;
+  readonly expected: boolean;
+  readonly sent: number;
+  readonly received: number;
+  readonly rttMs?: number;
+}
+
+export interface CheckOptions {
+  readonly count: number;
+  readonly intervalS: number;
+  readonly concurrency: number;
+  /** Only these kinds (default both). */
+  readonly kinds?: readonly ('pod' | 'node')[];
+  /** Skip nodes that are failed (`raven lab fail`): they are expected to be unreachable. */
+  readonly skip?: ReadonlySet<string>;
+}
+
+/** The path traffic from `a`'s region to `b`'s takes, as `a`'s region's gateway plans it. */
+export function pathBetween(record: LabRecord, gateways: readonly Gateway[], a: LabNode, b: LabNode): { path: string; routed: boolean } {
+  if (a.region === b.region) return { path: 'local', routed: true };
+  const gwA = gateways.find((g) => g.metadata.name === `gw-${a.region}`);
+  const gwB = gateways.find((g) => g.metadata.name === `gw-${b.region}`);
+  const activeA = gwA?.status?.activeEndpoints?.find((e) => e.type === 'tunnel')?.nodeName;
+  const activeB = gwB?.status?.activeEndpoints?.find((e) => e.type === 'tunnel')?.nodeName;
+  if (!record.l3Tunnel) return { path: 'no l3 tunnel', routed: false };
+  if (!activeA || !activeB) return { path: `no active gateway in ${!activeA ? a.region : b.region}`, routed: false };
+  const p = nodePlan(gateways, { node: activeA, backend: record.backend, device: 'x', natTraversal: record.natTraversal, forwardNodeIP: record.forwardNodeIP, mtu: 0, underlayMTU: 1500 });
+  const peer = p.peers.find((x) => x.gateway === `gw-${b.region}`);
+  if (peer) return { path: peer.path === 'edge-to-edge' ? 'edge-to-edge' : 'direct', routed: true };
+  const relay = p.peers.find((x) => x.relaysFor.includes(`gw-${b.region}`));
+  return relay ? { path: `relayed via ${relay.gateway}`, routed: true } : { path: 'no path', routed: false };
+}
+
+export async function checkLab(record: LabRecord, gateways: readonly Gateway[], runner: CommandRunner, o: CheckOptions): Promise<PairResult[]> {
+  const nodes = record.plan.nodes.filter((n) => !o.skip?.has(n.name));
+  const kinds = o.kinds ?? ['pod', 'node'];
+  const jobs: (() => Promise<PairResult>)[] = [];
+  for (const kind of kinds) {
+    for (const a of nodes) {
+      for (const b of nodes) {
+        if (a === b) continue;
+        const { path, routed } = pathBetween(record, gateways, a, b);
+        const crossNode = kind === 'node' && a.region !== b.region;
+        const expected = routed && (!crossNode || record.forwardNodeIP);
+        const base = { kind, from: a.name, to: b.name, fromRegion: a.region, toRegion: b.region, path: crossNode && !record.forwardNodeIP ? 'not routed (forwardNodeIP off)' : path, expected };
+        if (crossNode && !record.forwardNodeIP) {
+          jobs.push(async () => ({ ...base, sent: 0, received: 0 }));
+          continue;
+        }
+        const [ns, src, dst] = kind === 'pod' ? [a.podNetns, a.podIP, b.podIP] : [a.netns, a.lanIP, b.lanIP];
+        jobs.push(async () => {
+          const r = await runner.run('ip', ['netns', 'exec', ns, 'ping', '-n', '-q', '-c', String(o.count), '-i', String(o.intervalS), '-W', '1', '-I', src, dst]);
+          const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
+          const avg = /= [\d.]+\/([\d.]+)\//.exec(r.stdout);
+          return { ...base, sent: m ? Number(m[1]) : o.count, received: m ? Number(m[2]) : 0, ...(avg && { rttMs: Number(avg[1]) }) };
+        });
+      }
+    }
+  }
+  const results: PairResult[] = new Array(jobs.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(o.concurrency, jobs.length) }, async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= jobs.length) return;
+        results[i] = await jobs[i]!();
+      }
+    }),
+  );
+  return results;
+}
+
+/** A pair that should connect and lost every probe, or one that should not and got through. */
+export function failures(results: readonly PairResult[]): PairResult[] {
+  return results.filter((r) => (r.expected ? r.received === 0 : r.received > 0));
+}
+
+/** The report: a region × region summary, then every pair that failed (all pairs with `verbose`). */
+export function formatCheck(results: readonly PairResult[], verbose: boolean): string {
+  const lines: string[] = [];
+  const regions = [...new Set(results.flatMap((r) => [r.fromRegion, r.toRegion]))].sort();
+  for (const kind of ['pod', 'node'] as const) {
+    const of = results.filter((r) => r.kind === kind);
+    if (!of.length) continue;
+    const width = Math.max(10, ...regions.map((r) => r.length)) + 2;
+    lines.push(`${kind}s (ok/pairs, avg RTT, path):`);
+    lines.push(''.padEnd(width) + regions.map((r) => r.padEnd(32)).join(''));
+    for (const from of regions) {
+      const row = regions.map((to) => {
+        const cell = of.filter((r) => r.fromRegion === from && r.toRegion === to);
+        if (!cell.length) return '-'.padEnd(32);
+        if (cell.every((r) => r.sent === 0)) return cell[0]!.path.slice(0, 30).padEnd(32);
+        const ok = cell.filter((r) => r.received > 0).length;
+        const rtts = cell.flatMap((r) => (r.rttMs !== undefined ? [r.rttMs] : []));
+        const rtt = rtts.length ? `${(rtts.reduce((x, y) => x + y, 0) / rtts.length).toFixed(2)}ms` : '';
+        return `${ok}/${cell.length} ${rtt} ${cell[0]!.path}`.slice(0, 30).padEnd(32);
+      });
+      lines.push(from.padEnd(width) + row.join(''));
+    }
+    lines.push('');
+  }
+  const shown = verbose ? results : failures(results);
+  for (const r of shown) {
+    const loss = r.sent ? `${Math.round((100 * (r.sent - r.received)) / r.sent)}% loss` : 'not probed';
+    lines.push(`${failures([r]).length ? 'FAIL' : 'ok  '} ${r.kind} ${r.from} (${r.fromRegion}) -> ${r.to} (${r.toRegion}): ${loss}${r.rttMs !== undefined ? `, ${r.rttMs.toFixed(2)} ms` : ''}, ${r.path}${r.expected ? '' : ', not expected to connect'}`);
+  }
+  const bad = failures(results).length;
+  lines.push(bad ? `${bad} of ${results.length} pairs failed` : `all ${results.filter((r) => r.sent > 0).length} probed pairs as expected (${results.filter((r) => r.sent === 0).length} not routed by design)`);
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,144 @@
+/**
+ * Builds and removes a lab's network on the real kernel, from its plan. Creation is batched: one
+ * `ip -batch` in the root namespace makes every namespace and veth (each end created directly in
+ * its namespace, so the root namespace never holds a link of ours), then one batch per namespace
+ * configures it. Removal deletes exactly the namespaces whose names carry the lab's prefix; their
+ * links go with them.
+ */
+import type { CommandRunner } from '../runtime/agent/command-runner.js';
+import { mustRun } from '../runtime/agent/command-runner.js';
+import { type LabNode, type LabPlan, WAN_ROUTER_IP } from './plan.js';
+
+/** Commands as data: `ip` batches per namespace (undefined = root), sysctls and nft rulesets. */
+export interface NetworkScript {
+  readonly root: string[];
+  readonly perNamespace: Map<string, string[]>;
+  readonly sysctls: Map<string, string[]>;
+  readonly nft: Map<string, string>;
+}
+
+const ROUTER_SYSCTLS = ['net.ipv4.ip_forward=1', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0', 'net.ipv4.conf.all.send_redirects=0', 'net.ipv4.conf.default.send_redirects=0'];
+
+/** Pure: everything `build` runs, in order. */
+export function networkScript(plan: LabPlan): NetworkScript {
+  const root: string[] = [];
+  const per = new Map<string, string[]>();
+  const sysctls = new Map<string, string[]>();
+  const nft = new Map<string, string>();
+  const ns = (name: string): string[] => {
+    let lines = per.get(name);
+    if (!lines) per.set(name, (lines = ['link set lo up']));
+    return lines;
+  };
+  const sw = plan.switchNetns;
+  const all = [sw, ...plan.regions.flatMap((r) => (r.nat ? [r.nat.netns] : [])), ...plan.nodes.flatMap((n) => [n.netns, n.podNetns])];
+  for (const n of all) root.push(`netns add ${n}`);
+
+  // The switch: a bridge per region, and the internet router on point-to-point WAN links.
+  sysctls.set(sw, ROUTER_SYSCTLS);
+  for (const r of plan.regions) ns(sw).push(`link add ${r.bridge} type bridge`, `link set ${r.bridge} up`);
+  const wan = (port: string, publicIP: string): void => {
+    ns(sw).push(`addr add ${WAN_ROUTER_IP}/32 dev ${port}`, `link set ${port} up`, `route add ${publicIP}/32 dev ${port}`);
+  };
+
+  for (const r of plan.regions) {
+    if (!r.nat) continue;
+    const { netns, lanIP, publicIP, wanPort } = r.nat;
+    root.push(`link add lan0 netns ${netns} type veth peer name r${r.index} netns ${sw}`, `link add wan0 netns ${netns} type veth peer name ${wanPort} netns ${sw}`);
+    ns(sw).push(`link set r${r.index} master ${r.bridge}`, `link set r${r.index} up`);
+    wan(wanPort, publicIP);
+    ns(netns).push(
+      `addr add ${lanIP}/24 dev lan0`, 'link set lan0 up',
+      `addr add ${publicIP}/32 dev wan0`, 'link set wan0 up', `route add default via ${WAN_ROUTER_IP} dev wan0 onlink`,
+    );
+    sysctls.set(netns, ROUTER_SYSCTLS);
+    nft.set(netns, natRuleset(plan.options.symmetricNAT, plan.options.wanLossPercent));
+  }
+
+  for (const n of plan.nodes) {
+    const region = plan.regions.find((r) => r.name === n.region)!;
+    root.push(`link add lan0 netns ${n.netns} type veth peer name l${n.index} netns ${sw}`, `link add pod0 netns ${n.netns} type veth peer name eth0 netns ${n.podNetns}`);
+    ns(sw).push(`link set l${n.index} master ${region.bridge}`, `link set l${n.index} up`);
+    const lines = ns(n.netns);
+    lines.push(`addr add ${n.lanIP}/24 dev lan0`, 'link set lan0 up', `addr add ${n.podGatewayIP}/32 dev pod0`, 'link set pod0 up', `route add ${n.podIP}/32 dev pod0`);
+    // The cluster's own CNI, host-gw style: the other members' pod subnets via their LAN address.
+    for (const other of plan.nodes) if (other.region === n.region && other !== n) lines.push(`route add ${other.podCIDR} via ${other.lanIP}`);
+    if (n.publicIP) {
+      root.push(`link add wan0 netns ${n.netns} type veth peer name ${n.wanPort} netns ${sw}`);
+      wan(n.wanPort!, n.publicIP);
+      lines.push(`addr add ${n.publicIP}/32 dev wan0`, 'link set wan0 up', `route add default via ${WAN_ROUTER_IP} dev wan0 onlink`);
+      if (plan.options.wanLossPercent > 0) nft.set(n.netns, lossRuleset(plan.options.wanLossPercent));
+    } else if (region.nat) {
+      lines.push(`route add default via ${region.nat.lanIP}`);
+    }
+    sysctls.set(n.netns, [...ROUTER_SYSCTLS, 'net.ipv4.conf.lan0.rp_filter=0', 'net.ipv4.conf.pod0.rp_filter=0', ...(n.publicIP ? ['net.ipv4.conf.wan0.rp_filter=0'] : [])]);
+    ns(n.podNetns).push(`addr add ${n.podIP}/32 dev eth0`, 'link set eth0 up', `route add ${n.podGatewayIP}/32 dev eth0`, `route add default via ${n.podGatewayIP} dev eth0`);
+  }
+  return { root, perNamespace: per, sysctls, nft };
+}
+
+function lossRule(percent: number): string {
+  return `oifname "wan0" numgen random mod 100 < ${percent} drop`;
+}
+
+/** Edge NAT: masquerade out of wan0; from the WAN only replies get in (as from any home router). */
+export function natRuleset(symmetric: boolean, lossPercent: number): string {
+  return [
+    'table ip raven_lab {',
+    '  chain nat_out {',
+    '    type nat hook postrouting priority srcnat; policy accept;',
+    `    oifname "wan0" masquerade${symmetric ? ' fully-random' : ''}`,
+    '  }',
+    '  chain from_wan {',
+    '    type filter hook forward priority filter; policy accept;',
+    '    iifname "wan0" ct state established,related accept',
+    '    iifname "wan0" drop',
+    '  }',
+    '  chain to_router {',
+    '    type filter hook input priority filter; policy accept;',
+    '    iifname "wan0" ct state established,related accept',
+    '    iifname "wan0" drop',
+    '  }',
+    ...(lossPercent > 0 ? ['  chain wan_loss {', '    type filter hook postrouting priority filter; policy accept;', `    ${lossRule(lossPercent)}`, '  }'] : []),
+    '}',
+    '',
+  ].join('\n');
+}
+
+/** Loss on a public host's WAN egress (each WAN packet leaves exactly one host: loss counts once per direction). */
+function lossRuleset(percent: number): string {
+  return ['table ip raven_lab {', '  chain wan_loss {', '    type filter hook postrouting priority filter; policy accept;', `    ${lossRule(percent)}`, '  }', '}', ''].join('\n');
+}
+
+export async function buildNetwork(plan: LabPlan, runner: CommandRunner): Promise<void> {
+  const script = networkScript(plan);
+  await mustRun(runner, 'ip', ['-batch', '-'], script.root.join('\n') + '\n');
+  for (const [ns, lines] of script.perNamespace) await mustRun(runner, 'ip', ['-n', ns, '-batch', '-'], lines.join('\n') + '\n');
+  for (const [ns, keys] of script.sysctls) await mustRun(runner, 'ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', ...keys]);
+  for (const [ns, rules] of script.nft) await mustRun(runner, 'ip', ['netns', 'exec', ns, 'nft', '-f', '-'], rules);
+}
+
+/** The lab's namespaces that exist now (by prefix: also after a crash, whatever the state says). */
+export async function labNamespaces(prefix: string, runner: CommandRunner): Promise<string[]> {
+  const out = await mustRun(runner, 'ip', ['netns', 'list']);
+  return out.split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.startsWith(`${prefix}-`)).sort();
+}
+
+/** Deletes every namespace of the lab; their links and routes go with them. */
+export async function removeNetwork(prefix: string, runner: CommandRunner): Promise<string[]> {
+  const names = await labNamespaces(prefix, runner);
+  if (names.length) await mustRun(runner, 'ip', ['-batch', '-'], names.map((n) => `netns del ${n}`).join('\n') + '\n');
+  return names;
+}
+
+/**
+ * Unplugs a node (its switch ports go down: the node keeps its addresses and routes, as a powered-off
+ * machine keeps its configuration), or plugs it back in.
+ */
+export async function setNodeLinks(plan: LabPlan, node: LabNode, up: boolean, runner: CommandRunner): Promise<void> {
+  const ports = [`l${node.index}`, ...(node.wanPort ? [node.wanPort] : [])];
+  const lines = ports.map((l) => `link set ${l} ${up ? 'up' : 'down'}`);
+  // A port going down takes the router's route to the host's public address with it.
+  if (up && node.wanPort) lines.push(`route replace ${node.publicIP}/32 dev ${node.wanPort}`);
+  await mustRun(runner, 'ip', ['-n', plan.switchNetns, '-batch', '-'], lines.join('\n') + '\n');
+}

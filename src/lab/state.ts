@@ -1,0 +1,141 @@
+/**
+ * A lab's state directory (`<run-dir>/<name>/`, default run dir /run/raven-lab): what `up` decided,
+ * the compiled objects, the kubeconfig, every process's PID and log, and each node's agent config
+ * and state. Every later command (check, fail, restore, down) works from it alone.
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { isAlive, signal, stopOwnedProcess } from '../runtime/agent/owned-process.js';
+import type { LabPlan } from './plan.js';
+
+export const DEFAULT_RUN_DIR = '/run/raven-lab';
+
+export interface LabRecord {
+  readonly plan: LabPlan;
+  readonly topologyFile: string;
+  readonly cluster: string;
+  readonly namespace: string;
+  readonly backend: 'wireguard' | 'ipsec';
+  readonly forwardNodeIP: boolean;
+  readonly natTraversal: boolean;
+  readonly l3Tunnel: boolean;
+  readonly createdAt: string;
+}
+
+export class LabState {
+  readonly dir: string;
+
+  constructor(runDir: string, readonly name: string) {
+    this.dir = join(runDir, name);
+  }
+
+  get recordFile(): string {
+    return join(this.dir, 'lab.json');
+  }
+  get kubeconfig(): string {
+    return join(this.dir, 'kubeconfig');
+  }
+  get objectsFile(): string {
+    return join(this.dir, 'objects.yaml');
+  }
+  get pskFile(): string {
+    return join(this.dir, 'psk');
+  }
+  /** Written by the supervisor once the API server is seeded and the controller started. */
+  get readyFile(): string {
+    return join(this.dir, 'ready.json');
+  }
+  log(what: string): string {
+    return join(this.dir, 'logs', `${what}.log`);
+  }
+  pidFile(what: string): string {
+    return join(this.dir, 'pids', `${what}.pid`);
+  }
+  nodeDir(node: string): string {
+    return join(this.dir, 'nodes', node);
+  }
+  failedFile(node: string): string {
+    return join(this.dir, 'failed', node);
+  }
+
+  exists(): boolean {
+    return existsSync(this.recordFile);
+  }
+
+  create(record: LabRecord): void {
+    for (const d of ['logs', 'pids', 'nodes', 'failed']) mkdirSync(join(this.dir, d), { recursive: true, mode: 0o700 });
+    writeFileSync(this.recordFile, JSON.stringify(record, null, 2) + '\n');
+  }
+
+  read(): LabRecord {
+    if (!this.exists()) throw new Error(`no lab "${this.name}" is up (no ${this.recordFile})`);
+    return JSON.parse(readFileSync(this.recordFile, 'utf8')) as LabRecord;
+  }
+
+  writePid(what: string, pid: number): void {
+    writeFileSync(this.pidFile(what), String(pid));
+  }
+
+  /** The recorded PID of `what` if that process is alive and still ours (its command line names this lab). */
+  livePid(what: string): number | undefined {
+    const f = this.pidFile(what);
+    if (!existsSync(f)) return undefined;
+    const pid = Number(readFileSync(f, 'utf8'));
+    return pid > 0 && this.owns(pid) ? pid : undefined;
+  }
+
+  /** Ours: alive, and started with this lab's state directory on its command line or in its environment. */
+  owns(pid: number): boolean {
+    try {
+      if (!isAlive(pid)) return false;
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      const env = readFileSync(`/proc/${pid}/environ`, 'utf8');
+      return argv.includes(this.dir) || env.includes(this.dir);
+    } catch {
+      return false;
+    }
+  }
+
+  /** Stops the recorded process (SIGTERM, then SIGKILL after `graceMs`) and forgets it. */
+  async stop(what: string, graceMs: number, how: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<boolean> {
+    const pid = this.livePid(what);
+    if (pid !== undefined) {
+      if (how === 'SIGKILL') {
+        signal(pid, 'SIGKILL');
+        const end = Date.now() + 2000;
+        while (isAlive(pid) && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+      } else await stopOwnedProcess(pid, () => this.owns(pid), graceMs);
+    }
+    rmSync(this.pidFile(what), { force: true });
+    return pid !== undefined;
+  }
+
+  /** Names of recorded processes (pid files). */
+  recorded(): string[] {
+    const d = join(this.dir, 'pids');
+    return existsSync(d) ? readdirSync(d).filter((f) => f.endsWith('.pid')).map((f) => f.slice(0, -4)).sort() : [];
+  }
+
+  /**
+   * PIDs of tunnel daemons (wireguard-go, charon) the node's agent recorded in its state directory,
+   * that are alive and ours.
+   */
+  tunnelPids(node: string): number[] {
+    const state = join(this.nodeDir(node), 'state');
+    const files = [
+      ...(existsSync(state) ? readdirSync(state).filter((f) => f.endsWith('.pid')).map((f) => join(state, f)) : []),
+      join(state, 'ipsec', 'charon.pid'),
+    ].filter((f) => existsSync(f));
+    return files.map((f) => Number(readFileSync(f, 'utf8'))).filter((pid) => pid > 0 && this.owns(pid));
+  }
+
+  remove(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Labs whose state directories exist under `runDir`. */
+export function labsIn(runDir: string): string[] {
+  if (!existsSync(runDir)) return [];
+  return readdirSync(runDir).filter((n) => existsSync(join(runDir, n, 'lab.json'))).sort();
+}

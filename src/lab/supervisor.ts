@@ -1,0 +1,88 @@
+/**
+ * The lab's control plane, one background process (`raven lab serve`): the embedded Kubernetes API
+ * seeded with the compiled objects, the Nodes of the plan and (IPsec) the PSK Secret; then the real
+ * `raven controller` as a child process. Writes ready.json when all of that is up; on SIGTERM it
+ * stops the controller, then the API server.
+ */
+import { spawn } from 'node:child_process';
+import { openSync, readFileSync, writeFileSync } from 'node:fs';
+import * as k8s from '@kubernetes/client-node';
+import { parseAllDocuments } from 'yaml';
+import { startApiServer } from '../runtime/apiserver/index.js';
+import { createLogger } from '../runtime/log.js';
+import { runUntilSignal } from '../runtime/run-until-signal.js';
+import type { LabState } from './state.js';
+
+/** Node objects for the plan, as a kubelet would register them (Ready, InternalIP, pod ranges). */
+export function nodeObjects(record: ReturnType<LabState['read']>): k8s.V1Node[] {
+  return record.plan.nodes.map((n) => ({
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, 'raven-gitops.io/lab': record.plan.name, ...n.labels } },
+    spec: { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR] },
+    status: { conditions: [{ type: 'Ready', status: 'True' }], addresses: [{ type: 'InternalIP', address: n.lanIP }, { type: 'Hostname', address: n.name }] },
+  }));
+}
+
+export async function serveLab(state: LabState, execArgv: readonly string[]): Promise<void> {
+  const log = createLogger(`lab/${state.name}`);
+  const record = state.read();
+  const objects = parseAllDocuments(readFileSync(state.objectsFile, 'utf8')).map((d) => d.toJS() as k8s.KubernetesObject);
+  const crds = objects.filter((o) => o.kind === 'CustomResourceDefinition');
+  const api = await startApiServer({ crds });
+  try {
+    await seed(state, record, objects, api.kubeconfigYaml());
+  } catch (err) {
+    await api.close();
+    throw err;
+  }
+  writeFileSync(state.kubeconfig, api.kubeconfigYaml({ name: `raven-lab-${state.name}`, namespace: record.namespace }), { mode: 0o600 });
+  const out = openSync(state.log('controller'), 'a');
+  const controller = spawn(process.execPath, [...execArgv, process.argv[1]!, 'controller', '--kubeconfig', state.kubeconfig, '--namespace', record.namespace, '--http-addr', '127.0.0.1:0'], {
+    stdio: ['ignore', out, out],
+    env: { ...process.env, RAVEN_LAB_DIR: state.dir },
+  });
+  state.writePid('controller', controller.pid!);
+  writeFileSync(state.readyFile, JSON.stringify({ apiUrl: api.url, pid: process.pid, controllerPid: controller.pid }) + '\n');
+  log.info('lab control plane up', { api: api.url, controller: controller.pid ?? 0 });
+  controller.on('exit', (code, signal) => log.warn('controller exited', { code: code ?? '', signal: signal ?? '' }));
+  await runUntilSignal(async () => {
+    if (controller.exitCode === null && controller.signalCode === null) {
+      const exited = new Promise((r) => controller.once('exit', r));
+      controller.kill('SIGTERM');
+      await exited;
+    }
+    await api.close();
+  }, log, 'stopping the lab control plane');
+}
+
+/** The compiled objects (namespaces first), the Nodes as kubelets would register them, and (IPsec) the PSK Secret. */
+async function seed(state: LabState, record: ReturnType<LabState['read']>, objects: readonly k8s.KubernetesObject[], kubeconfig: string): Promise<void> {
+  const kc = new k8s.KubeConfig();
+  kc.loadFromString(kubeconfig);
+  const client = k8s.KubernetesObjectApi.makeApiClient(kc);
+  const core = kc.makeApiClient(k8s.CoreV1Api);
+  for (const o of [...objects.filter((o) => o.kind === 'Namespace'), ...objects.filter((o) => o.kind !== 'Namespace' && o.kind !== 'CustomResourceDefinition')]) {
+    await client.create(o);
+  }
+  for (const node of nodeObjects(record)) {
+    await core.createNode({ body: node });
+    await core.replaceNodeStatus({ name: node.metadata!.name!, body: node });
+  }
+  if (record.backend === 'ipsec') {
+    const ref = secretRef(objects);
+    const psk = readFileSync(state.pskFile, 'utf8');
+    await core.createNamespacedSecret({ namespace: record.namespace, body: { metadata: { name: ref.name, namespace: record.namespace }, stringData: { [ref.key]: psk } } });
+  }
+}
+
+/** The PSK Secret the compiled agent DaemonSet references. */
+function secretRef(objects: readonly k8s.KubernetesObject[]): { name: string; key: string } {
+  for (const o of objects) {
+    if (o.kind !== 'DaemonSet') continue;
+    const env = (o as k8s.V1DaemonSet).spec?.template.spec?.containers.flatMap((c) => c.env ?? []) ?? [];
+    const ref = env.find((e) => e.name === 'VPN_CONNECTION_PSK')?.valueFrom?.secretKeyRef;
+    if (ref?.name && ref.key) return { name: ref.name, key: ref.key };
+  }
+  throw new Error('the compiled agent DaemonSet references no PSK Secret');
+}
