@@ -1,8 +1,9 @@
 /**
  * `raven lab check`: pings every pod pair and node pair, within and across regions, and says which
  * path each takes (local, direct, edge-to-edge, relayed) from the Gateways' status, exactly as the
- * agents compute it. A pair "should connect" when it is in one region, or (pods; nodes too with
- * forwardNodeIP) when both regions have an active tunnel endpoint.
+ * agents compute it. A pair "should connect" when it is in one region, or across regions for pods
+ * (nodes too with forwardNodeIP) when the topology enables the L3 tunnel: a region left without an
+ * active gateway makes its pairs fail, which is what a check is for.
  */
 import type { CommandRunner } from '../runtime/agent/command-runner.js';
 import { plan as nodePlan } from '../runtime/agent/plan.js';
@@ -57,9 +58,11 @@ export async function checkLab(record: LabRecord, gateways: readonly Gateway[], 
     for (const a of nodes) {
       for (const b of nodes) {
         if (a === b) continue;
-        const { path, routed } = pathBetween(record, gateways, a, b);
+        const { path } = pathBetween(record, gateways, a, b);
         const crossNode = kind === 'node' && a.region !== b.region;
-        const expected = routed && (!crossNode || record.forwardNodeIP);
+        // What the topology asks for, whatever the cluster's state: a region without an active
+        // gateway is a failure to see, not a reason to expect less.
+        const expected = a.region === b.region || (record.l3Tunnel && (kind === 'pod' || record.forwardNodeIP));
         const base = { kind, from: a.name, to: b.name, fromRegion: a.region, toRegion: b.region, path: crossNode && !record.forwardNodeIP ? 'not routed (forwardNodeIP off)' : path, expected };
         if (crossNode && !record.forwardNodeIP) {
           jobs.push(async () => ({ ...base, sent: 0, received: 0 }));

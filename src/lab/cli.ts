@@ -93,7 +93,7 @@ export async function labCommand(sub: string, args: readonly string[], io: Io): 
       const dir = values['state-dir'];
       const { serveLab } = await import('./supervisor.js');
       const slash = dir.lastIndexOf('/');
-      await serveLab(new LabState(dir.slice(0, slash), dir.slice(slash + 1)), process.execArgv);
+      await serveLab(new LabState(dir.slice(0, slash), dir.slice(slash + 1)));
       return 0;
     }
     default:

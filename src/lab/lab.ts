@@ -18,6 +18,7 @@ import type { Gateway } from '../runtime/gateway.js';
 import { formatDiagnostic, hasErrors } from '../topology/diagnostics.js';
 import { GATEWAY_GROUP, GATEWAY_VERSION } from '../topology/constants.js';
 import { checkLab, type CheckOptions, failures, type PairResult } from './check.js';
+import { ravenCommand } from './command.js';
 import { buildNetwork, labNamespaces, removeNetwork, setNodeLinks } from './network.js';
 import { checkLabName, type LabNode, labNode, type LabOptions, planLab } from './plan.js';
 import { labsIn, type LabRecord, LabState } from './state.js';
@@ -36,11 +37,6 @@ export interface UpOptions extends Omit<LabOptions, 'name'> {
 }
 
 const runner = new ExecRunner();
-
-/** How this process runs `raven` (node, its loader flags, bin/raven.mjs), for the processes it starts. */
-function ravenCommand(): string[] {
-  return [process.execPath, ...process.execArgv, process.argv[1]!];
-}
 
 export async function labUp(o: UpOptions, io: Io): Promise<{ state: LabState; connectedMs?: number }> {
   const t0 = Date.now();
@@ -112,7 +108,7 @@ function writeAgentConfigs(state: LabState, nodes: readonly LabNode[], objects: 
 async function startSupervisor(state: LabState): Promise<void> {
   const out = openSync(state.log('supervisor'), 'a');
   const [cmd, ...args] = ravenCommand();
-  const child = spawn(cmd!, [...args, 'lab', 'serve', '--state-dir', state.dir], { detached: true, stdio: ['ignore', out, out], env: { ...process.env, RAVEN_LAB_DIR: state.dir } });
+  const child = spawn(cmd, [...args, 'lab', 'serve', '--state-dir', state.dir], { detached: true, stdio: ['ignore', out, out], env: { ...process.env, RAVEN_LAB_DIR: state.dir } });
   child.unref();
   state.writePid('supervisor', child.pid!);
   const deadline = Date.now() + 30_000;
@@ -128,7 +124,7 @@ export function startAgent(state: LabState, record: LabRecord, n: LabNode): void
   const [cmd, ...args] = ravenCommand();
   const agentArgs = ['agent', '--kubeconfig', state.kubeconfig, '--namespace', record.namespace, '--node-name', n.name, '--node-ip', n.lanIP, '--netns', n.netns, '--device', n.device, '--config-dir', join(dir, 'config'), '--state-dir', join(dir, 'state')];
   const env = { ...process.env, RAVEN_LAB_DIR: state.dir, ...(record.backend === 'ipsec' && { VPN_CONNECTION_PSK: readFileSync(state.pskFile, 'utf8') }) };
-  const child = spawn(cmd!, [...args, ...agentArgs], { detached: true, stdio: ['ignore', out, out], env });
+  const child = spawn(cmd, [...args, ...agentArgs], { detached: true, stdio: ['ignore', out, out], env });
   child.unref();
   state.writePid(`agent-${n.name}`, child.pid!);
 }
@@ -138,10 +134,14 @@ async function waitConnected(state: LabState, ms: number): Promise<PairResult[]>
   const deadline = Date.now() + ms;
   const record = state.read();
   const quick: CheckOptions = { count: 1, intervalS: 0.2, concurrency: 16 };
+  // Twice in a row: right after the first election, tunnels still settle (IPsec SAs re-keyed as
+  // the status fills in), and one lucky round is not "connected".
+  let passes = 0;
   for (;;) {
     const results = await checkLab(record, await gateways(state), runner, quick);
-    if (!failures(results).length || Date.now() > deadline) return results;
-    await sleep(250);
+    passes = failures(results).length ? 0 : passes + 1;
+    if (passes === 2 || Date.now() > deadline) return results;
+    await sleep(passes ? 100 : 250);
   }
 }
 

@@ -11,6 +11,7 @@ import { parseAllDocuments } from 'yaml';
 import { startApiServer } from '../runtime/apiserver/index.js';
 import { createLogger } from '../runtime/log.js';
 import { runUntilSignal } from '../runtime/run-until-signal.js';
+import { ravenCommand } from './command.js';
 import type { LabState } from './state.js';
 
 /** Node objects for the plan, as a kubelet would register them (Ready, InternalIP, pod ranges). */
@@ -24,7 +25,7 @@ export function nodeObjects(record: ReturnType<LabState['read']>): k8s.V1Node[] 
   }));
 }
 
-export async function serveLab(state: LabState, execArgv: readonly string[]): Promise<void> {
+export async function serveLab(state: LabState): Promise<void> {
   const log = createLogger(`lab/${state.name}`);
   const record = state.read();
   const objects = parseAllDocuments(readFileSync(state.objectsFile, 'utf8')).map((d) => d.toJS() as k8s.KubernetesObject);
@@ -38,7 +39,7 @@ export async function serveLab(state: LabState, execArgv: readonly string[]): Pr
   }
   writeFileSync(state.kubeconfig, api.kubeconfigYaml({ name: `raven-lab-${state.name}`, namespace: record.namespace }), { mode: 0o600 });
   const out = openSync(state.log('controller'), 'a');
-  const controller = spawn(process.execPath, [...execArgv, process.argv[1]!, 'controller', '--kubeconfig', state.kubeconfig, '--namespace', record.namespace, '--http-addr', '127.0.0.1:0'], {
+  const controller = spawn(ravenCommand()[0], [ravenCommand()[1], 'controller', '--kubeconfig', state.kubeconfig, '--namespace', record.namespace, '--http-addr', '127.0.0.1:0'], {
     stdio: ['ignore', out, out],
     env: { ...process.env, RAVEN_LAB_DIR: state.dir },
   });

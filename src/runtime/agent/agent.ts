@@ -190,7 +190,13 @@ export class Agent {
   }
 
   private nudgeNow(): void {
-    if (this.stopped || this.current.role !== 'gateway' || this.syncing) return;
+    if (this.stopped || this.current.role !== 'gateway') return;
+    // After a sync in flight, not instead of it: under load syncs run back to back, and a skipped
+    // nudge leaves the lost first initiation to WireGuard's 5 s retry.
+    if (this.syncing) {
+      void this.syncing.then(() => this.nudgeNow());
+      return;
+    }
     void this.tunnel
       .nudge(this.current)
       .then((nudged) => nudged.length && this.log.info('re-initiated handshakes', { peers: nudged.join(',') }))

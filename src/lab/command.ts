@@ -1,0 +1,6 @@
+/** How lab processes start `raven` itself: this Node binary and the repository's bin/raven.mjs (which loads the TypeScript sources). */
+import { fileURLToPath } from 'node:url';
+
+export function ravenCommand(): [string, string] {
+  return [process.execPath, fileURLToPath(new URL('../../bin/raven.mjs', import.meta.url))];
+}
