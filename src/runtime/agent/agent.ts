@@ -30,8 +30,11 @@ export const PROBE_TIMEOUT_MS = 200;
 /** Gateways probe their tunnel peers each round, at most this many per round (round-robin). */
 export const TUNNEL_PROBE_PERIOD_MS = 1000;
 export const TUNNEL_PROBES_PER_ROUND = 16;
-/** After a peer change, peers we dial that have not answered are re-initiated at these delays. */
-export const NUDGE_DELAYS_MS = [400, 1200, 2500];
+/**
+ * After a peer change, peers we dial that have not answered since are re-initiated at these delays:
+ * early and often, since the gateway we dial may need a few hundred ms to come up.
+ */
+export const NUDGE_DELAYS_MS = [150, 400, 800, 1500, 2500];
 /** Backends that give up on a peer (IPsec) are nudged this often (in tunnel probe rounds). */
 export const MAINTENANCE_ROUNDS = 5;
 

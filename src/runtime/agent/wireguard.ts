@@ -35,6 +35,8 @@ const USERSPACE_ENV = { WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' };
 export class WireGuard {
   private readonly keyFile: string;
   private readonly pidFile: string;
+  /** When we last changed each peer (epoch seconds): a handshake older than that is not an answer to the change. */
+  private readonly changedAt = new Map<string, number>();
 
   constructor(private readonly opts: WireGuardOptions) {
     this.keyFile = join(opts.stateDir, 'wireguard.key');
@@ -134,6 +136,7 @@ export class WireGuard {
       const allowed = [...p.allowedIPs].sort();
       if (sameConfig(current.get(p.publicKey), allowed, p.keepaliveSeconds, p.endpoint)) return;
       await this.wg(peerArgs(this.opts.device, p.publicKey, allowed, p.keepaliveSeconds, p.endpoint));
+      this.changedAt.set(p.publicKey, Date.now() / 1000);
       set.push(p.gateway);
     };
     for (const p of wanted.filter((x) => !x.initiateDelayMs)) await apply(p);
@@ -157,17 +160,20 @@ export class WireGuard {
   }
 
   /**
-   * Re-creates peers we dial that have never completed a handshake. WireGuard retries an
-   * unanswered initiation only after 5 s (REKEY_TIMEOUT), and a first initiation is lost whenever
-   * it reaches a gateway that has not learned our key yet (one that became active a moment ago); a
-   * fresh peer initiates at once. Returns the gateways nudged.
+   * Re-creates peers we dial that have not completed a handshake since we last changed them.
+   * WireGuard retries an unanswered initiation only after 5 s (REKEY_TIMEOUT), and a first
+   * initiation is lost whenever it reaches a gateway that has not learned our key yet (one that
+   * became active a moment ago). Worse, a peer that was staged and had a session with that node
+   * before (it was active earlier) still holds the old session's keys and sends data on them to a
+   * gateway that restarted and knows none: nothing is answered until that session ages out. A
+   * re-created peer forgets its keys and initiates at once. Returns the gateways nudged.
    */
   async nudge(desired: readonly PeerPlan[]): Promise<string[]> {
     const current = new Map((await this.peers()).map((p) => [p.publicKey, p]));
     const nudged: string[] = [];
     for (const p of desired) {
       const have = p.publicKey ? current.get(p.publicKey) : undefined;
-      if (!have || !p.endpoint || have.latestHandshake > 0) continue;
+      if (!have || !p.endpoint || (have.latestHandshake > 0 && have.latestHandshake >= Math.floor(this.changedAt.get(p.publicKey!) ?? 0))) continue;
       await this.wg(['set', this.opts.device, 'peer', p.publicKey!, 'remove']);
       await this.wg(peerArgs(this.opts.device, p.publicKey!, [...p.allowedIPs].sort(), p.keepaliveSeconds, p.endpoint));
       nudged.push(p.gateway);
