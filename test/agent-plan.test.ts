@@ -130,6 +130,29 @@ test("remote standbys' published keys are staged on gateways that hold a tunnel 
   assert.equal(plan(gws, opts('cloud-gw-1')).staged.map((s) => s.node), ['qd-3']);
 });
 
+test('a warm standby (WireGuard) holds the peers it would have as the gateway, but routes through the active one', () => {
+  const p = plan(seed(), opts('hz-2', { warmStandby: true }));
+  assert.is(p.role, 'standby');
+  assert.ok(p.routes.every((r) => r.via === '192.168.1.11'), 'traffic still goes to the active gateway');
+  assert.equal(p.peers.map((x) => [x.gateway, x.endpoint, x.keepaliveSeconds]), [['gw-cloud', '203.0.113.10:4500', 5]], 'dials the cloud now: a session exists before it is needed');
+  assert.is(p.probeSource, undefined, 'no probes from a standby');
+  assert.equal(plan(seed(), opts('hz-2', { warmStandby: true, backend: 'ipsec' })).peers, [], 'IPsec standbys stay cold');
+  assert.equal(plan(seed(), opts('cloud-2', { warmStandby: true })).peers, [], 'members never hold a tunnel');
+});
+
+test('a remote standby with a public address is dialled from behind NAT, so its session exists before it takes over', () => {
+  const K = (c: string) => `${c.repeat(42)}A=`;
+  const gws = seed();
+  const cloud = gws[0]!;
+  cloud.spec!.endpoints!.push({ nodeName: 'cloud-gw-2', type: 'tunnel', port: 4500, publicIP: '203.0.113.11' });
+  cloud.status!.nodes!.push({ nodeName: 'cloud-gw-2', privateIP: '10.0.0.12', subnets: ['10.244.6.0/24'] });
+  cloud.status!.activeEndpoints![0]!.config = { publicKey: K('c'), [STANDBY_KEYS_CONFIG]: JSON.stringify({ 'cloud-gw-2': K('d') }) };
+  assert.equal(plan(gws, opts('hz-1')).staged, [{ gateway: 'gw-cloud', node: 'cloud-gw-2', publicKey: K('d'), endpoint: '203.0.113.11:4500', keepaliveSeconds: 5 }]);
+  // The cloud standby, warm, can dial no NATed edge: it holds their keys and waits.
+  const warm = plan(gws, opts('cloud-gw-2', { warmStandby: true }));
+  assert.equal(warm.peers.map((x) => [x.gateway, x.endpoint ?? null]), [['gw-hangzhou', null], ['gw-qingdao', null]]);
+});
+
 test('NAT traversal needs both public endpoints: otherwise both edges agree on the relay', () => {
   const hz = { natType: 'Full Cone', publicIP: '198.51.100.21', publicPort: 4500 };
   const qd = { natType: 'Full Cone', publicIP: '198.51.100.31' };

@@ -39,12 +39,14 @@ export const NUDGE_DELAYS_MS = [150, 400, 800, 1500, 2500];
 export const MAINTENANCE_ROUNDS = 5;
 
 /**
- * Puts a plan into the kernel: on a gateway the tunnel (up, with its probe address and peers),
- * elsewhere no tunnel of ours; then the routes. Idempotent; returns the gateways whose peers changed.
+ * Puts a plan into the kernel: on a gateway the tunnel (up, with its probe address and peers), on
+ * a warm standby the tunnel without routes into it, elsewhere no tunnel of ours; then the routes.
+ * Idempotent; returns the gateways whose peers changed.
  */
 export async function applyPlan(next: NodePlan, tunnel: Tunnel, routes: RouteTable): Promise<string[]> {
   let changed: string[] = [];
-  if (next.role === 'gateway') changed = await tunnel.apply(next);
+  // A warm standby (WireGuard) keeps a tunnel with its would-be peers; routes decide who carries traffic.
+  if (next.role === 'gateway' || next.peers.length > 0) changed = await tunnel.apply(next);
   else if (await tunnel.running()) await tunnel.down();
   await routes.set(next.routes);
   return changed;
@@ -155,6 +157,7 @@ export class Agent {
       forwardNodeIP: this.config.forwardNodeIP,
       mtu: this.config.tunnelMTU,
       underlayMTU: this.config.underlayMTU,
+      warmStandby: true,
     });
     // A gateway that lost its role with no successor named (its own heartbeat lapsed, say, across
     // an agent restart) keeps its tunnel and routes: nothing else would carry the region's traffic,

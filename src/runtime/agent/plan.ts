@@ -47,11 +47,17 @@ export interface PeerPlan {
   readonly probeIP?: string;
 }
 
-/** A remote standby's key, known before it becomes active, so its first handshake is accepted. */
+/**
+ * A remote standby's key, known before it becomes active, so its first handshake is accepted.
+ * With an endpoint (the standby has a public address and we are behind NAT), we also dial it, so a
+ * session with it exists before it takes over.
+ */
 export interface StagedPeer {
   readonly gateway: string;
   readonly node: string;
   readonly publicKey: string;
+  readonly endpoint?: string;
+  readonly keepaliveSeconds?: number;
 }
 
 export interface NodePlan {
@@ -78,6 +84,11 @@ export interface PlanOptions {
   /** Tunnel MTU from config; 0 means underlay MTU minus the backend overhead. */
   readonly mtu: number;
   readonly underlayMTU: number;
+  /**
+   * Standbys keep a warm tunnel (WireGuard): the device up with the peers they would have as the
+   * active gateway, and sessions to whichever peers they can dial, but no route into it.
+   */
+  readonly warmStandby?: boolean;
 }
 
 export const KEEPALIVE_SECONDS = 5;
@@ -116,13 +127,19 @@ export function plan(gateways: readonly Gateway[], opts: PlanOptions): NodePlan 
 
   const remotes = regions.filter((r) => r !== mine && r.active && r.subnets.length > 0);
   const activeNode = mine.active?.nodeName;
-  const notActive = isCandidate(mine.gw, opts.node) ? 'standby' : 'member';
+  const notActive: Role = isCandidate(mine.gw, opts.node) ? 'standby' : 'member';
   if (!activeNode) return { role: notActive, gateway: mine.name, ...none };
 
   if (activeNode !== opts.node) {
     const via = mine.gw.status?.nodes?.find((n) => n.nodeName === activeNode)?.privateIP;
     const routes = via ? remotes.flatMap((r) => r.subnets.map((dst) => ({ dst, via, mtu }))) : [];
-    return { role: notActive, gateway: mine.name, activeNode, ...none, routes: sortRoutes(routes) };
+    const base: NodePlan = { role: notActive, gateway: mine.name, activeNode, ...none, routes: sortRoutes(routes) };
+    if (notActive !== 'standby' || !opts.warmStandby || opts.backend !== 'wireguard') return base;
+    // Warm: the peers this node would have as the active gateway (direct ones: edge-to-edge pairs
+    // punch only once they are active), so a failover needs no new handshake.
+    const me = asActive(mine, opts.node);
+    const warm = peers(me, remotes, regions.map((r) => (r === mine ? me : r)), opts).filter((p) => p.path === 'direct');
+    return { ...base, peers: warm, staged: staged(warm, remotes, me) };
   }
 
   const tunnelPeers = peers(mine, remotes, regions, opts);
@@ -141,7 +158,7 @@ export function plan(gateways: readonly Gateway[], opts: PlanOptions): NodePlan 
     activeNode,
     routes: sortRoutes(routes),
     peers: tunnelPeers,
-    staged: staged(tunnelPeers, remotes),
+    staged: staged(tunnelPeers, remotes, mine),
     ...(mine.anchor && { probeSource: mine.anchor }),
     mtu,
   };
@@ -180,6 +197,17 @@ export function anchorOf(subnet: string | undefined): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** `mine` as it would be with `node` as its active tunnel endpoint (for a standby's warm tunnel). */
+function asActive(mine: Region, node: string): Region {
+  const spec = mine.gw.spec?.endpoints?.find((e) => e.nodeName === node && e.type === 'tunnel');
+  const current = mine.active!;
+  const active: GatewayEndpoint = { ...current, ...spec, nodeName: node, type: 'tunnel', ...(spec?.publicIP ? { publicIP: spec.publicIP } : {}) };
+  if (!spec?.publicIP) delete active.publicIP;
+  const exposed = mine.gw.spec?.exposeType === 'PublicIP' || mine.gw.spec?.exposeType === 'LoadBalancer';
+  const anchor = anchorOf(mine.gw.status?.nodes?.find((n) => n.nodeName === node)?.subnets[0]);
+  return { ...mine, active, reachable: exposed && !active.underNAT && !!active.publicIP, ...(anchor ? { anchor } : {}) };
 }
 
 function isCandidate(gw: Gateway, node: string): boolean {
@@ -264,12 +292,17 @@ function peers(mine: Region, remotes: readonly Region[], all: readonly Region[],
 }
 
 /** The standbys of every region we hold a tunnel with, whose keys the controller has published. */
-function staged(tunnelPeers: readonly PeerPlan[], remotes: readonly Region[]): StagedPeer[] {
+function staged(tunnelPeers: readonly PeerPlan[], remotes: readonly Region[], mine: Region): StagedPeer[] {
   const out: StagedPeer[] = [];
   for (const p of tunnelPeers) {
     const r = remotes.find((x) => x.name === p.gateway);
     for (const [node, publicKey] of Object.entries(standbyKeys(r?.active))) {
-      if (node !== p.node && publicKey !== p.publicKey) out.push({ gateway: p.gateway, node, publicKey });
+      if (node === p.node || publicKey === p.publicKey) continue;
+      // A standby we can dial (its region is exposed and it has a public address), dialled from
+      // behind our NAT, gets a session now: it may be the one we need in a second.
+      const spec = r!.gw.spec?.endpoints?.find((e) => e.nodeName === node && e.type === 'tunnel');
+      const dialable = !mine.reachable && r!.reachable && spec?.publicIP;
+      out.push({ gateway: p.gateway, node, publicKey, ...(dialable && { endpoint: `${host(spec.publicIP!)}:${spec.port ?? 4500}`, keepaliveSeconds: KEEPALIVE_SECONDS }) });
     }
   }
   return out.sort((a, b) => (a.gateway < b.gateway ? -1 : a.gateway > b.gateway ? 1 : a.node < b.node ? -1 : 1));

@@ -121,8 +121,9 @@ export class WireGuard {
   /**
    * Makes the device's peers exactly `desired` plus `staged` (those with a public key: a peer that
    * has not published one yet is skipped). Learned endpoints of peers that dial us are left alone.
-   * Staged peers (remote standbys) get no endpoint and no allowed IPs: they only make their first
-   * handshake acceptable, so a failover does not wait for WireGuard's 5 s retry. Peers with
+   * Staged peers (remote standbys) get no allowed IPs: they make their first handshake
+   * acceptable, so a failover does not wait for WireGuard's 5 s retry; those with an endpoint are
+   * dialled too, so a session with them exists before they take over. Peers with
    * `initiateDelayMs` are set after that delay, so the two sides of an edge-to-edge pair do not
    * initiate at the same moment. Returns the gateways whose peers were set, and removed keys.
    */
@@ -141,8 +142,8 @@ export class WireGuard {
     };
     for (const p of wanted.filter((x) => !x.initiateDelayMs)) await apply(p);
     for (const p of standby) {
-      if (sameConfig(current.get(p.publicKey), [], undefined, undefined)) continue;
-      await this.wg(peerArgs(this.opts.device, p.publicKey, [], undefined, undefined));
+      if (sameConfig(current.get(p.publicKey), [], p.keepaliveSeconds, p.endpoint)) continue;
+      await this.wg(peerArgs(this.opts.device, p.publicKey, [], p.keepaliveSeconds, p.endpoint));
     }
     const delayed = wanted.filter((x) => x.initiateDelayMs);
     if (delayed.length) {
