@@ -84,7 +84,7 @@ test('lab apiserver stops on SIGINT too, and a taken port is an error, not a han
 });
 
 test('lab usage errors exit 2', () => {
-  for (const args of [['lab'], ['lab', 'nope'], ['lab', 'apiserver'], ['lab', 'apiserver', '--kubeconfig', 'x', '--port', 'eighty'], ['lab', 'apiserver', '--kubeconfig', 'x', '--bogus']]) {
+  for (const args of [['lab'], ['lab', 'nope'], ['lab', 'up'], ['lab', 'up', 'topologies/seed.yaml', '--wan-loss', '200'], ['lab', 'fail'], ['lab', 'check', '--bogus'], ['lab', 'apiserver'], ['lab', 'apiserver', '--kubeconfig', 'x', '--port', 'eighty'], ['lab', 'apiserver', '--kubeconfig', 'x', '--bogus']]) {
     const r = spawnSync(process.execPath, ['bin/raven.mjs', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 });
     assert.is(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, 'usage:');

@@ -4,7 +4,7 @@ import { failures, formatCheck } from './check.js';
 import { type Io, labCheck, labDown, labFail, labRestore, labUp, resolveLab } from './lab.js';
 import { DEFAULT_RUN_DIR, LabState } from './state.js';
 
-export const LAB_USAGE = `usage (root):
+export const LAB_USAGE = `usage: (up, fail, restore and down need root)
   raven lab up TOPOLOGY [--name N] [--nodes-per-region 2] [--symmetric-nat] [--wan-loss PCT]
                         [--same-edge-lan] [--wait 90s | --no-wait]
                                      build the topology's cluster on this machine and wait until

@@ -153,11 +153,16 @@ export function planLab(t: Topology, options: LabOptions): LabPlan {
   return { name: options.name, prefix, switchNetns: `${prefix}-sw`, regions, nodes, options };
 }
 
-/** Members named by the topology (listed, or endpoints), else `<region>-1..n` by selector. */
+/**
+ * Members named by the topology (listed, or endpoints); a region that selects members by labels
+ * gets `<region>-1`, `-2`, ... too, up to `perRegion` nodes, all carrying its selector's labels.
+ */
 function memberNames(r: Region, perRegion: number): string[] {
   const named = [...new Set([...r.nodes, ...r.endpoints.map((e) => e.node)])].sort();
-  if (named.length) return named;
-  return Array.from({ length: perRegion }, (_, k) => `${r.name}-${k + 1}`);
+  if (!r.nodeSelector) return named;
+  const extra: string[] = [];
+  for (let k = 1; named.length + extra.length < perRegion; k++) if (!named.includes(`${r.name}-${k}`)) extra.push(`${r.name}-${k}`);
+  return [...named, ...extra];
 }
 
 /**
