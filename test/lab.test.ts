@@ -75,7 +75,7 @@ function labSuite(backend: 'wireguard' | 'ipsec'): void {
     assert.ok(results.filter((r) => r.kind === 'node' && r.fromRegion === r.toRegion).every((r) => r.received > 0), 'nodes within a region');
     const check = await raven(['lab', 'check', name, '--run-dir', runDir]);
     assert.is(check.code, 0, check.out);
-    assert.match(check.out, /pods \(ok\/pairs, avg RTT, path\):/);
+    assert.match(check.out, /pods \(ok\/pairs, avg RTT, path; rows send, columns answer\):/);
   });
 
   t('same-region traffic never enters a tunnel', async () => {

@@ -104,21 +104,22 @@ export function formatCheck(results: readonly PairResult[], verbose: boolean): s
   for (const kind of ['pod', 'node'] as const) {
     const of = results.filter((r) => r.kind === kind);
     if (!of.length) continue;
-    const width = Math.max(10, ...regions.map((r) => r.length)) + 2;
-    lines.push(`${kind}s (ok/pairs, avg RTT, path):`);
-    lines.push(''.padEnd(width) + regions.map((r) => r.padEnd(32)).join(''));
-    for (const from of regions) {
-      const row = regions.map((to) => {
+    const cells = regions.map((from) =>
+      regions.map((to) => {
         const cell = of.filter((r) => r.fromRegion === from && r.toRegion === to);
-        if (!cell.length) return '-'.padEnd(32);
-        if (cell.every((r) => r.sent === 0)) return cell[0]!.path.slice(0, 30).padEnd(32);
+        if (!cell.length) return '-';
+        if (cell.every((r) => r.sent === 0)) return cell[0]!.path;
         const ok = cell.filter((r) => r.received > 0).length;
         const rtts = cell.flatMap((r) => (r.rttMs !== undefined ? [r.rttMs] : []));
-        const rtt = rtts.length ? `${(rtts.reduce((x, y) => x + y, 0) / rtts.length).toFixed(2)}ms` : '';
-        return `${ok}/${cell.length} ${rtt} ${cell[0]!.path}`.slice(0, 30).padEnd(32);
-      });
-      lines.push(from.padEnd(width) + row.join(''));
-    }
+        const rtt = rtts.length ? ` ${(rtts.reduce((x, y) => x + y, 0) / rtts.length).toFixed(2)}ms` : '';
+        return `${ok}/${cell.length}${rtt} ${cell[0]!.path}`;
+      }),
+    );
+    const width = Math.max(...regions.map((r) => r.length), ...cells.flat().map((c) => c.length)) + 2;
+    const first = Math.max(...regions.map((r) => r.length)) + 2;
+    lines.push(`${kind}s (ok/pairs, avg RTT, path; rows send, columns answer):`);
+    lines.push(''.padEnd(first) + regions.map((r) => r.padEnd(width)).join('').trimEnd());
+    for (const [i, from] of regions.entries()) lines.push((from.padEnd(first) + cells[i]!.map((c) => c.padEnd(width)).join('')).trimEnd());
     lines.push('');
   }
   const shown = verbose ? results : failures(results);
