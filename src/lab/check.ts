@@ -35,19 +35,19 @@ export interface CheckOptions {
 }
 
 /** The path traffic from `a`'s region to `b`'s takes, as `a`'s region's gateway plans it. */
-export function pathBetween(record: LabRecord, gateways: readonly Gateway[], a: LabNode, b: LabNode): { path: string; routed: boolean } {
-  if (a.region === b.region) return { path: 'local', routed: true };
+export function pathBetween(record: LabRecord, gateways: readonly Gateway[], a: LabNode, b: LabNode): string {
+  if (a.region === b.region) return 'local';
   const gwA = gateways.find((g) => g.metadata.name === `gw-${a.region}`);
   const gwB = gateways.find((g) => g.metadata.name === `gw-${b.region}`);
   const activeA = gwA?.status?.activeEndpoints?.find((e) => e.type === 'tunnel')?.nodeName;
   const activeB = gwB?.status?.activeEndpoints?.find((e) => e.type === 'tunnel')?.nodeName;
-  if (!record.l3Tunnel) return { path: 'no l3 tunnel', routed: false };
-  if (!activeA || !activeB) return { path: `no active gateway in ${!activeA ? a.region : b.region}`, routed: false };
+  if (!record.l3Tunnel) return 'no l3 tunnel';
+  if (!activeA || !activeB) return `no active gateway in ${!activeA ? a.region : b.region}`;
   const p = nodePlan(gateways, { node: activeA, backend: record.backend, device: 'x', natTraversal: record.natTraversal, forwardNodeIP: record.forwardNodeIP, mtu: 0, underlayMTU: 1500 });
   const peer = p.peers.find((x) => x.gateway === `gw-${b.region}`);
-  if (peer) return { path: peer.path === 'edge-to-edge' ? 'edge-to-edge' : 'direct', routed: true };
+  if (peer) return peer.path === 'edge-to-edge' ? 'edge-to-edge' : 'direct';
   const relay = p.peers.find((x) => x.relaysFor.includes(`gw-${b.region}`));
-  return relay ? { path: `relayed via ${relay.gateway}`, routed: true } : { path: 'no path', routed: false };
+  return relay ? `relayed via ${relay.gateway}` : 'no path';
 }
 
 export async function checkLab(record: LabRecord, gateways: readonly Gateway[], runner: CommandRunner, o: CheckOptions): Promise<PairResult[]> {
@@ -58,7 +58,7 @@ export async function checkLab(record: LabRecord, gateways: readonly Gateway[], 
     for (const a of nodes) {
       for (const b of nodes) {
         if (a === b) continue;
-        const { path } = pathBetween(record, gateways, a, b);
+        const path = pathBetween(record, gateways, a, b);
         const crossNode = kind === 'node' && a.region !== b.region;
         // What the topology asks for, whatever the cluster's state: a region without an active
         // gateway is a failure to see, not a reason to expect less.

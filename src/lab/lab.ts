@@ -38,6 +38,9 @@ export interface UpOptions extends Omit<LabOptions, 'name'> {
 
 const runner = new ExecRunner();
 
+/** The lab started but did not connect in time: it stays up for inspection. */
+class NotConnectedError extends Error {}
+
 export async function labUp(o: UpOptions, io: Io): Promise<{ state: LabState; connectedMs?: number }> {
   const t0 = Date.now();
   if (process.getuid?.() !== 0) throw new Error('raven lab up needs root (network namespaces)');
@@ -83,13 +86,13 @@ export async function labUp(o: UpOptions, io: Io): Promise<{ state: LabState; co
     if (o.waitMs <= 0) return { state };
     const results = await waitConnected(state, o.waitMs);
     const bad = failures(results);
-    if (bad.length) throw new Error(`not every pair connected within ${o.waitMs / 1000} s (${bad.length} failing, e.g. ${bad[0]!.kind} ${bad[0]!.from} -> ${bad[0]!.to}); the lab stays up: see raven lab check ${name} and ${state.dir}/logs`);
+    if (bad.length) throw new NotConnectedError(`not every pair connected within ${o.waitMs / 1000} s (${bad.length} failing, e.g. ${bad[0]!.kind} ${bad[0]!.from} -> ${bad[0]!.to}); the lab stays up: see raven lab check ${name} and ${state.dir}/logs`);
     const connectedMs = Date.now() - t0;
     io.stdout(`lab ${name}: every pair that should connect does, ${(connectedMs / 1000).toFixed(1)} s after start\n`);
     return { state, connectedMs };
   } catch (err) {
     // A failure before the lab could start leaves nothing behind; one while waiting leaves it up to inspect.
-    if (!(err as Error).message.includes('the lab stays up')) await labDown({ name, runDir: o.runDir }, { stdout: () => undefined, stderr: io.stderr });
+    if (!(err instanceof NotConnectedError)) await labDown({ name, runDir: o.runDir }, { stdout: () => undefined, stderr: io.stderr });
     throw err;
   }
 }
