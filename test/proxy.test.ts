@@ -1,0 +1,196 @@
+/**
+ * The L7 proxy on loopback, real sockets and real TLS: a cloud proxy server (front + tunnel hub)
+ * and two edge proxy clients dialling out to it over mutual TLS, each serving nodes of its own
+ * region. The server's directory gives both edge nodes the *same* address, so only routing by node
+ * name can reach the right one. (The lab test puts the same addresses on real namespaces.)
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, request, type Server } from 'node:http';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { makeProxyCerts } from '../src/runtime/proxy/certs.ts';
+import { ProxyFront, resolveTarget } from '../src/runtime/proxy/front.ts';
+import { TunnelClient, TunnelHub } from '../src/runtime/proxy/tunnel.ts';
+
+const haveOpenssl = spawnSync('openssl', ['version']).status === 0;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A node's "kubelet": /metrics names the node, /stream trickles lines, upgrades become an echo. */
+function kubelet(node: string, host: string, port: number): Promise<Server> {
+  const s = createServer((req, res) => {
+    if (req.url?.startsWith('/stream')) {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      let i = 0;
+      const t = setInterval(() => {
+        res.write(`${node} line ${i++}\n`);
+        if (i === 5) {
+          clearInterval(t);
+          res.end();
+        }
+      }, 60);
+      return;
+    }
+    res.end(`node_name{node="${node}"} 1\npath=${req.url}\nhost=${req.headers.host}\n`);
+  });
+  s.on('upgrade', (req, socket) => {
+    const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+    socket.on('data', (d) => socket.write(Buffer.concat([Buffer.from(`${node}:`), d])));
+  });
+  return new Promise((resolve) => s.listen(port, host, () => resolve(s)));
+}
+
+const directory = new Map([
+  ['c-1', { gateway: 'gw-cloud', ip: '127.0.0.4' }],
+  ['a-1', { gateway: 'gw-a', ip: '192.168.1.11' }],
+  ['b-1', { gateway: 'gw-b', ip: '192.168.1.11' }],
+]);
+
+test('target resolution: by Host, by nodeName (stripped), refusals with the reason', () => {
+  const o = { nodes: { node: (n: string) => directory.get(n) }, ports: { http: [10255, 9445], https: [10250] } };
+  assert.equal(resolveTarget('a-1:10255', '/metrics', 'http', o), { node: 'a-1', port: 10255, path: '/metrics' });
+  assert.equal(resolveTarget('10.96.0.9:10250', '/containerLogs/ns/p/c?follow=true&nodeName=b-1', 'https', o), { node: 'b-1', port: 10250, path: '/containerLogs/ns/p/c?follow=true' });
+  assert.equal((resolveTarget('192.168.1.11:10255', '/', 'http', o) as { status: number }).status, 400, 'an IP cannot name a node');
+  assert.match((resolveTarget('nope:10255', '/', 'http', o) as { message: string }).message, 'nope is not a node of this cluster');
+  assert.match((resolveTarget('a-1:22', '/', 'http', o) as { message: string }).message, 'port 22 is not open to the http proxy; allowed: 10255, 9445');
+  assert.is((resolveTarget('a-1:10250', '/', 'http', o) as { status: number }).status, 403, 'an HTTPS port on the HTTP listener');
+  assert.is((resolveTarget(undefined, '/', 'http', o) as { status: number }).status, 400);
+});
+
+if (!haveOpenssl) {
+  console.warn('needs openssl: proxy tunnel tests not run');
+} else {
+  test('through the reverse tunnel: by name across colliding addresses, streams, upgrades, refusals, reconnection, mutual TLS', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'raven-proxy-'));
+    const servers: Server[] = [];
+    const clients: TunnelClient[] = [];
+    let hub: TunnelHub | undefined;
+    let front: ProxyFront | undefined;
+    try {
+      makeProxyCerts(dir, { serverNames: ['localhost'], serverIPs: ['127.0.0.1'], gateways: ['gw-a', 'gw-b'] });
+      const file = (f: string) => readFileSync(join(dir, f));
+      const serverTls = { ca: file('ca.crt'), cert: file('server.crt'), key: file('server.key') };
+      const clientTls = (gw: string) => ({ ca: file('ca.crt'), cert: file(`client-${gw}.crt`), key: file(`client-${gw}.key`) });
+      // Three kubelets on one port: the cloud's own node, and one per edge (each edge sees its node locally).
+      const first = await kubelet('a-1', '127.0.0.2', 0);
+      const port = (first.address() as { port: number }).port;
+      servers.push(first, await kubelet('b-1', '127.0.0.3', port), await kubelet('c-1', '127.0.0.4', port));
+
+      hub = new TunnelHub(serverTls);
+      const tunnelPort = await hub.listen(0, '127.0.0.1');
+      front = new ProxyFront({ gateway: 'gw-cloud', nodes: { node: (n) => directory.get(n) }, ports: { http: [port], https: [] }, hub });
+      const httpPort = await front.listenHttp(0, '127.0.0.1');
+      const edge = (gw: string, local: Record<string, string>) =>
+        new TunnelClient({ gateway: gw, server: { host: '127.0.0.1', port: tunnelPort, servername: 'localhost' }, tls: clientTls(gw), resolve: (n, p) => (local[n] ? (p === port ? { ip: local[n]! } : { refuse: `port ${p} is not allowed` }) : undefined), minBackoffMs: 50, maxBackoffMs: 200 });
+      clients.push(edge('gw-a', { 'a-1': '127.0.0.2' }), edge('gw-b', { 'b-1': '127.0.0.3' }));
+      for (const c of clients) c.start();
+      const until = async (what: string, f: () => boolean | Promise<boolean>, ms = 5000) => {
+        const end = Date.now() + ms;
+        while (!(await f())) {
+          if (Date.now() > end) throw new Error(`timed out: ${what}`);
+          await sleep(20);
+        }
+      };
+      const h = hub;
+      await until('both edges connected', () => h.connected().length === 2);
+      assert.equal(h.connected(), ['gw-a', 'gw-b']);
+
+      // (fetch cannot set Host: node's http client can, as kube-apiserver and Prometheus do.)
+      const get = (host: string, path: string, onChunk?: (chunk: string) => void) =>
+        new Promise<{ status: number; text: string }>((resolve, reject) => {
+          const r = request({ host: '127.0.0.1', port: httpPort, path, headers: { host } }, (res) => {
+            let text = '';
+            res.on('data', (d) => {
+              text += d;
+              onChunk?.(String(d));
+            });
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+          });
+          r.on('error', reject);
+          r.end();
+        });
+      // By name: the two edge nodes share 192.168.1.11 in the directory; each answer is its own node's.
+      for (const n of ['a-1', 'b-1', 'c-1']) {
+        const r = await get(`${n}:${port}`, '/metrics');
+        assert.is(r.status, 200, r.text);
+        assert.match(r.text, `node_name{node="${n}"} 1`);
+        assert.match(r.text, `host=${n}:${port}`);
+      }
+      const q = await get(`x-raven-proxy-internal-svc:${port}`, '/metrics?nodeName=b-1&x=1');
+      assert.match(q.text, 'node_name{node="b-1"}');
+      assert.match(q.text, 'path=/metrics?x=1', 'nodeName is stripped before forwarding');
+
+      // A long-lived stream arrives as it is written, not at the end.
+      const t0 = Date.now();
+      let firstAt = 0;
+      const streamed = await get(`a-1:${port}`, '/stream', () => (firstAt ||= Date.now() - t0));
+      const endAt = Date.now() - t0;
+      assert.match(streamed.text, 'a-1 line 0');
+      assert.match(streamed.text, 'a-1 line 4');
+      assert.ok(endAt - firstAt >= 150, `streamed: first line after ${firstAt} ms, end after ${endAt} ms`);
+
+      // An upgrade (WebSocket handshake), then bytes both ways through the tunnel.
+      const echoed = await new Promise<string>((resolve, reject) => {
+        const s = connect(httpPort, '127.0.0.1');
+        let buf = '';
+        s.on('data', (d) => {
+          buf += d;
+          if (buf.includes('\r\n\r\n') && !buf.includes('b-1:')) s.write('ping-through-tunnel');
+          if (buf.includes('b-1:ping-through-tunnel')) {
+            s.destroy();
+            resolve(buf);
+          }
+        });
+        s.on('error', reject);
+        s.write(`GET /exec/ns/pod/c HTTP/1.1\r\nHost: b-1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+      });
+      assert.match(echoed, 'HTTP/1.1 101 Switching Protocols');
+      assert.match(echoed, 'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=');
+
+      // Refusals are clear statuses, from the server or from the edge.
+      assert.equal((await get(`nope:${port}`, '/')).status, 404);
+      const denied = await get('a-1:22', '/');
+      assert.equal(denied.status, 403);
+      assert.match(denied.text, 'port 22 is not open');
+
+      // A killed edge client: 503 naming the region, then it reconnects and serves again.
+      clients[0]!.stop();
+      await until('gw-a gone', () => !h.connected().includes('gw-a'));
+      const down = await get(`a-1:${port}`, '/metrics');
+      assert.equal(down.status, 503);
+      assert.match(down.text, 'no proxy client of gw-a is connected');
+      clients[0]!.start();
+      await until('gw-a back', () => h.connected().includes('gw-a'));
+      assert.match((await get(`a-1:${port}`, '/metrics')).text, 'node="a-1"');
+
+      // Mutual TLS: a certificate from another CA is refused, and so is a client claiming another region.
+      const stranger = join(dir, 'stranger');
+      makeProxyCerts(stranger, { serverNames: [], serverIPs: [], gateways: ['gw-c'] });
+      const strangerTls = { ca: file('ca.crt'), cert: readFileSync(join(stranger, 'client-gw-c.crt')), key: readFileSync(join(stranger, 'client-gw-c.key')) };
+      const impostor = new TunnelClient({ gateway: 'gw-c', server: { host: '127.0.0.1', port: tunnelPort, servername: 'localhost' }, tls: strangerTls, resolve: () => undefined, minBackoffMs: 50 });
+      const liar = new TunnelClient({ gateway: 'gw-b', server: { host: '127.0.0.1', port: tunnelPort, servername: 'localhost' }, tls: clientTls('gw-a'), resolve: () => undefined, minBackoffMs: 50 });
+      clients.push(impostor, liar);
+      impostor.start();
+      liar.start();
+      await sleep(400);
+      assert.equal(h.connected(), ['gw-a', 'gw-b']);
+      assert.match((await get(`b-1:${port}`, '/metrics')).text, 'node="b-1"', 'the real gw-b still serves b-1');
+    } finally {
+      for (const c of clients) c.stop();
+      await front?.close();
+      await hub?.close();
+      for (const s of servers) {
+        s.closeAllConnections();
+        s.close();
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+test.run();
