@@ -13,6 +13,7 @@ const USAGE = `usage:
                                      run the gateway controller (raven controller --help for flags)
   raven agent [--node-name N] [--node-ip IP] ...
                                      run the node agent (raven agent --help for flags)
+  raven proxy --config FILE          the L7 proxy of a proxy endpoint (started by the agent)
   raven lab up TOPOLOGY [--name N] ...  (root) the topology's whole cluster on this machine: a
                                      network namespace per node, real tunnels, the embedded API,
                                      the controller and an agent per node (raven lab --help)
@@ -47,6 +48,8 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         return await (await import('./runtime/controller/main.js')).runController(rest);
       case 'agent':
         return await (await import('./runtime/agent/main.js')).runAgent(rest);
+      case 'proxy':
+        return await (await import('./runtime/proxy/main.js')).runProxy(rest);
       case undefined:
       case 'help':
       case '--help':

@@ -14,7 +14,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { type Cluster, type ControllerProcess, activeOf, metric, NS, startCluster, startController, waitFor } from './cluster-harness.ts';
 import { parseHealth, HEALTH_ANNOTATION, leaseName } from '../src/runtime/heartbeat.ts';
-import { canUseNetns, PREFIX, sh } from './netns.ts';
+import { canUseNetns, PREFIX, run, sh } from './netns.ts';
 
 const haveWg = spawnSync('wg', ['--version']).status === 0 && spawnSync('which', ['wireguard-go']).status === 0;
 const haveStrongswan = spawnSync('swanctl', ['--help']).status === 0 && ['/usr/lib/ipsec/charon', '/usr/libexec/ipsec/charon', '/usr/libexec/strongswan/charon'].some((p) => existsSync(p));
@@ -22,18 +22,8 @@ const tag = String(process.pid % 100000);
 
 interface AgentProcess { proc: ChildProcess; logs(): string; port(): Promise<number>; kill(signal: NodeJS.Signals): Promise<void> }
 
-/**
- * Asynchronous on purpose: the API server runs in this process, and a blocking spawnSync of a ping
- * that waits a second would freeze it, delaying every heartbeat past its lease.
- */
-const run = (cmd: string, args: string[]): Promise<{ code: number; out: string }> =>
-  new Promise((resolve) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (out += d));
-    p.on('close', (c) => resolve({ code: c ?? -1, out }));
-  });
+// Commands run asynchronously (netns.run): the API server runs in this process, and a blocking
+// spawnSync of a ping that waits a second would freeze it, delaying every heartbeat past its lease.
 const ourRules = (ns: string): number => (sh('ip', ['-n', ns, 'rule', 'show']).match(/lookup 9031/g) ?? []).length;
 const routes = (ns: string, table: string): string => spawnSync('ip', ['-n', ns, 'route', 'show', 'table', table], { encoding: 'utf8' }).stdout.trim();
 const processesWith = (needle: string): string[] =>

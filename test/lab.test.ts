@@ -14,30 +14,13 @@ import * as assert from 'uvu/assert';
 import { failures, type PairResult } from '../src/lab/check.ts';
 import { gateways, labCheck, labDown, labFail, labRestore, startAgent } from '../src/lab/lab.ts';
 import { LabState } from '../src/lab/state.ts';
-import { canUseNetns } from './netns.ts';
+import { canUseNetns, run, until } from './netns.ts';
 
 const haveWg = spawnSync('wg', ['--version']).status === 0 && spawnSync('which', ['wireguard-go']).status === 0;
 const haveStrongswan = spawnSync('swanctl', ['--help']).status === 0 && ['/usr/lib/ipsec/charon', '/usr/libexec/ipsec/charon', '/usr/libexec/strongswan/charon'].some((p) => existsSync(p));
 const haveNft = spawnSync('nft', ['--version']).status === 0;
 
-const raven = (args: string[]): Promise<{ code: number; out: string }> =>
-  new Promise((resolve) => {
-    const p = spawn(process.execPath, ['bin/raven.mjs', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (out += d));
-    p.on('close', (code) => resolve({ code: code ?? -1, out }));
-  });
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-async function until<T>(what: string, f: () => Promise<T | undefined | false>, ms: number): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f().catch(() => undefined);
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(200);
-  }
-}
+const raven = (args: string[]): Promise<{ code: number; out: string }> => run(process.execPath, ['bin/raven.mjs', ...args]);
 
 function labSuite(backend: 'wireguard' | 'ipsec'): void {
   const t = suite(`raven lab with ${backend}`);

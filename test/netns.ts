@@ -2,7 +2,7 @@
  * Throwaway network namespaces for real-kernel tests. Every name starts with `rgt-` plus the test
  * process id, so parallel runs never collide and cleanup only ever touches what this run made.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import type { CommandResult, CommandRunner } from '../src/runtime/agent/command-runner.ts';
 import { ExecRunner } from '../src/runtime/agent/command-runner.ts';
 
@@ -64,5 +64,32 @@ export class RecordingRunner implements CommandRunner {
   }
   writes(): string[] {
     return this.log.filter((l) => / -batch | rule add | rule del | flush /.test(l));
+  }
+}
+
+/**
+ * Runs a command without blocking the event loop (tests that host servers in-process must keep
+ * serving), collecting stdout and stderr together.
+ */
+export function run(cmd: string, args: readonly string[]): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, [...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (out += d));
+    p.on('close', (c) => resolve({ code: c ?? -1, out }));
+  });
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `f` every 200 ms until it returns something truthy (errors count as not yet); fails after `ms`. */
+export async function until<T>(what: string, f: () => Promise<T | undefined | false>, ms: number): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(200);
   }
 }

@@ -5,43 +5,26 @@
  * name can reach the right one. (The lab test puts the same addresses on real namespaces.)
  */
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer, request, type Server } from 'node:http';
+import { Agent, request, type Server } from 'node:http';
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { makeProxyCerts } from '../src/runtime/proxy/certs.ts';
+// @ts-expect-error: a plain JavaScript fixture (it also runs as a script in lab namespaces)
+import { fakeKubelet } from './fixtures/lab/fake-kubelet.mjs';
 import { ProxyFront, resolveTarget } from '../src/runtime/proxy/front.ts';
 import { TunnelClient, TunnelHub } from '../src/runtime/proxy/tunnel.ts';
 
 const haveOpenssl = spawnSync('openssl', ['version']).status === 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A node's "kubelet": /metrics names the node, /stream trickles lines, upgrades become an echo. */
+/** A node's "kubelet", listening on `host:port`. */
 function kubelet(node: string, host: string, port: number): Promise<Server> {
-  const s = createServer((req, res) => {
-    if (req.url?.startsWith('/stream')) {
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      let i = 0;
-      const t = setInterval(() => {
-        res.write(`${node} line ${i++}\n`);
-        if (i === 5) {
-          clearInterval(t);
-          res.end();
-        }
-      }, 60);
-      return;
-    }
-    res.end(`node_name{node="${node}"} 1\npath=${req.url}\nhost=${req.headers.host}\n`);
-  });
-  s.on('upgrade', (req, socket) => {
-    const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
-    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
-    socket.on('data', (d) => socket.write(Buffer.concat([Buffer.from(`${node}:`), d])));
-  });
+  const s = fakeKubelet(node, { lines: 5, intervalMs: 60 }) as Server;
   return new Promise((resolve) => s.listen(port, host, () => resolve(s)));
 }
 
@@ -83,11 +66,17 @@ if (!haveOpenssl) {
 
       hub = new TunnelHub(serverTls);
       const tunnelPort = await hub.listen(0, '127.0.0.1');
-      front = new ProxyFront({ gateway: 'gw-cloud', nodes: { node: (n) => directory.get(n) }, ports: { http: [port], https: [] }, hub });
+      // An HTTPS "kubelet" (10250-style) on a-1: the proxy re-originates TLS to it.
+      const secure = createHttpsServer({ cert: file('server.crt'), key: file('server.key') }, (req, res) => res.end(`secure ${req.headers.host}\n`));
+      await new Promise<void>((r) => secure.listen(0, '127.0.0.2', () => r()));
+      servers.push(secure as unknown as Server);
+      const securePort = (secure.address() as { port: number }).port;
+      front = new ProxyFront({ gateway: 'gw-cloud', nodes: { node: (n) => directory.get(n) }, ports: { http: [port], https: [securePort] }, hub });
       const httpPort = await front.listenHttp(0, '127.0.0.1');
-      const edge = (gw: string, local: Record<string, string>) =>
-        new TunnelClient({ gateway: gw, server: { host: '127.0.0.1', port: tunnelPort, servername: 'localhost' }, tls: clientTls(gw), resolve: (n, p) => (local[n] ? (p === port ? { ip: local[n]! } : { refuse: `port ${p} is not allowed` }) : undefined), minBackoffMs: 50, maxBackoffMs: 200 });
-      clients.push(edge('gw-a', { 'a-1': '127.0.0.2' }), edge('gw-b', { 'b-1': '127.0.0.3' }));
+      const httpsPort = await front.listenHttps(0, serverTls, '127.0.0.1');
+      const edgeOf = (gw: string, local: Record<string, string>) =>
+        new TunnelClient({ gateway: gw, server: { host: '127.0.0.1', port: tunnelPort, servername: 'localhost' }, tls: clientTls(gw), resolve: (n, p) => (local[n] ? (p === port || p === securePort ? { ip: local[n]! } : { refuse: `port ${p} is not allowed` }) : undefined), minBackoffMs: 50, maxBackoffMs: 200 });
+      clients.push(edgeOf('gw-a', { 'a-1': '127.0.0.2' }), edgeOf('gw-b', { 'b-1': '127.0.0.3' }));
       for (const c of clients) c.start();
       const until = async (what: string, f: () => boolean | Promise<boolean>, ms = 5000) => {
         const end = Date.now() + ms;
@@ -101,9 +90,10 @@ if (!haveOpenssl) {
       assert.equal(h.connected(), ['gw-a', 'gw-b']);
 
       // (fetch cannot set Host: node's http client can, as kube-apiserver and Prometheus do.)
-      const get = (host: string, path: string, onChunk?: (chunk: string) => void) =>
+      const keepAlive = new Agent({ keepAlive: true, maxSockets: 1 });
+      const get = (host: string, path: string, onChunk?: (chunk: string) => void, agent?: Agent) =>
         new Promise<{ status: number; text: string }>((resolve, reject) => {
-          const r = request({ host: '127.0.0.1', port: httpPort, path, headers: { host } }, (res) => {
+          const r = request({ host: '127.0.0.1', port: httpPort, path, headers: { host }, ...(agent && { agent }) }, (res) => {
             let text = '';
             res.on('data', (d) => {
               text += d;
@@ -121,6 +111,17 @@ if (!haveOpenssl) {
         assert.match(r.text, `node_name{node="${n}"} 1`);
         assert.match(r.text, `host=${n}:${port}`);
       }
+      // HTTPS in (our server certificate), TLS re-originated to the node through the tunnel.
+      const viaTls = await new Promise<string>((resolve, reject) => {
+        const r = httpsRequest({ host: '127.0.0.1', port: httpsPort, path: '/pods', servername: 'localhost', ca: file('ca.crt'), headers: { host: `a-1:${securePort}` } }, (res) => {
+          let t = '';
+          res.on('data', (d) => (t += d));
+          res.on('end', () => resolve(`${res.statusCode} ${t}`));
+        });
+        r.on('error', reject);
+        r.end();
+      });
+      assert.match(viaTls, `200 secure a-1:${securePort}`);
       const q = await get(`x-raven-proxy-internal-svc:${port}`, '/metrics?nodeName=b-1&x=1');
       assert.match(q.text, 'node_name{node="b-1"}');
       assert.match(q.text, 'path=/metrics?x=1', 'nodeName is stripped before forwarding');
@@ -151,6 +152,16 @@ if (!haveOpenssl) {
       });
       assert.match(echoed, 'HTTP/1.1 101 Switching Protocols');
       assert.match(echoed, 'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=');
+
+      // Thousands of requests over one tunnel connection: every stream must close cleanly (streams
+      // ended by resets trip nghttp2's rapid-reset guard after ~1,000 and kill the session).
+      const connects = clients[1]!.connects;
+      for (let i = 0; i < 1200; i++) {
+        const r = await get(`b-1:${port}`, '/metrics', undefined, keepAlive);
+        if (r.status !== 200) assert.unreachable(`request ${i}: ${r.status} ${r.text}`);
+      }
+      assert.is(clients[1]!.connects, connects, 'the same tunnel connection throughout');
+      keepAlive.destroy();
 
       // Refusals are clear statuses, from the server or from the edge.
       assert.equal((await get(`nope:${port}`, '/')).status, 404);

@@ -1,6 +1,6 @@
 import { Construct } from 'constructs';
 import { k8s } from 'cdk8s-plus-27';
-import { AGENT_HEALTH_PORT, AGENT_METRICS_PORT, GATEWAY_GROUP } from '../topology/constants.js';
+import { AGENT_HEALTH_PORT, AGENT_METRICS_PORT, GATEWAY_GROUP, PROXY_CERT_DIR, PROXY_CERTS_SECRET } from '../topology/constants.js';
 import type { Topology } from '../topology/model.js';
 import { LeastPrivilegeAccess } from './least-privilege-access.js';
 import { AGENT_CONFIG } from './raven-config.js';
@@ -93,6 +93,7 @@ export class RavenAgent extends Construct {
                   { name: 'config', mountPath: '/etc/raven/agent', readOnly: true },
                   { name: 'state', mountPath: AGENT_STATE_DIR },
                   { name: 'lib-modules', mountPath: '/lib/modules', readOnly: true },
+                  ...(t.l7Proxy ? [{ name: 'proxy-certs', mountPath: PROXY_CERT_DIR, readOnly: true }] : []),
                 ],
               },
             ],
@@ -100,6 +101,9 @@ export class RavenAgent extends Construct {
               { name: 'config', configMap: { name: AGENT_CONFIG } },
               { name: 'state', hostPath: { path: AGENT_STATE_DIR, type: 'DirectoryOrCreate' } },
               { name: 'lib-modules', hostPath: { path: '/lib/modules', type: 'Directory' } },
+              // The L7 proxy's mutual-TLS material, referenced, never generated: ca.crt,
+              // server.{crt,key} (cloud proxy endpoints), client.{crt,key} (edge ones).
+              ...(t.l7Proxy ? [{ name: 'proxy-certs', secret: { secretName: PROXY_CERTS_SECRET, optional: true } }] : []),
             ],
           },
         },

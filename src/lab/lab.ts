@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
@@ -18,9 +18,10 @@ import type { Gateway } from '../runtime/gateway.js';
 import { formatDiagnostic, hasErrors } from '../topology/diagnostics.js';
 import { GATEWAY_GROUP, GATEWAY_VERSION } from '../topology/constants.js';
 import { checkLab, type CheckOptions, failures, type PairResult } from './check.js';
-import { ravenCommand } from './command.js';
+import { ravenCommand } from '../runtime/raven-command.js';
 import { buildNetwork, labNamespaces, removeNetwork, setNodeLinks } from './network.js';
-import { checkLabName, type LabNode, labNode, type LabOptions, planLab } from './plan.js';
+import { makeProxyCerts } from '../runtime/proxy/certs.js';
+import { checkLabName, type LabNode, labNode, type LabOptions, type LabPlan, planLab } from './plan.js';
 import { labsIn, type LabRecord, LabState } from './state.js';
 
 export interface Io {
@@ -78,6 +79,7 @@ export async function labUp(o: UpOptions, io: Io): Promise<{ state: LabState; co
     writeFileSync(state.objectsFile, objects.map((x) => stringify(x)).join('---\n'));
     if (record.backend === 'ipsec') writeFileSync(state.pskFile, randomBytes(24).toString('hex'), { mode: 0o600 });
     writeAgentConfigs(state, plan.nodes, objects);
+    if (topology.l7Proxy) writeProxyCerts(state, plan);
 
     await buildNetwork(plan, runner);
     await startSupervisor(state);
@@ -94,6 +96,27 @@ export async function labUp(o: UpOptions, io: Io): Promise<{ state: LabState; co
     // A failure before the lab could start leaves nothing behind; one while waiting leaves it up to inspect.
     if (!(err instanceof NotConnectedError)) await labDown({ name, runDir: o.runDir }, { stdout: () => undefined, stderr: io.stderr });
     throw err;
+  }
+}
+
+/**
+ * The L7 proxy's certificates, as the raven-proxy-certs Secret would provide them: one CA, a server
+ * certificate for every exposed region's endpoints (names, LAN and public addresses), and a client
+ * certificate per Gateway (CN = its name); each node's directory holds the CA, the server pair and
+ * its own region's client pair.
+ */
+function writeProxyCerts(state: LabState, plan: LabPlan): void {
+  const dir = join(state.dir, 'proxy-ca');
+  const servers = plan.nodes.filter((n) => !plan.regions.find((r) => r.name === n.region)!.nat);
+  makeProxyCerts(dir, { serverNames: ['localhost', ...servers.map((n) => n.name)], serverIPs: ['127.0.0.1', ...servers.flatMap((n) => [n.lanIP, ...(n.publicIP ? [n.publicIP] : [])])], gateways: plan.regions.map((r) => r.gateway) });
+  for (const n of plan.nodes) {
+    const to = join(state.nodeDir(n.name), 'proxy-certs');
+    mkdirSync(to, { recursive: true, mode: 0o700 });
+    const gw = plan.regions.find((r) => r.name === n.region)!.gateway;
+    for (const [from, name] of [['ca.crt', 'ca.crt'], ['server.crt', 'server.crt'], ['server.key', 'server.key'], [`client-${gw}.crt`, 'client.crt'], [`client-${gw}.key`, 'client.key']] as const) {
+      copyFileSync(join(dir, from), join(to, name));
+      chmodSync(join(to, name), 0o600);
+    }
   }
 }
 
@@ -125,7 +148,7 @@ export function startAgent(state: LabState, record: LabRecord, n: LabNode): void
   const dir = state.nodeDir(n.name);
   const out = openSync(state.log(`agent-${n.name}`), 'a');
   const [cmd, ...args] = ravenCommand();
-  const agentArgs = ['agent', '--kubeconfig', state.kubeconfig, '--namespace', record.namespace, '--node-name', n.name, '--node-ip', n.lanIP, '--netns', n.netns, '--device', n.device, '--config-dir', join(dir, 'config'), '--state-dir', join(dir, 'state')];
+  const agentArgs = ['agent', '--kubeconfig', state.kubeconfig, '--namespace', record.namespace, '--node-name', n.name, '--node-ip', n.lanIP, '--netns', n.netns, '--device', n.device, '--config-dir', join(dir, 'config'), '--state-dir', join(dir, 'state'), '--proxy-cert-dir', join(dir, 'proxy-certs')];
   const env = { ...process.env, RAVEN_LAB_DIR: state.dir, ...(record.backend === 'ipsec' && { VPN_CONNECTION_PSK: readFileSync(state.pskFile, 'utf8') }) };
   const child = spawn(cmd, [...args, ...agentArgs], { detached: true, stdio: ['ignore', out, out], env });
   child.unref();

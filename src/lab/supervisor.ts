@@ -11,7 +11,7 @@ import { parseAllDocuments } from 'yaml';
 import { startApiServer } from '../runtime/apiserver/index.js';
 import { createLogger } from '../runtime/log.js';
 import { runUntilSignal } from '../runtime/run-until-signal.js';
-import { ravenCommand } from './command.js';
+import { ravenCommand } from '../runtime/raven-command.js';
 import type { LabState } from './state.js';
 
 /** Node objects for the plan, as a kubelet would register them (Ready, InternalIP, pod ranges). */

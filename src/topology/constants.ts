@@ -35,6 +35,10 @@ export const AGENT_RESERVED_TCP_PORTS: ReadonlyMap<number, string> = new Map([
   [AGENT_HEALTH_PORT, 'agent health'],
 ]);
 
+/** Secret holding the L7 proxy's certificates (ca.crt, server.crt/key, client.crt/key), and where agents mount it. */
+export const PROXY_CERTS_SECRET = 'raven-proxy-certs';
+export const PROXY_CERT_DIR = '/etc/raven/proxy';
+
 /** One active tunnel endpoint per Gateway: OpenYurt's validating webhook rejects more. */
 export const MAX_TUNNEL_REPLICAS = 1;
 

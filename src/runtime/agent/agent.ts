@@ -18,6 +18,7 @@ import type { AgentConfig } from './config.js';
 import { effectiveMTU, plan, type NodePlan } from './plan.js';
 import { parsePingRtt, ProbeWindow, roundRobin } from './probes.js';
 import { DEFAULT_ROUTE_TABLE, RouteTable } from './route-table.js';
+import { proxyConfigFor, ProxyRunner } from './proxy-role.js';
 import { makeTunnel, type Tunnel } from './tunnel.js';
 
 /**
@@ -64,6 +65,7 @@ export class Agent {
 
   private readonly routes: RouteTable;
   private readonly tunnel: Tunnel;
+  private readonly proxy: ProxyRunner;
   private readonly probes = new ProbeWindow();
   private probeCursor = 0;
   private probeRounds = 0;
@@ -98,6 +100,7 @@ export class Agent {
       ...(config.netns && { netns: config.netns }),
       ...(config.psk && { psk: config.psk }),
     });
+    this.proxy = new ProxyRunner(config.stateDir, config.netns, log);
     this.coordination = kc.makeApiClient(k8s.CoordinationV1Api);
     for (const result of ['success', 'error']) this.syncs.init({ result });
   }
@@ -172,6 +175,7 @@ export class Agent {
     try {
       const changed = await applyPlan(next, this.tunnel, this.routes);
       if (changed.length) this.scheduleNudges();
+      await this.proxy.set(proxyConfigFor(gateways, this.config.nodeName, this.config.proxy));
       // Healthy: the plan is in the kernel (on a gateway, the tunnel device is up with its peers).
       this.backendUp = true;
       if (next.role !== this.current.role || next.activeNode !== this.current.activeNode) {
@@ -241,6 +245,8 @@ export class Agent {
       if (this.stopped) return;
       const p = this.current;
       if (p.role === 'gateway' && !this.tunnel.retriesByItself && ++this.probeRounds % MAINTENANCE_ROUNDS === 0) this.nudgeNow();
+      // The L7 proxy is a child we keep alive: one that died is started again within a round.
+      if (!this.syncing) await this.proxy.ensure().catch((err) => this.log.warn('failed to restart the L7 proxy', { error: (err as Error).message }));
       if (p.role === 'gateway' && p.probeSource && this.tunnel.probeDevice()) {
         const targets = p.peers.filter((x) => x.probeIP);
         const { batch, cursor } = roundRobin(targets, this.probeCursor, TUNNEL_PROBES_PER_ROUND);
@@ -395,6 +401,7 @@ export class Agent {
     await this.syncing;
     await this.routes.cleanUp();
     await this.tunnel.down();
+    await this.proxy.stop();
     for (const s of this.servers) s.close();
   }
 }

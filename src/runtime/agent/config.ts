@@ -7,6 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import ipaddr from 'ipaddr.js';
+import { PROXY_CERT_DIR } from '../../topology/constants.js';
 import { parseAddr } from '../http-endpoints.js';
 
 export interface AgentConfig {
@@ -29,6 +30,8 @@ export interface AgentConfig {
   readonly netns?: string;
   /** Tunnel device name. Unique per host with userspace WireGuard: its control sockets are global. */
   readonly device: string;
+  /** L7 proxy: the mounted certificates, and the addresses of its listeners (Raven's ports). */
+  readonly proxy: { readonly certDir: string; readonly tunnelAddr: string; readonly httpAddr: string; readonly httpsAddr: string };
 }
 
 export const AGENT_USAGE = `usage: raven agent [flags]
@@ -39,10 +42,11 @@ export const AGENT_USAGE = `usage: raven agent [flags]
   --config-dir DIR        raven-agent-config files (vpn-driver, vpn-port, tunnel-mtu, ...)
   --state-dir DIR         keys that survive restarts (default /var/lib/raven)
   --netns NAME            run the data plane in this network namespace (lab)
-  --device NAME           tunnel device (default raven-wg0)`;
+  --device NAME           tunnel device (default raven-wg0)
+  --proxy-cert-dir DIR    L7 proxy certificates: ca.crt, server.{crt,key}, client.{crt,key} (default /etc/raven/proxy)`;
 
 /** Keys of raven-agent-config the agent reads (files in --config-dir). */
-const FILE_KEYS = ['vpn-driver', 'vpn-port', 'tunnel-mtu', 'underlay-mtu', 'nat-traversal', 'forward-node-ip', 'metric-bind-addr', 'health-probe-addr'] as const;
+const FILE_KEYS = ['vpn-driver', 'vpn-port', 'tunnel-mtu', 'underlay-mtu', 'nat-traversal', 'forward-node-ip', 'metric-bind-addr', 'health-probe-addr', 'proxy-external-addr', 'proxy-internal-insecure-addr', 'proxy-internal-secure-addr'] as const;
 
 export function parseAgentConfig(args: readonly string[], env: Readonly<Record<string, string | undefined>>, readDir: (dir: string) => Record<string, string> = readConfigDir): AgentConfig {
   const { values } = parseArgs({
@@ -57,6 +61,7 @@ export function parseAgentConfig(args: readonly string[], env: Readonly<Record<s
       'state-dir': { type: 'string' },
       netns: { type: 'string' },
       device: { type: 'string' },
+      'proxy-cert-dir': { type: 'string' },
     },
   });
   const file = values['config-dir'] ? readDir(values['config-dir']) : {};
@@ -113,6 +118,12 @@ export function parseAgentConfig(args: readonly string[], env: Readonly<Record<s
     ...(env.VPN_CONNECTION_PSK && { psk: env.VPN_CONNECTION_PSK }),
     ...(values.netns && { netns: values.netns }),
     device: values.device ?? 'raven-wg0',
+    proxy: {
+      certDir: values['proxy-cert-dir'] ?? PROXY_CERT_DIR,
+      tunnelAddr: addr('proxy-external-addr', ':10262'),
+      httpAddr: addr('proxy-internal-insecure-addr', ':10264'),
+      httpsAddr: addr('proxy-internal-secure-addr', ':10263'),
+    },
   };
   if (!/^[a-zA-Z0-9_.-]{1,15}$/.test(config.device)) errors.push(`device "${config.device}" must be 1-15 letters, digits, ".", "-" or "_"`);
   if (vpnDriver === 'ipsec' && !config.psk) errors.push('the ipsec driver needs $VPN_CONNECTION_PSK (from the PSK Secret)');

@@ -112,7 +112,10 @@ export class ProxyFront {
       r.pipe(res);
     });
     out.on('error', (err) => (res.headersSent ? res.destroy() : this.refuse(res, scheme, 502, `${t.node}:${t.port}: ${err.message}`)));
-    res.on('close', () => upstream.destroy());
+    // A client that went away aborts the upstream; a finished response has already ended it.
+    res.on('close', () => {
+      if (!res.writableFinished) upstream.destroy();
+    });
     req.pipe(out);
   }
 

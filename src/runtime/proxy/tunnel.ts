@@ -105,7 +105,13 @@ export class TunnelHub {
       stream.once('response', (headers) => {
         clearTimeout(timer);
         const status = Number(headers[constants.HTTP2_HEADER_STATUS]);
-        if (status === 200) return resolve(stream);
+        if (status === 200) {
+          // When the edge has finished, finish our side too: the stream then closes cleanly. One
+          // reset by the HTTP client's destroy() instead, per request, trips nghttp2's rapid-reset
+          // guard after ~1,000 requests and the whole session is torn down.
+          stream.once('end', () => stream.end());
+          return resolve(stream);
+        }
         const why = String(headers['x-raven-reason'] ?? '');
         stream.close();
         reject(new DialError(status === 403 || status === 404 ? status : 502, why || `${gateway} answered ${status} for ${node}:${port}`));

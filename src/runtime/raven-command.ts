@@ -1,4 +1,4 @@
-/** How lab processes start `raven` itself: this Node binary and the repository's bin/raven.mjs (which loads the TypeScript sources). */
+/** How raven starts its own processes (lab control plane, agents, the L7 proxy): this Node binary and the repository's bin/raven.mjs (which loads the TypeScript sources). */
 import { fileURLToPath } from 'node:url';
 
 export function ravenCommand(): [string, string] {

@@ -1,0 +1,116 @@
+/**
+ * Whether this node runs the L7 proxy, and with what configuration (pure), plus the small runner
+ * that keeps a `raven proxy` process matching it. A node runs the proxy when it is an active proxy
+ * endpoint of its Gateway with `enable-l7-proxy`: as the server in an exposed region, as a client
+ * elsewhere (dialling every exposed region's active proxy endpoints).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { Logger } from '../log.js';
+import type { Gateway } from '../gateway.js';
+import { ravenCommand } from '../raven-command.js';
+import type { ProxyConfig } from '../proxy/main.js';
+import { isAlive, stopOwnedProcess } from './owned-process.js';
+
+export const DEFAULT_PROXY_PORT = 10262;
+
+export interface ProxyAddresses {
+  readonly certDir: string;
+  readonly tunnelAddr: string;
+  readonly httpAddr: string;
+  readonly httpsAddr: string;
+}
+
+const exposed = (g: Gateway): boolean => g.spec?.exposeType === 'PublicIP' || g.spec?.exposeType === 'LoadBalancer';
+const ports = (text: string | undefined): number[] => (text ?? '').split(',').map((p) => Number(p.trim())).filter((p) => Number.isInteger(p) && p > 0 && p < 65536);
+
+export function proxyConfigFor(gateways: readonly Gateway[], node: string, a: ProxyAddresses): ProxyConfig | undefined {
+  const sorted = [...gateways].sort((x, y) => (x.metadata.name < y.metadata.name ? -1 : 1));
+  const mine = sorted.find((g) => g.status?.nodes?.some((n) => n.nodeName === node));
+  const me = mine?.status?.activeEndpoints?.find((e) => e.type === 'proxy' && e.nodeName === node);
+  if (!mine || !me || me.config?.['enable-l7-proxy'] !== 'true') return undefined;
+  const nodes: Record<string, { gateway: string; ip: string }> = {};
+  for (const g of sorted) for (const n of g.status?.nodes ?? []) if (n.privateIP) nodes[n.nodeName] = { gateway: g.metadata.name, ip: n.privateIP };
+  const http = new Set<number>();
+  const https = new Set<number>();
+  for (const g of sorted.filter(exposed)) {
+    for (const p of ports(g.spec?.proxyConfig?.proxyHTTPPort)) http.add(p);
+    for (const p of ports(g.spec?.proxyConfig?.proxyHTTPSPort)) https.add(p);
+  }
+  const base = { gateway: mine.metadata.name, certDir: a.certDir, nodes, ports: { http: [...http].sort((x, y) => x - y), https: [...https].sort((x, y) => x - y) } };
+  if (exposed(mine)) return { ...base, role: 'server', server: { tunnelAddr: a.tunnelAddr, httpAddr: a.httpAddr, httpsAddr: a.httpsAddr } };
+  const servers = sorted
+    .filter((g) => g !== mine && exposed(g))
+    .flatMap((g) => (g.status?.activeEndpoints ?? []).filter((e) => e.type === 'proxy' && e.publicIP).map((e) => ({ host: e.publicIP!, port: e.port ?? DEFAULT_PROXY_PORT })));
+  return servers.length ? { ...base, role: 'client', client: { servers } } : undefined;
+}
+
+/** Keeps one `raven proxy` process matching the desired config: started, reloaded (SIGHUP), restarted or stopped. */
+export class ProxyRunner {
+  private readonly configFile: string;
+  private readonly pidFile: string;
+  private role?: string;
+  private desired?: ProxyConfig;
+
+  constructor(stateDir: string, private readonly netns: string | undefined, private readonly log: Logger) {
+    this.configFile = join(stateDir, 'proxy.json');
+    this.pidFile = join(stateDir, 'proxy.pid');
+  }
+
+  private pid(): number | undefined {
+    if (!existsSync(this.pidFile)) return undefined;
+    const pid = Number(readFileSync(this.pidFile, 'utf8'));
+    try {
+      return pid > 0 && isAlive(pid) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(this.configFile) ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Restarts the proxy if it should run and died (or was killed). */
+  async ensure(): Promise<void> {
+    if (this.desired && this.pid() === undefined) {
+      this.log.warn('L7 proxy not running; restarting it');
+      this.role = undefined;
+      await this.set(this.desired);
+    }
+  }
+
+  async set(desired: ProxyConfig | undefined): Promise<void> {
+    this.desired = desired;
+    if (!desired) return this.stop();
+    const text = JSON.stringify(desired, null, 1) + '\n';
+    const before = existsSync(this.configFile) ? readFileSync(this.configFile, 'utf8') : undefined;
+    const running = this.pid();
+    if (running !== undefined && before === text && this.role === desired.role) return;
+    this.desired = desired;
+    mkdirSync(dirname(this.configFile), { recursive: true, mode: 0o700 });
+    writeFileSync(this.configFile, text, { mode: 0o600 });
+    if (running !== undefined && this.role === desired.role) {
+      process.kill(running, 'SIGHUP');
+      return;
+    }
+    // Not ours yet (first start, or left by a previous agent whose role we do not know): start afresh.
+    if (running !== undefined) await stopOwnedProcess(running, () => this.pid() === running, 3000);
+    const [node, bin] = ravenCommand();
+    const cmd = this.netns ? ['ip', 'netns', 'exec', this.netns, node, bin] : [node, bin];
+    const child = spawn(cmd[0]!, [...cmd.slice(1), 'proxy', '--config', this.configFile], { stdio: 'inherit', detached: true });
+    child.unref();
+    writeFileSync(this.pidFile, String(child.pid));
+    this.role = desired.role;
+    this.log.info('L7 proxy started', { role: desired.role, gateway: desired.gateway });
+  }
+
+  async stop(): Promise<void> {
+    const pid = this.pid();
+    if (pid !== undefined) {
+      await stopOwnedProcess(pid, () => this.pid() === pid, 3000);
+      this.log.info('L7 proxy stopped');
+    }
+    rmSync(this.pidFile, { force: true });
+    rmSync(this.configFile, { force: true });
+    this.role = undefined;
+    this.desired = undefined;
+  }
+}
