@@ -13,6 +13,7 @@ test('node identity comes from the downward API environment; everything else has
   assert.equal(c, {
     nodeName: 'hz-1', nodeIP: '192.168.1.11', namespace: 'raven-system', stateDir: '/var/lib/raven', vpnDriver: 'wireguard', vpnPort: 4500,
     tunnelMTU: 0, underlayMTU: 1500, natTraversal: false, forwardNodeIP: false, metricsAddr: ':10265', healthAddr: ':10275', device: 'raven-wg0',
+    proxy: { certDir: '/etc/raven/proxy', tunnelAddr: ':10262', httpAddr: ':10264', httpsAddr: ':10263' },
   });
   assert.ok(Object.isFrozen(c));
 });
@@ -20,10 +21,11 @@ test('node identity comes from the downward API environment; everything else has
 test('the compiled raven-agent-config, mounted as files, is read as written', () => {
   const dir = mkdtempSync(join(tmpdir(), 'raven-agent-cfg-'));
   try {
-    const files = { 'vpn-driver': 'ipsec', 'vpn-port': '4500', 'tunnel-mtu': '1412', 'nat-traversal': 'true', 'forward-node-ip': 'true', '..data': 'ignored' };
+    const files = { 'vpn-driver': 'ipsec', 'vpn-port': '4500', 'tunnel-mtu': '1412', 'nat-traversal': 'true', 'forward-node-ip': 'true', 'proxy-external-addr': ':10300', 'proxy-internal-insecure-addr': '127.0.0.1:10301', '..data': 'ignored' };
     for (const [k, v] of Object.entries(files)) writeFileSync(join(dir, k), v + '\n');
-    const c = parseAgentConfig(['--config-dir', dir], { ...env, VPN_CONNECTION_PSK: 's3cret' });
+    const c = parseAgentConfig(['--config-dir', dir, '--proxy-cert-dir', '/run/secrets/proxy'], { ...env, VPN_CONNECTION_PSK: 's3cret' });
     assert.equal([c.vpnDriver, c.tunnelMTU, c.natTraversal, c.forwardNodeIP, c.psk], ['ipsec', 1412, true, true, 's3cret']);
+    assert.equal(c.proxy, { certDir: '/run/secrets/proxy', tunnelAddr: ':10300', httpAddr: '127.0.0.1:10301', httpsAddr: ':10263' });
   } finally {
     rmSync(dir, { recursive: true });
   }
