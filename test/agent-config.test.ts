@@ -13,7 +13,7 @@ test('node identity comes from the downward API environment; everything else has
   assert.equal(c, {
     nodeName: 'hz-1', nodeIP: '192.168.1.11', namespace: 'raven-system', stateDir: '/var/lib/raven', vpnDriver: 'wireguard', vpnPort: 4500,
     tunnelMTU: 0, underlayMTU: 1500, natTraversal: false, forwardNodeIP: false, metricsAddr: ':10265', healthAddr: ':10275', device: 'raven-wg0',
-    proxy: { certDir: '/etc/raven/proxy', tunnelAddr: ':10262', httpAddr: ':10264', httpsAddr: ':10263' },
+    proxy: { certDir: '/etc/raven/proxy', tunnelAddr: ':10262', httpAddr: ':10264', httpsAddr: ':10263', metricsAddr: ':10266' },
   });
   assert.ok(Object.isFrozen(c));
 });
@@ -25,7 +25,7 @@ test('the compiled raven-agent-config, mounted as files, is read as written', ()
     for (const [k, v] of Object.entries(files)) writeFileSync(join(dir, k), v + '\n');
     const c = parseAgentConfig(['--config-dir', dir, '--proxy-cert-dir', '/run/secrets/proxy'], { ...env, VPN_CONNECTION_PSK: 's3cret' });
     assert.equal([c.vpnDriver, c.tunnelMTU, c.natTraversal, c.forwardNodeIP, c.psk], ['ipsec', 1412, true, true, 's3cret']);
-    assert.equal(c.proxy, { certDir: '/run/secrets/proxy', tunnelAddr: ':10300', httpAddr: '127.0.0.1:10301', httpsAddr: ':10263' });
+    assert.equal(c.proxy, { certDir: '/run/secrets/proxy', tunnelAddr: ':10300', httpAddr: '127.0.0.1:10301', httpsAddr: ':10263', metricsAddr: ':10266' });
   } finally {
     rmSync(dir, { recursive: true });
   }

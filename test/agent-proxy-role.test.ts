@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert';
 import { proxyConfigFor } from '../src/runtime/agent/proxy-role.ts';
 import type { Gateway } from '../src/runtime/gateway.ts';
 
-const addrs = { certDir: '/etc/raven/proxy', tunnelAddr: ':10262', httpAddr: ':10264', httpsAddr: ':10263' };
+const addrs = { certDir: '/etc/raven/proxy', tunnelAddr: ':10262', httpAddr: ':10264', httpsAddr: ':10263', metricsAddr: ':10266' };
 const on = { 'enable-l7-proxy': 'true' };
 const gateways: Gateway[] = [
   {

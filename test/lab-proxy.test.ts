@@ -65,6 +65,11 @@ if (!ready) {
       assert.match(ws.out, 'HTTP/1.1 101 Switching Protocols');
       assert.match(ws.out, 'hz-1:hello');
 
+      // The proxy's own metrics, on proxy-metric-bind-addr (:10266).
+      const metrics = await run('ip', ['netns', 'exec', cloud, 'curl', '-s', 'http://127.0.0.1:10266/metrics']);
+      assert.match(metrics.out, 'raven_proxy_tunnels_connected 2');
+      assert.match(metrics.out, /raven_proxy_requests_total\{result="200",scheme="http"\} \d+/);
+
       // Refusals name the reason.
       const unknown = await curl('nobody:10255');
       assert.ok(unknown.out.endsWith('\n404'), unknown.out);

@@ -24,6 +24,8 @@ export const PROXY_INTERNAL_INSECURE_PORT = 10264;
 /** Agent health (/healthz, /readyz) and Prometheus metrics, on the node's network (hostNetwork). */
 export const AGENT_HEALTH_PORT = 10275;
 export const AGENT_METRICS_PORT = 10265;
+/** Raven: the L7 proxy's metrics (proxy-metric-bind-addr). */
+export const PROXY_METRICS_PORT = 10266;
 /** Controller health and metrics, in the pod network. */
 export const CONTROLLER_HTTP_PORT = 10276;
 
@@ -33,6 +35,7 @@ export const AGENT_RESERVED_TCP_PORTS: ReadonlyMap<number, string> = new Map([
   [PROXY_INTERNAL_SECURE_PORT, 'proxy server HTTPS'],
   [PROXY_INTERNAL_INSECURE_PORT, 'proxy server HTTP'],
   [AGENT_HEALTH_PORT, 'agent health'],
+  [PROXY_METRICS_PORT, 'proxy metrics'],
 ]);
 
 /** Secret holding the L7 proxy's certificates (ca.crt, server.crt/key, client.crt/key), and where agents mount it. */

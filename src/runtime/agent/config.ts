@@ -31,7 +31,7 @@ export interface AgentConfig {
   /** Tunnel device name. Unique per host with userspace WireGuard: its control sockets are global. */
   readonly device: string;
   /** L7 proxy: the mounted certificates, and the addresses of its listeners (Raven's ports). */
-  readonly proxy: { readonly certDir: string; readonly tunnelAddr: string; readonly httpAddr: string; readonly httpsAddr: string };
+  readonly proxy: { readonly certDir: string; readonly tunnelAddr: string; readonly httpAddr: string; readonly httpsAddr: string; readonly metricsAddr: string };
 }
 
 export const AGENT_USAGE = `usage: raven agent [flags]
@@ -46,7 +46,7 @@ export const AGENT_USAGE = `usage: raven agent [flags]
   --proxy-cert-dir DIR    L7 proxy certificates: ca.crt, server.{crt,key}, client.{crt,key} (default /etc/raven/proxy)`;
 
 /** Keys of raven-agent-config the agent reads (files in --config-dir). */
-const FILE_KEYS = ['vpn-driver', 'vpn-port', 'tunnel-mtu', 'underlay-mtu', 'nat-traversal', 'forward-node-ip', 'metric-bind-addr', 'health-probe-addr', 'proxy-external-addr', 'proxy-internal-insecure-addr', 'proxy-internal-secure-addr'] as const;
+const FILE_KEYS = ['vpn-driver', 'vpn-port', 'tunnel-mtu', 'underlay-mtu', 'nat-traversal', 'forward-node-ip', 'metric-bind-addr', 'health-probe-addr', 'proxy-external-addr', 'proxy-internal-insecure-addr', 'proxy-internal-secure-addr', 'proxy-metric-bind-addr'] as const;
 
 export function parseAgentConfig(args: readonly string[], env: Readonly<Record<string, string | undefined>>, readDir: (dir: string) => Record<string, string> = readConfigDir): AgentConfig {
   const { values } = parseArgs({
@@ -123,6 +123,7 @@ export function parseAgentConfig(args: readonly string[], env: Readonly<Record<s
       tunnelAddr: addr('proxy-external-addr', ':10262'),
       httpAddr: addr('proxy-internal-insecure-addr', ':10264'),
       httpsAddr: addr('proxy-internal-secure-addr', ':10263'),
+      metricsAddr: addr('proxy-metric-bind-addr', ':10266'),
     },
   };
   if (!/^[a-zA-Z0-9_.-]{1,15}$/.test(config.device)) errors.push(`device "${config.device}" must be 1-15 letters, digits, ".", "-" or "_"`);

@@ -20,6 +20,7 @@ export interface ProxyAddresses {
   readonly tunnelAddr: string;
   readonly httpAddr: string;
   readonly httpsAddr: string;
+  readonly metricsAddr: string;
 }
 
 const exposed = (g: Gateway): boolean => g.spec?.exposeType === 'PublicIP' || g.spec?.exposeType === 'LoadBalancer';
@@ -38,7 +39,7 @@ export function proxyConfigFor(gateways: readonly Gateway[], node: string, a: Pr
     for (const p of ports(g.spec?.proxyConfig?.proxyHTTPPort)) http.add(p);
     for (const p of ports(g.spec?.proxyConfig?.proxyHTTPSPort)) https.add(p);
   }
-  const base = { gateway: mine.metadata.name, certDir: a.certDir, nodes, ports: { http: [...http].sort((x, y) => x - y), https: [...https].sort((x, y) => x - y) } };
+  const base = { gateway: mine.metadata.name, certDir: a.certDir, metricsAddr: a.metricsAddr, nodes, ports: { http: [...http].sort((x, y) => x - y), https: [...https].sort((x, y) => x - y) } };
   if (exposed(mine)) return { ...base, role: 'server', server: { tunnelAddr: a.tunnelAddr, httpAddr: a.httpAddr, httpsAddr: a.httpsAddr } };
   const servers = sorted
     .filter((g) => g !== mine && exposed(g))

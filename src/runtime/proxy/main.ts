@@ -10,7 +10,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseAddr } from '../http-endpoints.js';
+import { parseAddr, serveEndpoints } from '../http-endpoints.js';
+import { Gauge, Registry } from '../metrics.js';
 import { createLogger } from '../log.js';
 import { runUntilSignal } from '../run-until-signal.js';
 import { ProxyFront } from './front.js';
@@ -20,6 +21,8 @@ export interface ProxyConfig {
   readonly role: 'server' | 'client';
   readonly gateway: string;
   readonly certDir: string;
+  /** /healthz, /readyz and /metrics (Prometheus). */
+  readonly metricsAddr?: string;
   /** node name → its Gateway and address (as seen inside its own region). */
   readonly nodes: Readonly<Record<string, { readonly gateway: string; readonly ip: string }>>;
   readonly ports: { readonly http: readonly number[]; readonly https: readonly number[] };
@@ -44,6 +47,10 @@ export async function runProxy(args: readonly string[]): Promise<number> {
   const say = (msg: string): void => log.info(msg);
   const cert = (name: string): Buffer => readFileSync(join(config.certDir, name));
   const nodes = { node: (n: string) => config.nodes[n] };
+  const registry = new Registry();
+  const tunnels = registry.register(new Gauge('raven_proxy_tunnels_connected', 'Tunnel connections up: edge clients connected (server), servers reached (client).'));
+  let ready = (): boolean => false;
+  const meta = config.metricsAddr ? await serveEndpoints(config.metricsAddr, { healthy: () => true, ready: () => ready(), metrics: registry }) : undefined;
   process.on('SIGHUP', () => {
     try {
       config = readProxyConfig(file);
@@ -58,11 +65,15 @@ export async function runProxy(args: readonly string[]): Promise<number> {
     const s = config.server!;
     const at = (addr: string) => parseAddr(addr);
     const tunnelPort = await hub.listen(at(s.tunnelAddr).port, at(s.tunnelAddr).host);
-    const front = new ProxyFront({ gateway: config.gateway, nodes, ports: { get http() { return config.ports.http; }, get https() { return config.ports.https; } }, hub });
+    const front = new ProxyFront({ gateway: config.gateway, nodes, ports: { get http() { return config.ports.http; }, get https() { return config.ports.https; } }, hub, registry });
+    const gauge = setInterval(() => tunnels.set(hub.connected().length), 1000);
+    ready = () => true;
     const httpPort = await front.listenHttp(at(s.httpAddr).port, at(s.httpAddr).host);
     const httpsPort = await front.listenHttps(at(s.httpsAddr).port, tls, at(s.httpsAddr).host);
     log.info('proxy server up', { tunnel: tunnelPort, http: httpPort, https: httpsPort });
     await runUntilSignal(async () => {
+      clearInterval(gauge);
+      meta?.server.close();
       await front.close();
       await hub.close();
     }, log);
@@ -85,8 +96,12 @@ export async function runProxy(args: readonly string[]): Promise<number> {
       }),
   );
   for (const c of clients) c.start();
+  const gauge = setInterval(() => tunnels.set(clients.filter((c) => c.connected).length), 1000);
+  ready = () => clients.some((c) => c.connected);
   log.info('proxy client up', { servers: config.client!.servers.map((s) => `${s.host}:${s.port}`).join(',') });
   await runUntilSignal(async () => {
+    clearInterval(gauge);
+    meta?.server.close();
     for (const c of clients) c.stop();
   }, log);
   return 0;

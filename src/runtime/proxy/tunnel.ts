@@ -151,8 +151,9 @@ export class TunnelClient {
   private backoff: number;
   private timer?: NodeJS.Timeout;
   private readonly h2 = h2server();
-  /** Resolves when the first connection is up (for tests and start-up logs). */
+  /** Connections made so far, and whether one is up now. */
   connects = 0;
+  connected = false;
 
   constructor(private readonly o: TunnelClientOptions) {
     this.backoff = o.minBackoffMs ?? 200;
@@ -180,12 +181,14 @@ export class TunnelClient {
         if (socket.destroyed) return;
         this.backoff = this.o.minBackoffMs ?? 200;
         this.connects++;
+        this.connected = true;
         this.log(`tunnel: connected to ${host}:${port}`);
         this.h2.emit('connection', socket);
       });
     });
     socket.once('error', (err) => this.log(`tunnel: ${host}:${port}: ${err.message}`));
     socket.once('close', () => {
+      this.connected = false;
       if (this.stopped) return;
       const wait = this.backoff;
       this.backoff = Math.min(this.backoff * 2, this.o.maxBackoffMs ?? 10_000);
