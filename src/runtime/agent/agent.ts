@@ -164,8 +164,9 @@ export class Agent {
     });
     // A gateway that lost its role with no successor named (its own heartbeat lapsed, say, across
     // an agent restart) keeps its tunnel and routes: nothing else would carry the region's traffic,
-    // and tearing down would only make the re-election slower. It steps down once a successor is named.
-    if (next.role === 'standby' && !next.activeNode && this.current.role !== 'standby' && (await this.tunnel.running().catch(() => false))) {
+    // and tearing down would only make the re-election slower. So does a warm standby, whose
+    // sessions make it the quickest successor. Either steps down once a successor is named.
+    if (next.role === 'standby' && !next.activeNode && (await this.tunnel.running().catch(() => false))) {
       if (!this.holding) this.log.info('no active gateway in the region; keeping the tunnel until one is elected', { gateway: next.gateway ?? '' });
       this.holding = true;
       this.backendUp = true;
