@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { applyPlan } from '../src/runtime/agent/agent.ts';
 import { ExecRunner } from '../src/runtime/agent/command-runner.ts';
+import { CHARON_CANDIDATES } from '../src/runtime/agent/ipsec.ts';
 import type { NodePlan } from '../src/runtime/agent/plan.ts';
 import { RouteTable } from '../src/runtime/agent/route-table.ts';
 import { makeTunnel, type Tunnel } from '../src/runtime/agent/tunnel.ts';
@@ -22,7 +23,7 @@ const ns = pair('ipt');
 const state = mkdtempSync(join(tmpdir(), 'raven-ipt-'));
 const runner = new ExecRunner();
 const PSK = 'bench-only-psk-not-a-secret';
-const charon = ['/usr/lib/ipsec/charon', '/usr/libexec/ipsec/charon', '/usr/libexec/strongswan/charon'].find((p) => existsSync(p))!;
+const charon = CHARON_CANDIDATES.find((p) => existsSync(p))!;
 const children: ChildProcess[] = [];
 /** What to stop if a run fails half-way (the agent's charons are detached: they outlive us otherwise). */
 const teardowns: (() => Promise<void>)[] = [];

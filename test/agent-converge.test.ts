@@ -16,12 +16,11 @@ import { plan, type PlanOptions } from '../src/runtime/agent/plan.ts';
 import { RouteTable } from '../src/runtime/agent/route-table.ts';
 import { makeTunnel } from '../src/runtime/agent/tunnel.ts';
 import { type Gateway, STANDBY_KEYS_CONFIG } from '../src/runtime/gateway.ts';
-import { canUseNetns, leftovers, PREFIX, RecordingRunner, sh } from './netns.ts';
+import { canUseNetns, haveWireGuard, leftovers, PREFIX, RecordingRunner, sh } from './netns.ts';
 
-const haveWg = spawnSync('wg', ['--version']).status === 0 && spawnSync('which', ['wireguard-go']).status === 0;
 const key = (): string => spawnSync('wg', ['pubkey'], { input: spawnSync('wg', ['genkey'], { encoding: 'utf8' }).stdout, encoding: 'utf8' }).stdout.trim();
 
-if (!canUseNetns() || !haveWg) {
+if (!canUseNetns() || !haveWireGuard()) {
   console.warn('needs root, wireguard-tools and wireguard-go: convergence tests not run');
 } else {
   test('plans applied in any order, by any number of restarted agents, end in the state the last plan describes', async () => {

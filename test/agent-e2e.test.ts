@@ -14,10 +14,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { type Cluster, type ControllerProcess, activeOf, metric, NS, startCluster, startController, waitFor } from './cluster-harness.ts';
 import { parseHealth, HEALTH_ANNOTATION, leaseName } from '../src/runtime/heartbeat.ts';
-import { canUseNetns, PREFIX, run, sh } from './netns.ts';
+import { canUseNetns, haveStrongswan, haveWireGuard, PREFIX, run, sh } from './netns.ts';
 
-const haveWg = spawnSync('wg', ['--version']).status === 0 && spawnSync('which', ['wireguard-go']).status === 0;
-const haveStrongswan = spawnSync('swanctl', ['--help']).status === 0 && ['/usr/lib/ipsec/charon', '/usr/libexec/ipsec/charon', '/usr/libexec/strongswan/charon'].some((p) => existsSync(p));
 const tag = String(process.pid % 100000);
 
 interface AgentProcess { proc: ChildProcess; logs(): string; port(): Promise<number>; kill(signal: NodeJS.Signals): Promise<void> }
@@ -208,8 +206,8 @@ function backendSuite(backend: 'wireguard' | 'ipsec'): void {
 if (!canUseNetns()) {
   console.warn('needs root: agent end-to-end tests not run');
 } else {
-  if (haveWg) backendSuite('wireguard');
+  if (haveWireGuard()) backendSuite('wireguard');
   else console.warn('needs wireguard-tools and wireguard-go: WireGuard end-to-end tests not run');
-  if (haveStrongswan) backendSuite('ipsec');
+  if (haveStrongswan()) backendSuite('ipsec');
   else console.warn('needs strongswan-charon, strongswan-swanctl and libcharon-extra-plugins: IPsec end-to-end tests not run');
 }

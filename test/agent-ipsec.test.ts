@@ -15,7 +15,7 @@ import * as assert from 'uvu/assert';
 import { ExecRunner } from '../src/runtime/agent/command-runner.ts';
 import { IpsecBackend, parseListSas, renderSwanctlConf, type IpsecSa } from '../src/runtime/agent/ipsec.ts';
 import type { PeerPlan } from '../src/runtime/agent/plan.ts';
-import { canUseNetns, leftovers, pair, RecordingRunner, sh } from './netns.ts';
+import { canUseNetns, haveStrongswan, leftovers, pair, RecordingRunner, sh } from './netns.ts';
 
 const peer = (p: Partial<PeerPlan> & Pick<PeerPlan, 'gateway' | 'node'>): PeerPlan => ({ allowedIPs: ['10.98.2.0/24'], localSubnets: ['10.98.2.0/24', 'fd98:2::/64'], path: 'direct', relaysFor: [], ...p });
 const runner = new RecordingRunner();
@@ -113,9 +113,8 @@ test('list-sas output is parsed (format of strongSwan 5.9)', () => {
   ]);
 });
 
-const haveStrongswan = spawnSync('swanctl', ['--help']).status === 0 && ['/usr/lib/ipsec/charon', '/usr/libexec/ipsec/charon', '/usr/libexec/strongswan/charon'].some((p) => existsSync(p));
 
-if (!canUseNetns() || !haveStrongswan) {
+if (!canUseNetns() || !haveStrongswan()) {
   console.warn('needs root, strongswan-charon, strongswan-swanctl and libcharon-extra-plugins: IPsec kernel tests not run');
 } else {
   const installed = (sas: IpsecSa[]): boolean => sas.some((sa) => sa.state === 'ESTABLISHED' && sa.children.some((c) => c.state === 'INSTALLED'));

@@ -11,11 +11,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { RouteTable } from '../src/runtime/agent/route-table.ts';
 import { WireGuard } from '../src/runtime/agent/wireguard.ts';
-import { canUseNetns, leftovers, pair, RecordingRunner, sh } from './netns.ts';
+import { canUseNetns, haveWireGuard, leftovers, pair, RecordingRunner, sh } from './netns.ts';
 
-const haveWg = spawnSync('wg', ['--version']).status === 0 && spawnSync('which', ['wireguard-go']).status === 0;
 
-if (!canUseNetns() || !haveWg) {
+if (!canUseNetns() || !haveWireGuard()) {
   console.warn('needs root, wireguard-tools and wireguard-go: WireGuard backend tests not run');
 } else {
   test('two gateways connect through wireguard-go, route remote subnets into it, and ping across', async () => {

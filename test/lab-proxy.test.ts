@@ -13,9 +13,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { labDown } from '../src/lab/lab.ts';
 import { LabState } from '../src/lab/state.ts';
-import { canUseNetns, run, sleep, until } from './netns.ts';
+import { sleep } from './apiserver-support.ts';
+import { waitFor } from './cluster-harness.ts';
+import { canUseNetns, haveWireGuard, run } from './netns.ts';
 
-const ready = canUseNetns() && spawnSync('nft', ['--version']).status === 0 && spawnSync('wireguard-go', ['--version']).status === 0 && spawnSync('openssl', ['version']).status === 0 && spawnSync('curl', ['--version']).status === 0;
+const ready = canUseNetns() && spawnSync('nft', ['--version']).status === 0 && haveWireGuard() && spawnSync('openssl', ['version']).status === 0 && spawnSync('curl', ['--version']).status === 0;
 if (!ready) {
   console.warn('needs root, nftables, wireguard-go, openssl and curl: L7 proxy lab tests not run');
 } else {
@@ -37,10 +39,10 @@ if (!ready) {
       const cloud = node('cloud-gw-1').netns;
       const curl = (host: string, path = '/metrics', extra: string[] = []) => run('ip', ['netns', 'exec', cloud, 'curl', '-s', '-m', '5', '-w', '\n%{http_code}', '-H', `Host: ${host}`, ...extra, `http://127.0.0.1:10264${path}`]);
       for (const n of ['hz-1', 'qd-1', 'hz-2', 'cloud-1']) {
-        const r = await until(`${n} through the proxy`, async () => {
+        const r = await waitFor(async () => {
           const x = await curl(`${n}:10255`);
           return x.out.endsWith('\n200') ? x : undefined;
-        }, 30_000);
+        }, 30_000, `${n} through the proxy`);
         assert.match(r.out, `node_name{node="${n}"} 1`, `${n} answers for itself`);
       }
       assert.match((await curl('x-raven-proxy-internal-svc:9445', '/metrics?nodeName=qd-1')).out, 'node_name{node="qd-1"}', "Raven's nodeName form");
@@ -83,16 +85,17 @@ if (!ready) {
       const pid = Number(readFileSync(join(state.nodeDir(gwNode.name), 'state', 'proxy.pid'), 'utf8'));
       assert.ok(state.owns(pid), 'the proxy process is the lab\'s');
       process.kill(pid, 'SIGKILL');
-      const outage = await until('a 503 while qingdao has no client', async () => {
+      const outage = await waitFor(async () => {
         const x = await curl('qd-1:10255');
         return x.out.endsWith('\n503') ? x : undefined;
-      }, 10_000).catch(() => undefined);
+      }, 10_000, 'a 503 while qingdao has no client').catch(() => undefined);
       if (outage) assert.match(outage.out, 'no proxy client of gw-qingdao is connected');
-      const back = await until('qingdao served again', async () => {
+      const back = await waitFor(async () => {
         const x = await curl('qd-1:10255');
         return x.out.endsWith('\n200') ? x : undefined;
-      }, 20_000);
+      }, 20_000, 'qingdao served again');
       assert.match(back.out, 'node_name{node="qd-1"}');
+      assert.is.not(Number(readFileSync(join(state.nodeDir(gwNode.name), 'state', 'proxy.pid'), 'utf8')), pid, 'served by a new proxy process its agent started');
     } finally {
       for (const k of kubelets) k.kill('SIGTERM');
       await sleep(200);

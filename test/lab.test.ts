@@ -14,10 +14,9 @@ import * as assert from 'uvu/assert';
 import { failures, type PairResult } from '../src/lab/check.ts';
 import { gateways, labCheck, labDown, labFail, labRestore, startAgent } from '../src/lab/lab.ts';
 import { LabState } from '../src/lab/state.ts';
-import { canUseNetns, run, until } from './netns.ts';
+import { waitFor } from './cluster-harness.ts';
+import { canUseNetns, haveStrongswan, haveWireGuard, run } from './netns.ts';
 
-const haveWg = spawnSync('wg', ['--version']).status === 0 && spawnSync('which', ['wireguard-go']).status === 0;
-const haveStrongswan = spawnSync('swanctl', ['--help']).status === 0 && ['/usr/lib/ipsec/charon', '/usr/libexec/ipsec/charon', '/usr/libexec/strongswan/charon'].some((p) => existsSync(p));
 const haveNft = spawnSync('nft', ['--version']).status === 0;
 
 const raven = (args: string[]): Promise<{ code: number; out: string }> => run(process.execPath, ['bin/raven.mjs', ...args]);
@@ -101,11 +100,11 @@ function labSuite(backend: 'wireguard' | 'ipsec'): void {
       let out = '';
       ping.stdout!.on('data', (d) => (out += d));
       try {
-        await until('replies before the kill', async () => /time=/.test(out), 10_000);
+        await waitFor(async () => /time=/.test(out), 10_000, 'replies before the kill');
         const killedAt = Date.now();
         await labFail(state, active!);
         const mark = out.length;
-        const firstReply = await until(`traffic to ${target.name} through the standby of ${r.name}\n${logs()}`, async () => (/time=/.test(out.slice(mark)) ? Date.now() : undefined), 20_000);
+        const firstReply = await waitFor(async () => (/time=/.test(out.slice(mark)) ? Date.now() : undefined), 20_000, () => `traffic to ${target.name} through the standby of ${r.name}\n${logs()}`);
         const successor = await activeOf(r.name);
         assert.ok(successor && successor !== active, `${r.name}: ${active} replaced by ${successor}`);
         console.log(`lab (${backend}): ${r.name} failover ${active} -> ${successor}: traffic back ${firstReply - killedAt} ms after the kill (polled every 200 ms)`);
@@ -114,10 +113,10 @@ function labSuite(backend: 'wireguard' | 'ipsec'): void {
       }
       await labRestore(state, active!);
     }
-    const healthy = await until('full connectivity after every node is restored', async () => {
+    const healthy = await waitFor(async () => {
       const results = await labCheck(state, { count: 1 });
       return failures(results).length ? undefined : results;
-    }, 60_000);
+    }, 60_000, 'full connectivity after every node is restored');
     assert.ok(healthy.length > 0);
   });
 
@@ -135,8 +134,8 @@ function labSuite(backend: 'wireguard' | 'ipsec'): void {
     await state.stop(`agent-${gw.name}`, 0, 'SIGKILL');
     startAgent(state, record(), gw);
     const log = (): string => readFileSync(state.log(`agent-${gw.name}`), 'utf8').split('serving health').slice(2).join('');
-    await until(`the restarted agent to apply a plan\n${logs()}`, async () => /plan applied|keeping the tunnel/.test(log()), 20_000);
-    await until('connectivity after the agent restart', async () => !failures(await labCheck(state, { count: 1, kinds: ['pod'] })).length, 30_000);
+    await waitFor(async () => /plan applied|keeping the tunnel/.test(log()), 20_000, () => `the restarted agent to apply a plan\n${logs()}`);
+    await waitFor(async () => !failures(await labCheck(state, { count: 1, kinds: ['pod'] })).length, 30_000, 'connectivity after the agent restart');
     if ((await activeOf('hangzhou')) === gw.name) {
       assert.is(snapshot(), before, 'the same rules, routes, links and addresses: nothing duplicated, nothing left over');
       assert.equal(state.tunnelPids(gw.name), tunnelPids, 'the running tunnel daemon was adopted, not replaced');
@@ -178,8 +177,8 @@ function labSuite(backend: 'wireguard' | 'ipsec'): void {
 if (!canUseNetns() || !haveNft) {
   console.warn('needs root and nftables: raven lab tests not run');
 } else {
-  if (haveWg) labSuite('wireguard');
+  if (haveWireGuard()) labSuite('wireguard');
   else console.warn('needs wireguard-tools and wireguard-go: WireGuard lab tests not run');
-  if (haveStrongswan) labSuite('ipsec');
+  if (haveStrongswan()) labSuite('ipsec');
   else console.warn('needs strongSwan: IPsec lab tests not run');
 }

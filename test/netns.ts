@@ -3,6 +3,8 @@
  * process id, so parallel runs never collide and cleanup only ever touches what this run made.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { CHARON_CANDIDATES } from '../src/runtime/agent/ipsec.ts';
 import type { CommandResult, CommandRunner } from '../src/runtime/agent/command-runner.ts';
 import { ExecRunner } from '../src/runtime/agent/command-runner.ts';
 
@@ -12,6 +14,16 @@ export function sh(cmd: string, args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
+}
+
+/** wireguard-tools and wireguard-go are installed (this kernel has no WireGuard module). */
+export function haveWireGuard(): boolean {
+  return spawnSync('wg', ['--version']).status === 0 && spawnSync('which', ['wireguard-go']).status === 0;
+}
+
+/** strongSwan's charon (with kernel-libipsec) and swanctl are installed. */
+export function haveStrongswan(): boolean {
+  return spawnSync('swanctl', ['--help']).status === 0 && CHARON_CANDIDATES.some((p) => existsSync(p));
 }
 
 /** Whether this machine lets us create network namespaces (root with CAP_NET_ADMIN). */
@@ -79,17 +91,4 @@ export function run(cmd: string, args: readonly string[]): Promise<{ code: numbe
     p.stderr.on('data', (d) => (out += d));
     p.on('close', (c) => resolve({ code: c ?? -1, out }));
   });
-}
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `f` every 200 ms until it returns something truthy (errors count as not yet); fails after `ms`. */
-export async function until<T>(what: string, f: () => Promise<T | undefined | false>, ms: number): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f().catch(() => undefined);
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(200);
-  }
 }

@@ -18,9 +18,9 @@ import { makeProxyCerts } from '../src/runtime/proxy/certs.ts';
 import { fakeKubelet } from './fixtures/lab/fake-kubelet.mjs';
 import { ProxyFront, resolveTarget } from '../src/runtime/proxy/front.ts';
 import { TunnelClient, TunnelHub } from '../src/runtime/proxy/tunnel.ts';
+import { waitFor } from './cluster-harness.ts';
 
 const haveOpenssl = spawnSync('openssl', ['version']).status === 0;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A node's "kubelet", listening on `host:port`. */
 function kubelet(node: string, host: string, port: number): Promise<Server> {
@@ -64,7 +64,8 @@ if (!haveOpenssl) {
       const port = (first.address() as { port: number }).port;
       servers.push(first, await kubelet('b-1', '127.0.0.3', port), await kubelet('c-1', '127.0.0.4', port));
 
-      hub = new TunnelHub(serverTls);
+      const hubLog: string[] = [];
+      hub = new TunnelHub(serverTls, (m) => hubLog.push(m));
       const tunnelPort = await hub.listen(0, '127.0.0.1');
       // An HTTPS "kubelet" (10250-style) on a-1: the proxy re-originates TLS to it.
       const secure = createHttpsServer({ cert: file('server.crt'), key: file('server.key') }, (req, res) => res.end(`secure ${req.headers.host}\n`));
@@ -78,15 +79,8 @@ if (!haveOpenssl) {
         new TunnelClient({ gateway: gw, server: { host: '127.0.0.1', port: tunnelPort, servername: 'localhost' }, tls: clientTls(gw), resolve: (n, p) => (local[n] ? (p === port || p === securePort ? { ip: local[n]! } : { refuse: `port ${p} is not allowed` }) : undefined), minBackoffMs: 50, maxBackoffMs: 200 });
       clients.push(edgeOf('gw-a', { 'a-1': '127.0.0.2' }), edgeOf('gw-b', { 'b-1': '127.0.0.3' }));
       for (const c of clients) c.start();
-      const until = async (what: string, f: () => boolean | Promise<boolean>, ms = 5000) => {
-        const end = Date.now() + ms;
-        while (!(await f())) {
-          if (Date.now() > end) throw new Error(`timed out: ${what}`);
-          await sleep(20);
-        }
-      };
       const h = hub;
-      await until('both edges connected', () => h.connected().length === 2);
+      await waitFor(() => h.connected().length === 2, 5000, 'both edges connected');
       assert.equal(h.connected(), ['gw-a', 'gw-b']);
 
       // (fetch cannot set Host: node's http client can, as kube-apiserver and Prometheus do.)
@@ -171,12 +165,12 @@ if (!haveOpenssl) {
 
       // A killed edge client: 503 naming the region, then it reconnects and serves again.
       clients[0]!.stop();
-      await until('gw-a gone', () => !h.connected().includes('gw-a'));
+      await waitFor(() => !h.connected().includes('gw-a'), 5000, 'gw-a gone');
       const down = await get(`a-1:${port}`, '/metrics');
       assert.equal(down.status, 503);
       assert.match(down.text, 'no proxy client of gw-a is connected');
       clients[0]!.start();
-      await until('gw-a back', () => h.connected().includes('gw-a'));
+      await waitFor(() => h.connected().includes('gw-a'), 5000, 'gw-a back');
       assert.match((await get(`a-1:${port}`, '/metrics')).text, 'node="a-1"');
 
       // Mutual TLS: a certificate from another CA is refused, and so is a client claiming another region.
@@ -188,7 +182,7 @@ if (!haveOpenssl) {
       clients.push(impostor, liar);
       impostor.start();
       liar.start();
-      await sleep(400);
+      await waitFor(() => hubLog.some((m) => m.includes('refused a TLS client')) && hubLog.some((m) => m.includes('refused a client announcing "gw-b"')), 5000, () => `both refusals:\n${hubLog.join('\n')}`);
       assert.equal(h.connected(), ['gw-a', 'gw-b']);
       assert.match((await get(`b-1:${port}`, '/metrics')).text, 'node="b-1"', 'the real gw-b still serves b-1');
     } finally {

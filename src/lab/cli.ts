@@ -1,4 +1,5 @@
 /** `raven lab ...` subcommands other than `apiserver`: argument parsing and exit codes only. */
+import { basename, dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { failures, formatCheck } from './check.js';
 import { type Io, labCheck, labDown, labFail, labRestore, labUp, resolveLab } from './lab.js';
@@ -92,8 +93,7 @@ export async function labCommand(sub: string, args: readonly string[], io: Io): 
       if (!values['state-dir']) throw new LabUsageError('lab serve needs --state-dir');
       const dir = values['state-dir'];
       const { serveLab } = await import('./supervisor.js');
-      const slash = dir.lastIndexOf('/');
-      await serveLab(new LabState(dir.slice(0, slash), dir.slice(slash + 1)));
+      await serveLab(new LabState(dirname(dir), basename(dir)));
       return 0;
     }
     default:

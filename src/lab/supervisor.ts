@@ -15,7 +15,7 @@ import { ravenCommand } from '../runtime/raven-command.js';
 import type { LabState } from './state.js';
 
 /** Node objects for the plan, as a kubelet would register them (Ready, InternalIP, pod ranges). */
-export function nodeObjects(record: ReturnType<LabState['read']>): k8s.V1Node[] {
+function nodeObjects(record: ReturnType<LabState['read']>): k8s.V1Node[] {
   return record.plan.nodes.map((n) => ({
     apiVersion: 'v1',
     kind: 'Node',

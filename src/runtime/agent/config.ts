@@ -7,7 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import ipaddr from 'ipaddr.js';
-import { PROXY_CERT_DIR } from '../../topology/constants.js';
+import { DEFAULT_PROXY_PORT, PROXY_CERT_DIR, PROXY_INTERNAL_INSECURE_PORT, PROXY_INTERNAL_SECURE_PORT, PROXY_METRICS_PORT } from '../../topology/constants.js';
 import { parseAddr } from '../http-endpoints.js';
 
 export interface AgentConfig {
@@ -120,10 +120,10 @@ export function parseAgentConfig(args: readonly string[], env: Readonly<Record<s
     device: values.device ?? 'raven-wg0',
     proxy: {
       certDir: values['proxy-cert-dir'] ?? PROXY_CERT_DIR,
-      tunnelAddr: addr('proxy-external-addr', ':10262'),
-      httpAddr: addr('proxy-internal-insecure-addr', ':10264'),
-      httpsAddr: addr('proxy-internal-secure-addr', ':10263'),
-      metricsAddr: addr('proxy-metric-bind-addr', ':10266'),
+      tunnelAddr: addr('proxy-external-addr', `:${DEFAULT_PROXY_PORT}`),
+      httpAddr: addr('proxy-internal-insecure-addr', `:${PROXY_INTERNAL_INSECURE_PORT}`),
+      httpsAddr: addr('proxy-internal-secure-addr', `:${PROXY_INTERNAL_SECURE_PORT}`),
+      metricsAddr: addr('proxy-metric-bind-addr', `:${PROXY_METRICS_PORT}`),
     },
   };
   if (!/^[a-zA-Z0-9_.-]{1,15}$/.test(config.device)) errors.push(`device "${config.device}" must be 1-15 letters, digits, ".", "-" or "_"`);

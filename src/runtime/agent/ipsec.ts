@@ -27,7 +27,7 @@ import { connect, isIP } from 'node:net';
 import { isAbsolute, join } from 'node:path';
 import { type CommandRunner, mustRun } from './command-runner.js';
 import { isAlive, stopOwnedProcess } from './owned-process.js';
-import type { PeerPlan } from './plan.js';
+import { IPSEC_MAX_MTU, type PeerPlan } from './plan.js';
 
 export interface IpsecOptions {
   /** This node's name (for messages; IKE identities are Gateway names, see `setPeers`). */
@@ -80,13 +80,14 @@ export interface IpsecSa {
 
 /** The TUN device kernel-libipsec creates (name fixed by strongSwan, one per network namespace). */
 export const LIBIPSEC_DEVICE = 'ipsec0';
-/** Its MTU as strongSwan 5.9 creates it (not configurable there). */
-export const LIBIPSEC_MTU = 1400;
+/** Its MTU as strongSwan 5.9 creates it (not configurable there); the plan caps every IPsec MTU at it. */
+export const LIBIPSEC_MTU = IPSEC_MAX_MTU;
 /** Only what the core plugins shipped with libstrongswan provide (no openssl, gcm or curve25519 needed). */
 export const IKE_PROPOSAL = 'aes128-sha256-modp2048';
 export const ESP_PROPOSAL = 'aes128-sha256';
 
-const CHARON_CANDIDATES = ['/usr/lib/ipsec/charon', '/usr/libexec/ipsec/charon', '/usr/libexec/strongswan/charon'];
+/** Where Debian and other distributions install charon. */
+export const CHARON_CANDIDATES = ['/usr/lib/ipsec/charon', '/usr/libexec/ipsec/charon', '/usr/libexec/strongswan/charon'];
 /**
  * Run as `sh -c SCRIPT raven-charon <charon path>`: mounts a private /run (we are in a fresh mount
  * namespace from `unshare -m`) and becomes charon, so the PID we spawned is charon's. Constant:

@@ -7,13 +7,12 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { DEFAULT_PROXY_PORT } from '../../topology/constants.js';
 import type { Logger } from '../log.js';
 import type { Gateway } from '../gateway.js';
 import { ravenCommand } from '../raven-command.js';
 import type { ProxyConfig } from '../proxy/main.js';
 import { isAlive, stopOwnedProcess } from './owned-process.js';
-
-export const DEFAULT_PROXY_PORT = 10262;
 
 export interface ProxyAddresses {
   readonly certDir: string;
