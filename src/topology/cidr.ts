@@ -70,3 +70,49 @@ function fromBigInt(v: bigint, family: 4 | 6): string {
   for (let i = n - 1; i >= 0; i--) bytes.push(Number((v >> BigInt(i * 8)) & 0xffn));
   return ipaddr.fromByteArray(bytes).toString();
 }
+
+/**
+ * Why a range may never be routed across regions, or null when it may. Shared by the compiler
+ * (pod CIDRs in a topology) and the runtime (subnets read from Gateway status): a default route,
+ * or a range covering loopback, link-local, multicast or the unspecified address, would take over
+ * traffic that is not a remote region's. Prefixes shorter than /8 (IPv4) or /16 (IPv6) are refused
+ * too: no region's pods need a quarter of the address space, and `0.0.0.0/1` plus `128.0.0.0/1`
+ * is a default route in two halves.
+ */
+export function unroutableReason(cidr: Cidr): string | null {
+  const bits = cidr.family === 4 ? 32 : 128;
+  const len = bits - bitLength(cidr.last - cidr.first + 1n) + 1;
+  const min = cidr.family === 4 ? 8 : 16;
+  if (len < min) return `${cidr.text} is wider than /${min}: it would capture traffic for most of the ${cidr.family === 4 ? 'IPv4' : 'IPv6'} address space`;
+  for (const r of RESERVED[cidr.family]) {
+    if (overlaps(cidr, r.cidr)) return `${cidr.text} overlaps ${r.cidr.text} (${r.what}), which is never routed to another region`;
+  }
+  return null;
+}
+
+const reserved = (text: string, what: string): { cidr: Cidr; what: string } => {
+  const p = parseCidr(text);
+  if (!p.ok) throw new Error(`bad reserved range ${text}`);
+  return { cidr: p.cidr, what };
+};
+
+const RESERVED: Readonly<Record<4 | 6, readonly { cidr: Cidr; what: string }[]>> = {
+  4: [
+    reserved('0.0.0.0/8', 'this-network addresses'),
+    reserved('127.0.0.0/8', 'loopback'),
+    reserved('169.254.0.0/16', 'link-local'),
+    reserved('224.0.0.0/4', 'multicast'),
+    reserved('240.0.0.0/4', 'reserved and broadcast'),
+  ],
+  6: [
+    reserved('::/128', 'the unspecified address'),
+    reserved('::1/128', 'loopback'),
+    reserved('::ffff:0:0/96', 'IPv4-mapped addresses'),
+    reserved('fe80::/10', 'link-local'),
+    reserved('ff00::/8', 'multicast'),
+  ],
+};
+
+function bitLength(v: bigint): number {
+  return v.toString(2).length;
+}
