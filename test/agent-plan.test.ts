@@ -19,16 +19,19 @@ function gw(name: string, exposeType: string, active: Partial<GatewayEndpoint> &
 
 function seed(edge: Partial<GatewayEndpoint> = {}, qdEdge: Partial<GatewayEndpoint> = {}): Gateway[] {
   return [
-    gw('gw-cloud', 'PublicIP', { nodeName: 'cloud-gw-1', publicIP: '203.0.113.10', config: { publicKey: 'PK-cloud' } }, [['cloud-gw-1', '10.0.0.10', '10.244.0.0/24'], ['cloud-2', '10.0.0.11', '10.244.5.0/24']], ['cloud-gw-1']),
-    gw('gw-hangzhou', '', { nodeName: 'hz-1', config: { publicKey: 'PK-hz' }, ...edge }, [['hz-1', '192.168.1.11', '10.244.1.0/24'], ['hz-2', '192.168.1.12', '10.244.2.0/24']], ['hz-1', 'hz-2']),
-    gw('gw-qingdao', '', { nodeName: 'qd-1', config: { publicKey: 'PK-qd' }, ...qdEdge }, [['qd-1', '192.168.1.11', '10.244.3.0/24'], ['qd-2', '192.168.1.12', '10.244.4.0/24']], ['qd-1', 'qd-2']),
+    gw('gw-cloud', 'PublicIP', { nodeName: 'cloud-gw-1', publicIP: '203.0.113.10', config: { publicKey: PK.cloud } }, [['cloud-gw-1', '10.0.0.10', '10.244.0.0/24'], ['cloud-2', '10.0.0.11', '10.244.5.0/24']], ['cloud-gw-1']),
+    gw('gw-hangzhou', '', { nodeName: 'hz-1', config: { publicKey: PK.hz }, ...edge }, [['hz-1', '192.168.1.11', '10.244.1.0/24'], ['hz-2', '192.168.1.12', '10.244.2.0/24']], ['hz-1', 'hz-2']),
+    gw('gw-qingdao', '', { nodeName: 'qd-1', config: { publicKey: PK.qd }, ...qdEdge }, [['qd-1', '192.168.1.11', '10.244.3.0/24'], ['qd-2', '192.168.1.12', '10.244.4.0/24']], ['qd-1', 'qd-2']),
   ];
 }
+
+/** WireGuard-format keys (32 bytes, base64): the plan drops anything else. */
+const PK = { cloud: Buffer.alloc(32, 'cloud').toString('base64'), hz: Buffer.alloc(32, 'hz').toString('base64'), qd: Buffer.alloc(32, 'qd').toString('base64') };
 
 const REMOTE_OF_HZ = ['10.244.0.0/24', '10.244.3.0/24', '10.244.4.0/24', '10.244.5.0/24'];
 
 test('a node in no Gateway is outside: no routes, no tunnels', () => {
-  assert.equal(plan(seed(), opts('elsewhere')), { role: 'outside', routes: [], peers: [], staged: [], mtu: 1420 });
+  assert.equal(plan(seed(), opts('elsewhere')), { role: 'outside', routes: [], peers: [], staged: [], mtu: 1420, dropped: [] });
 });
 
 test('a standby sends only remote-region destinations to its active gateway, with the tunnel MTU', () => {
@@ -51,7 +54,7 @@ test('a NATed edge gateway dials the cloud with keepalive, and reaches the other
   assert.equal(p.routes, REMOTE_OF_HZ.map((dst) => ({ dst, dev: 'raven-wg0', mtu: 1420 })));
   assert.equal(p.peers, [
     {
-      gateway: 'gw-cloud', node: 'cloud-gw-1', publicKey: 'PK-cloud', endpoint: '203.0.113.10:4500', allowedIPs: REMOTE_OF_HZ,
+      gateway: 'gw-cloud', node: 'cloud-gw-1', publicKey: PK.cloud, endpoint: '203.0.113.10:4500', allowedIPs: REMOTE_OF_HZ,
       localSubnets: ['10.244.1.0/24', '10.244.2.0/24'], keepaliveSeconds: 5, path: 'direct', relaysFor: ['gw-qingdao'], probeIP: '10.244.0.0',
     },
   ]);

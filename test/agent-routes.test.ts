@@ -14,7 +14,34 @@ test('the diff of desired and current routes is exactly what differs', () => {
     [r('10.1.0.0/24', '192.168.77.2'), r('10.2.0.0/24', '192.168.77.2'), r('10.3.0.0/24', '192.168.77.2', 1400)],
     [r('10.2.0.0/24', '192.168.77.2'), r('10.3.0.0/24', '192.168.77.2'), r('10.0.0.10', '192.168.77.2')],
   );
-  assert.equal(d, { add: [r('10.0.0.10/32', '192.168.77.2')], change: [r('10.3.0.0/24', '192.168.77.2')], remove: ['10.1.0.0/24'] });
+  assert.equal(d, { add: [r('10.0.0.10/32', '192.168.77.2')], change: [r('10.3.0.0/24', '192.168.77.2')], remove: ['10.1.0.0/24'], refused: [] });
+});
+
+/** Values an attacker can put in Gateway status (through a node's InternalIP or pod CIDR) to reach `ip -batch`. */
+const HOSTILE_ROUTES: RoutePlan[] = [
+  r('10.7.0.0/24', '192.168.77.2\nnetns exec x sh -c "touch /tmp/pwned"'),
+  r('10.7.1.0/24\nroute add 0.0.0.0/1 via 192.168.77.2', '192.168.77.2'),
+  r('10.7.2.0/24 table main', '192.168.77.2'),
+  r('10.7.3.0/24', '192.168.77.2 dev lo'),
+  r('10.7.4.0/24', '-force'),
+  r('10.7.5.0/24', 'fd77::2'),
+  r('10.7.6.0/24', '192.168.77.2', 1420.5),
+  { dst: '10.7.7.0/24', dev: 'lo; reboot', mtu: 1420 },
+  { dst: '10.7.8.0/24', mtu: 1420 },
+];
+
+test('hostile route values are refused one by one, never rendered into the batch; the good route next to them is written', async () => {
+  const batches: string[] = [];
+  const fake: CommandRunner = {
+    run: async (_cmd, args, input) => {
+      if (input) batches.push(input);
+      return { code: 0, stdout: args.includes('-json') ? '[]' : '', stderr: '' };
+    },
+  };
+  const res = await new RouteTable(fake, TABLE).set([...HOSTILE_ROUTES, r('10.8.0.0/24', '192.168.77.2')]);
+  assert.equal(batches, ['route replace 10.8.0.0/24 via 192.168.77.2 table 9031 mtu lock 1420\n']);
+  assert.is(res.refused.length, HOSTILE_ROUTES.length);
+  assert.equal(res.add.map((x) => x.dst), ['10.8.0.0/24']);
 });
 
 test('executor commands are argument arrays rendered as text: one batch for many routes', async () => {
@@ -115,6 +142,19 @@ if (!canUseNetns()) {
         const rules = (sh('ip', ['-n', ns.a, 'rule', 'show']).match(/lookup 9031/g) ?? []).length;
         assert.is(rules, 1, 'restarts never duplicate the rule');
       }
+    } finally {
+      ns.cleanup();
+    }
+  });
+
+  test('on the kernel, a hostile plan changes nothing but the well-formed route, and runs no command', async () => {
+    const ns = pair('r5');
+    try {
+      const t = new RouteTable(new RecordingRunner(), { ...TABLE, netns: ns.a });
+      await t.set([...HOSTILE_ROUTES, r('10.8.0.0/24', '192.168.77.2')]);
+      assert.equal(sh('ip', ['-n', ns.a, 'route', 'show', 'table', '9031']).trim(), '10.8.0.0/24 via 192.168.77.2 dev ' + ns.devA + ' mtu lock 1420');
+      assert.equal(sh('ip', ['-n', ns.a, 'route', 'show', 'table', 'main']).trim().split('\n').filter((l) => !l.includes(ns.devA)), [], 'main is untouched');
+      assert.equal(sh('ip', ['-n', ns.a, 'rule', 'show']).match(/lookup 9031/g)?.length, 1);
     } finally {
       ns.cleanup();
     }

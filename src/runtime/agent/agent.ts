@@ -7,6 +7,7 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import { GATEWAY_GROUP, GATEWAY_VERSION } from '../../topology/constants.js';
+import { countByKind, type Dropped, shown, sortDropped } from '../canonical.js';
 import type { Gateway } from '../gateway.js';
 import { type ActiveGatewayObservation, CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, encodeHealth, HEALTH_ANNOTATION, leaseName, MEMBER_LEASE_SECONDS, MEMBER_RENEW_MS, type PeerHealth } from '../heartbeat.js';
 import { serveEndpoints } from '../http-endpoints.js';
@@ -36,6 +37,8 @@ export const TUNNEL_PROBES_PER_ROUND = 16;
  * early and often, since the gateway we dial may need a few hundred ms to come up.
  */
 export const NUDGE_DELAYS_MS = [150, 400, 800, 1500, 2500];
+/** Kinds of refused values, pre-initialised in `raven_agent_refused_values` so dashboards see zeros. */
+const REFUSAL_KINDS = ['gateway-name', 'endpoint', 'node', 'node-ip', 'subnet', 'subnet-conflict', 'public-ip', 'port', 'public-key', 'peer', 'route'];
 /** Backends that give up on a peer (IPsec) are nudged this often (in tunnel probe rounds). */
 export const MAINTENANCE_ROUNDS = 5;
 
@@ -44,13 +47,13 @@ export const MAINTENANCE_ROUNDS = 5;
  * a warm standby the tunnel without routes into it, elsewhere no tunnel of ours; then the routes.
  * Idempotent; returns the gateways whose peers changed.
  */
-export async function applyPlan(next: NodePlan, tunnel: Tunnel, routes: RouteTable): Promise<string[]> {
+export async function applyPlan(next: NodePlan, tunnel: Tunnel, routes: RouteTable): Promise<{ changed: string[]; refused: Dropped[] }> {
   let changed: string[] = [];
   // A warm standby (WireGuard) keeps a tunnel with its would-be peers; routes decide who carries traffic.
   if (next.role === 'gateway' || next.peers.length > 0) changed = await tunnel.apply(next);
   else if (await tunnel.running()) await tunnel.down();
-  await routes.set(next.routes);
-  return changed;
+  const diff = await routes.set(next.routes);
+  return { changed, refused: diff.refused.map((r) => ({ source: 'route', kind: 'route', reason: `${shown(r.route.dst)}: ${r.reason}` })) };
 }
 
 export class Agent {
@@ -62,6 +65,9 @@ export class Agent {
   private readonly peerRtt = this.registry.register(new Gauge('raven_agent_peer_rtt_seconds', 'Latest probe round trip through the tunnel, per remote gateway.'));
   private readonly peerLoss = this.registry.register(new Gauge('raven_agent_peer_probe_loss_ratio', 'Share of the last 10 tunnel probes lost, per remote gateway.'));
   private readonly activeReachable = this.registry.register(new Gauge('raven_agent_active_gateway_reachable', 'On standbys: 1 when the active gateway answers probes.'));
+  private readonly refusedGauge = this.registry.register(new Gauge('raven_agent_refused_values', 'Values from Gateways (addresses, ranges, ports, keys, peers, routes) refused in the last plan, by kind.'));
+  /** The refusals last logged, so each is logged once, when it appears. */
+  private refusedLogged = new Set<string>();
 
   private readonly routes: RouteTable;
   private readonly tunnel: Tunnel;
@@ -174,7 +180,8 @@ export class Agent {
     }
     this.holding = false;
     try {
-      const changed = await applyPlan(next, this.tunnel, this.routes);
+      const { changed, refused } = await applyPlan(next, this.tunnel, this.routes);
+      this.reportRefused([...(next.dropped ?? []), ...refused, ...this.tunnel.refused()]);
       if (changed.length) this.scheduleNudges();
       await this.proxy.set(proxyConfigFor(gateways, this.config.nodeName, this.config.proxy));
       // Healthy: the plan is in the kernel (on a gateway, the tunnel device is up with its peers).
@@ -193,6 +200,19 @@ export class Agent {
       this.log.error('failed to apply plan', { error: (err as Error).message });
       this.timers.push(setTimeout(() => this.trigger(), 1000));
     }
+  }
+
+  /**
+   * Values the plan or an executor refused: a gauge per kind, and one warning per refusal when it
+   * first appears (a hostile value must not flood the log on every sync).
+   */
+  private reportRefused(items: readonly Dropped[]): void {
+    const all = sortDropped(items);
+    const counts = countByKind(all);
+    for (const kind of new Set([...REFUSAL_KINDS, ...counts.keys()])) this.refusedGauge.set(counts.get(kind) ?? 0, { kind });
+    const now = new Set(all.map((d) => `${d.source}\0${d.kind}\0${d.reason}`));
+    for (const d of all) if (!this.refusedLogged.has(`${d.source}\0${d.kind}\0${d.reason}`)) this.log.warn('refused a value from the cluster', { source: d.source, kind: d.kind, reason: d.reason });
+    this.refusedLogged = now;
   }
 
   /** Peers we dial may have sent their first initiation to a gateway that did not know us yet. */

@@ -25,6 +25,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, isIP } from 'node:net';
 import { isAbsolute, join } from 'node:path';
+import { canonicalIP, type Dropped, shown } from '../canonical.js';
 import { type CommandRunner, mustRun } from './command-runner.js';
 import { isAlive, stopOwnedProcess } from './owned-process.js';
 import { IPSEC_MAX_MTU, type PeerPlan } from './plan.js';
@@ -38,8 +39,12 @@ export interface IpsecOptions {
   readonly runner: CommandRunner;
   /** UDP port for IKE and (UDP-encapsulated) ESP; Raven uses 4500. */
   readonly port: number;
-  /** Pre-shared key, the same on every gateway. Never logged, never on a command line. */
-  readonly psk: string;
+  /**
+   * Pre-shared key, the same on every gateway. Never logged, never on a command line. Absent on
+   * nodes that are no gateway candidate (they do not mount it): such a backend can only stop a
+   * charon it started earlier, never configure peers.
+   */
+  readonly psk?: string;
   /** Test hook: use kernel-libipsec even if the kernel has ESP (this machine's kernel has none anyway). */
   readonly forceUserspace?: boolean;
   /**
@@ -118,7 +123,7 @@ export class IpsecBackend {
     if (/^\/(var\/)?run(\/|$)/.test(opts.stateDir)) throw new Error(`ipsec: state dir ${opts.stateDir} is under /run, which charon's private /run would hide`);
     if (!validName(opts.node)) throw new Error(`ipsec: node name ${JSON.stringify(opts.node)} is not a DNS-1123 name`);
     if (!Number.isInteger(opts.port) || opts.port < 1 || opts.port > 65535) throw new Error(`ipsec: bad port ${opts.port}`);
-    if (!opts.psk) throw new Error('ipsec: empty PSK');
+    if (opts.psk !== undefined && !opts.psk) throw new Error('ipsec: empty PSK');
     this.table = opts.routeTable ?? 220;
     if (!Number.isInteger(this.table) || this.table < 1 || this.table > 0xfffffffe) throw new Error(`ipsec: bad route table ${this.table}`);
     if (opts.mtu !== undefined && (!Number.isInteger(opts.mtu) || opts.mtu < 1280 || opts.mtu > LIBIPSEC_MTU)) throw new Error(`ipsec: MTU ${opts.mtu} is outside 1280..${LIBIPSEC_MTU}`);
@@ -242,10 +247,12 @@ export class IpsecBackend {
    * terminated, and responder connections that changed are re-established (initiators are restarted
    * by charon itself when their config is replaced).
    */
-  async setPeers(peers: readonly PeerPlan[], gateway: string): Promise<{ loaded: boolean; connections: string[]; removed: string[]; restarted: string[] }> {
+  async setPeers(peers: readonly PeerPlan[], gateway: string): Promise<{ loaded: boolean; connections: string[]; removed: string[]; restarted: string[]; refused: Dropped[] }> {
+    if (!this.opts.psk) throw new Error(`failed to configure IPsec peers of ${gateway}: this node holds no PSK (only gateway candidates mount the PSK Secret)`);
     const rendered = renderSwanctlConf({ gateway, port: this.opts.port, psk: this.opts.psk, peers });
     const connections = [...rendered.blocks.keys()];
-    if (this.loaded?.text === rendered.text) return { loaded: false, connections, removed: [], restarted: [] };
+    const refused = rendered.refused;
+    if (this.loaded?.text === rendered.text) return { loaded: false, connections, removed: [], restarted: [], refused };
     writeSecretFile(this.files.swanctlConf, rendered.text);
     await this.swanctl(['--load-all', '--noprompt', '--file', this.files.swanctlConf]);
     const before = this.loaded;
@@ -261,7 +268,7 @@ export class IpsecBackend {
       // A terminate of an SA that went away meanwhile is no error.
       if (active.has(c)) await this.opts.runner.run('env', [...this.swanctlEnv(), 'swanctl', '--terminate', '--ike', c, '--force', '--uri', this.viciUri]);
     }
-    return { loaded: true, connections, removed, restarted };
+    return { loaded: true, connections, removed, restarted, refused };
   }
 
   /**
@@ -315,6 +322,8 @@ interface Rendered {
   readonly gateways: Map<string, string>;
   /** Connections with start_action = start. */
   readonly initiators: Set<string>;
+  /** Peers left out because a value did not validate (the others are still configured). */
+  readonly refused: Dropped[];
 }
 
 /** strongswan.conf for our charon (and the swanctl invocations talking to it). */
@@ -379,15 +388,23 @@ export function renderSwanctlConf(o: { gateway: string; port: number; psk: strin
   const initiators = new Set<string>();
   const secrets: string[] = [];
   const secret = `0x${Buffer.from(o.psk, 'utf8').toString('hex')}`;
+  const refused: Dropped[] = [];
   const peers = [...o.peers].sort((a, b) => (a.gateway < b.gateway ? -1 : a.gateway > b.gateway ? 1 : 0));
   for (const p of peers) {
-    if (!validName(p.gateway)) throw new Error(`ipsec: gateway name ${JSON.stringify(p.gateway)} is not a DNS-1123 name`);
-    const remote = [...new Set(p.allowedIPs.map((s) => cidr(s, `allowed IP of ${p.gateway}`)))].sort();
-    const local = [...new Set(p.localSubnets.map((s) => cidr(s, `local subnet towards ${p.gateway}`)))].sort();
-    if (!remote.length || !local.length) continue;
+    // One peer with a bad value is left out; it must not take every other peer's tunnel with it.
+    let remote: string[], local: string[], ep: { host: string; port: number } | undefined;
     const name = `raven-${p.gateway.replaceAll('.', '_')}`;
-    if (blocks.has(name)) throw new Error(`ipsec: two peers for gateway ${p.gateway}`);
-    const ep = p.endpoint ? endpoint(p.endpoint) : undefined;
+    try {
+      if (!validName(p.gateway)) throw new Error(`ipsec: gateway name ${JSON.stringify(p.gateway)} is not a DNS-1123 name`);
+      remote = [...new Set(p.allowedIPs.map((s) => cidr(s, `allowed IP of ${p.gateway}`)))].sort();
+      local = [...new Set(p.localSubnets.map((s) => cidr(s, `local subnet towards ${p.gateway}`)))].sort();
+      if (blocks.has(name)) throw new Error(`ipsec: two peers for gateway ${p.gateway}`);
+      ep = p.endpoint ? endpoint(p.endpoint) : undefined;
+    } catch (err) {
+      refused.push({ source: shown(p.gateway), kind: 'peer', reason: (err as Error).message });
+      continue;
+    }
+    if (!remote.length || !local.length) continue;
     // Who initiates: the side that has an endpoint. When both do (both reachable), only the gateway
     // with the smaller name starts and the other installs a trap, so they do not race; when we are
     // behind NAT (keepalive set) or punching edge-to-edge, the peer cannot dial us: we start.
@@ -438,7 +455,7 @@ export function renderSwanctlConf(o: { gateway: string; port: number; psk: strin
     '}',
     '',
   ].join('\n');
-  return { text, blocks, gateways, initiators };
+  return { text, blocks, gateways, initiators, refused };
 }
 
 /** Parses `swanctl --list-sas` (default format). */
@@ -476,14 +493,16 @@ function validName(s: string): boolean {
 function cidr(s: string, what: string): string {
   const m = /^([0-9a-fA-F.:]+)\/(\d{1,3})$/.exec(s);
   const family = m ? isIP(m[1]!) : 0;
-  if (!m || !family || Number(m[2]) > (family === 4 ? 32 : 128)) throw new Error(`ipsec: ${what} ${JSON.stringify(s)} is not a CIDR`);
+  if (!m || !family || Number(m[2]) > (family === 4 ? 32 : 128)) throw new Error(`ipsec: ${what} ${shown(s)} is not a CIDR`);
   return s;
 }
 
+/** `ip:port` with the address in canonical form (`203.0.113.010` is refused, not read as octal). */
 function endpoint(s: string): { host: string; port: number } {
   const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(s) ?? /^([0-9.]+):(\d+)$/.exec(s);
   const port = Number(m?.[2]);
-  if (!m || !isIP(m[1]!) || !(port >= 1 && port <= 65535)) throw new Error(`ipsec: endpoint ${JSON.stringify(s)} is not ip:port`);
+  const ip = m ? canonicalIP(m[1]) : undefined;
+  if (!m || !ip?.ok || ip.value !== m[1] || !(port >= 1 && port <= 65535)) throw new Error(`ipsec: endpoint ${shown(s)} is not ip:port`);
   return { host: m[1]!, port };
 }
 

@@ -9,8 +9,10 @@
  * rules (Raven issue #136).
  */
 import ipaddr from 'ipaddr.js';
+import { type Cidr, parseCidr } from '../../topology/cidr.js';
 import { BACKEND_OVERHEAD } from '../../topology/constants.js';
-import { type Gateway, type GatewayEndpoint, STANDBY_KEYS_CONFIG } from '../gateway.js';
+import { type Dropped, isWireGuardKey, objectName, sortDropped } from '../canonical.js';
+import { type Gateway, type GatewayEndpoint, parseGateway, STANDBY_KEYS_CONFIG } from '../gateway.js';
 
 export type Role = 'gateway' | 'standby' | 'member' | 'outside';
 
@@ -72,6 +74,8 @@ export interface NodePlan {
   /** Gateway only: this node's probe address, held on the tunnel device; peers ping it. */
   readonly probeSource?: string;
   readonly mtu: number;
+  /** Values from the Gateways that were refused, and why (sorted): logged and counted by the agent. */
+  readonly dropped?: readonly Dropped[];
 }
 
 export interface PlanOptions {
@@ -118,12 +122,30 @@ export function effectiveMTU(opts: Pick<PlanOptions, 'backend' | 'mtu' | 'underl
   return opts.backend === 'ipsec' ? Math.min(mtu, IPSEC_MAX_MTU) : mtu;
 }
 
-export function plan(gateways: readonly Gateway[], opts: PlanOptions): NodePlan {
+/**
+ * The plan for one node. Gateways are read as hostile: each is parsed (`parseGateway`: bad
+ * addresses, ranges, ports and keys are left out), then ranges that would take over traffic that is
+ * not a remote region's are refused (`refuseConflicts`). Everything refused is in `dropped`.
+ */
+export function plan(gateways: readonly unknown[], opts: PlanOptions): NodePlan {
+  const dropped: Dropped[] = [];
+  const parsed: Gateway[] = [];
+  for (const raw of gateways) {
+    const p = parseGateway(raw);
+    dropped.push(...p.dropped);
+    if (p.gateway) parsed.push(p.gateway);
+  }
+  const result = planParsed(parsed, opts, dropped);
+  return { ...result, dropped: sortDropped(dropped) };
+}
+
+function planParsed(gateways: readonly Gateway[], opts: PlanOptions, dropped: Dropped[]): Omit<NodePlan, 'dropped'> {
   const mtu = effectiveMTU(opts);
-  const regions: Region[] = gateways.map((gw) => region(gw, opts.forwardNodeIP)).sort(byName);
-  const mine = regions.find((r) => r.gw.status?.nodes?.some((n) => n.nodeName === opts.node));
+  const all: Region[] = gateways.map((gw) => region(gw, opts.forwardNodeIP)).sort(byName);
+  const mine = all.find((r) => r.gw.status?.nodes?.some((n) => n.nodeName === opts.node));
   const none = { routes: [], peers: [], staged: [], mtu };
   if (!mine) return { role: 'outside', ...none };
+  const regions = refuseConflicts(all, mine, dropped);
 
   const remotes = regions.filter((r) => r !== mine && r.active && r.subnets.length > 0);
   const activeNode = mine.active?.nodeName;
@@ -133,7 +155,7 @@ export function plan(gateways: readonly Gateway[], opts: PlanOptions): NodePlan 
   if (activeNode !== opts.node) {
     const via = mine.gw.status?.nodes?.find((n) => n.nodeName === activeNode)?.privateIP;
     const routes = via ? remotes.flatMap((r) => r.subnets.map((dst) => ({ dst, via, mtu }))) : [];
-    const base: NodePlan = { role: notActive, gateway: mine.name, activeNode, ...none, routes: sortRoutes(routes) };
+    const base: Omit<NodePlan, 'dropped'> = { role: notActive, gateway: mine.name, activeNode, ...none, routes: sortRoutes(routes) };
     if (notActive !== 'standby' || !opts.warmStandby || opts.backend !== 'wireguard') return base;
     // Warm: the peers this node would have as the active gateway (direct ones: edge-to-edge pairs
     // punch only once they are active), so a failover needs no new handshake.
@@ -172,15 +194,87 @@ function region(gw: Gateway, forwardNodeIP: boolean): Region {
     if (forwardNodeIP && n.privateIP) subnets.add(n.privateIP.includes(':') ? `${n.privateIP}/128` : `${n.privateIP}/32`);
   }
   const exposed = gw.spec?.exposeType === 'PublicIP' || gw.spec?.exposeType === 'LoadBalancer';
-  const anchor = active && anchorOf(gw.status?.nodes?.find((n) => n.nodeName === active.nodeName)?.subnets[0]);
   return {
     name: gw.metadata.name,
     gw,
     ...(active && { active }),
     subnets: [...subnets].sort(),
     reachable: exposed && !active?.underNAT && !!active?.publicIP,
-    ...(anchor && { anchor }),
+    ...withAnchor(gw, active),
   };
+}
+
+function withAnchor(gw: Gateway, active: GatewayEndpoint | undefined): { anchor?: string } {
+  const anchor = active && anchorOf(gw.status?.nodes?.find((n) => n.nodeName === active.nodeName)?.subnets[0]);
+  return anchor ? { anchor } : {};
+}
+
+/**
+ * Ranges of remote regions that must not be routed, removed (and reported): those overlapping our
+ * own region's ranges or containing one of its node addresses (they would pull our own traffic
+ * into the tunnel), those containing an address a tunnel is dialled at (the tunnel would carry
+ * itself), and ranges two regions both claim (whichever we picked, the other could be hijacked:
+ * both lose them until the claim is resolved). Every node computes the same from the same input.
+ */
+function refuseConflicts(all: readonly Region[], mine: Region, dropped: Dropped[]): Region[] {
+  const local: { cidr: Cidr; what: string }[] = [];
+  const add = (list: { cidr: Cidr; what: string }[], text: string, what: string): void => {
+    const p = parseCidr(text.includes('/') ? text : `${text}/${text.includes(':') ? 128 : 32}`);
+    if (p.ok) list.push({ cidr: p.cidr, what });
+  };
+  for (const s of mine.subnets) add(local, s, `range ${s} of our own region ${mine.name}`);
+  for (const n of mine.gw.status?.nodes ?? []) if (n.privateIP) add(local, n.privateIP, `address ${n.privateIP} of ${n.nodeName} in our own region`);
+  const underlay: { cidr: Cidr; what: string }[] = [];
+  for (const r of all) {
+    for (const e of [...(r.gw.status?.activeEndpoints ?? []), ...(r.gw.spec?.endpoints ?? [])]) if (e.publicIP) add(underlay, e.publicIP, `public address ${e.publicIP} of ${r.name}`);
+  }
+  const claims: { cidr: Cidr; region: string }[] = [];
+  for (const r of all) {
+    if (r === mine) continue;
+    for (const s of r.subnets) {
+      const p = parseCidr(s);
+      if (p.ok) claims.push({ cidr: p.cidr, region: r.name });
+    }
+  }
+  const refused = new Map<string, Set<string>>();
+  const refuse = (region: string, subnet: string, reason: string): void => {
+    const set = refused.get(region) ?? refused.set(region, new Set()).get(region)!;
+    if (set.has(subnet)) return;
+    set.add(subnet);
+    dropped.push({ source: region, kind: 'subnet-conflict', reason: `${subnet} not routed: ${reason}` });
+  };
+  for (const c of claims) {
+    // A host route of exactly a dialled address (forwardNodeIP on a node whose InternalIP is its
+    // public one) is fine: gateways never send it into the tunnel (see `isHostRoute`).
+    const hit = local.find((x) => overlapping(c.cidr, x.cidr)) ?? underlay.find((x) => overlapping(c.cidr, x.cidr) && !(c.cidr.first === c.cidr.last && x.cidr.first === c.cidr.first));
+    if (hit) refuse(c.region, c.cidr.text, `it overlaps the ${hit.what}`);
+  }
+  for (const [a, b] of crossRegionOverlaps(claims)) {
+    refuse(a.region, a.cidr.text, `${b.region} claims the overlapping ${b.cidr.text}`);
+    refuse(b.region, b.cidr.text, `${a.region} claims the overlapping ${a.cidr.text}`);
+  }
+  if (refused.size === 0) return [...all];
+  return all.map((r) => {
+    const bad = refused.get(r.name);
+    return bad ? { ...r, subnets: r.subnets.filter((s) => !bad.has(s)), ...withAnchor({ ...r.gw, status: { ...r.gw.status, nodes: (r.gw.status?.nodes ?? []).map((n) => ({ ...n, subnets: n.subnets.filter((s) => !bad.has(s)) })) } }, r.active) } : r;
+  });
+}
+
+function overlapping(a: Cidr, b: Cidr): boolean {
+  return a.family === b.family && a.first <= b.last && b.first <= a.last;
+}
+
+/** Pairs of overlapping ranges claimed by different regions: one sort, then a sweep over open ranges. */
+function crossRegionOverlaps<T extends { cidr: Cidr; region: string }>(items: readonly T[]): [T, T][] {
+  const sorted = [...items].sort((a, b) => a.cidr.family - b.cidr.family || (a.cidr.first < b.cidr.first ? -1 : a.cidr.first > b.cidr.first ? 1 : 0));
+  const out: [T, T][] = [];
+  let open: T[] = [];
+  for (const item of sorted) {
+    open = open.filter((o) => o.cidr.family === item.cidr.family && o.cidr.last >= item.cidr.first);
+    for (const o of open) if (o.region !== item.region) out.push([o, item]);
+    open.push(item);
+  }
+  return out;
 }
 
 /**
@@ -206,8 +300,8 @@ function asActive(mine: Region, node: string): Region {
   const active: GatewayEndpoint = { ...current, ...spec, nodeName: node, type: 'tunnel', ...(spec?.publicIP ? { publicIP: spec.publicIP } : {}) };
   if (!spec?.publicIP) delete active.publicIP;
   const exposed = mine.gw.spec?.exposeType === 'PublicIP' || mine.gw.spec?.exposeType === 'LoadBalancer';
-  const anchor = anchorOf(mine.gw.status?.nodes?.find((n) => n.nodeName === node)?.subnets[0]);
-  return { ...mine, active, reachable: exposed && !active.underNAT && !!active.publicIP, ...(anchor ? { anchor } : {}) };
+  const { anchor: _current, ...rest } = mine;
+  return { ...rest, active, reachable: exposed && !active.underNAT && !!active.publicIP, ...withAnchor(mine.gw, active) };
 }
 
 function isCandidate(gw: Gateway, node: string): boolean {
@@ -315,7 +409,7 @@ export function standbyKeys(active: GatewayEndpoint | undefined): Record<string,
   try {
     const raw = JSON.parse(text) as unknown;
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return {};
-    return Object.fromEntries(Object.entries(raw).filter((e): e is [string, string] => typeof e[1] === 'string' && /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/.test(e[1])));
+    return Object.fromEntries(Object.entries(raw).filter((e): e is [string, string] => objectName(e[0]).ok && isWireGuardKey(e[1])));
   } catch {
     return {};
   }

@@ -23,7 +23,12 @@ export interface RouteDiff {
   readonly add: RoutePlan[];
   readonly change: RoutePlan[];
   readonly remove: string[];
+  /** Desired routes that are not well-formed (not a CIDR, next hop not an address, bad device or MTU): never written. */
+  readonly refused: { readonly route: RoutePlan; readonly reason: string }[];
 }
+
+/** Interface names as the kernel allows them (IFNAMSIZ 16 with the NUL), in the characters we use. */
+const DEVICE = /^[A-Za-z0-9_.-]{1,15}$/;
 
 interface KernelRoute {
   dst: string;
@@ -49,18 +54,30 @@ export class RouteTable {
       if (res.code !== 0) throw new Error(`failed to read routing table ${this.opts.table}: ${res.stderr.trim()}`);
       for (const r of JSON.parse(res.stdout || '[]') as KernelRoute[]) {
         const mtu = r.metrics?.find((m) => m.mtu !== undefined)?.mtu;
-        out.push({ dst: normalizeCidr(r.dst), ...(r.gateway ? { via: r.gateway } : { dev: r.dev! }), mtu: mtu ?? 0 });
+        // `ip` prints a default route as "default"; anything else odd is kept as it says, and removed.
+        const dst = r.dst === 'default' ? (family === '-4' ? '0.0.0.0/0' : '::/0') : r.dst;
+        out.push({ dst: normalizeCidr(dst) ?? dst, ...(r.gateway ? { via: r.gateway } : { dev: r.dev! }), mtu: mtu ?? 0 });
       }
     }
     return out.sort((a, b) => (a.dst < b.dst ? -1 : 1));
   }
 
+  /**
+   * Makes our table exactly the well-formed routes of `desired`. Every line of the batch is rendered
+   * from parsed values (`renderRoute`); a route that does not parse is refused and reported, never
+   * written, and the others are still applied.
+   */
   async set(desired: readonly RoutePlan[]): Promise<RouteDiff & { ruleAdded: boolean }> {
-    const ruleAdded = await this.ensureRules(desired);
+    const wellFormed = desired.filter((r) => routeProblem(r) === null);
+    const ruleAdded = await this.ensureRules(wellFormed);
     const diff = diffRoutes(await this.current(), desired);
     const lines = [
-      ...diff.remove.map((dst) => `route del ${dst} table ${this.opts.table}`),
-      ...[...diff.add, ...diff.change].map((r) => this.replaceLine(r)),
+      ...diff.remove.flatMap((dst) => {
+        const canonical = normalizeCidr(dst);
+        // A kernel route we cannot even name (it cannot be ours) is flushed by cleanUp, not here.
+        return canonical ? [`route del ${canonical} table ${this.opts.table}`] : [];
+      }),
+      ...[...diff.add, ...diff.change].map((r) => renderRoute(r, this.opts.table)),
     ];
     if (lines.length) await mustRun(this.runner, 'ip', this.ip(['-batch', '-']), lines.join('\n') + '\n');
     return { ...diff, ruleAdded };
@@ -76,13 +93,6 @@ export class RouteTable {
         if (r.code !== 0) break;
       }
     }
-  }
-
-  private replaceLine(r: RoutePlan): string {
-    const dst = normalizeCidr(r.dst);
-    const next = r.via ? `via ${r.via}` : `dev ${r.dev}`;
-    // onlink on dev routes is unnecessary; mtu lock stops PMTU discovery from raising it above the tunnel's.
-    return `route replace ${dst} ${next} table ${this.opts.table}${r.mtu ? ` mtu lock ${r.mtu}` : ''}`;
   }
 
   /** Our rule exactly in the families that have routes: a node with nothing to route keeps no rule of ours. */
@@ -105,10 +115,49 @@ export class RouteTable {
   }
 }
 
-/** What must change to turn `current` into `desired`. Pure. */
+/**
+ * Why a route may not be written, or null: the destination must be a CIDR, the next hop an address
+ * of the same family (or the device a plain interface name), the MTU an integer. These values come
+ * from Gateway status, so this is the last check before a line of `ip -batch` input.
+ */
+export function routeProblem(r: RoutePlan): string | null {
+  const dst = normalizeCidr(r.dst);
+  if (!dst) return `destination ${JSON.stringify(r.dst)} is not a CIDR`;
+  const v6 = dst.includes(':');
+  if (r.via !== undefined) {
+    if (!ipaddr.isValid(r.via) || canonicalAddress(r.via) !== r.via || r.via.includes(':') !== v6) return `next hop ${JSON.stringify(r.via)} is not an ${v6 ? 'IPv6' : 'IPv4'} address`;
+  } else if (r.dev === undefined || !DEVICE.test(r.dev)) return `device ${JSON.stringify(r.dev)} is not an interface name`;
+  if (!Number.isInteger(r.mtu) || r.mtu < 0 || r.mtu > 65535 || (r.mtu > 0 && r.mtu < 68)) return `MTU ${JSON.stringify(r.mtu)} is not valid`;
+  return null;
+}
+
+/** One `ip -batch` line, from parsed values only. Callers check `routeProblem` first. */
+export function renderRoute(r: RoutePlan, table: number): string {
+  const problem = routeProblem(r);
+  if (problem) throw new Error(`refusing to render route: ${problem}`);
+  const next = r.via !== undefined ? `via ${r.via}` : `dev ${r.dev}`;
+  // onlink on dev routes is unnecessary; mtu lock stops PMTU discovery from raising it above the tunnel's.
+  return `route replace ${normalizeCidr(r.dst)} ${next} table ${table}${r.mtu ? ` mtu lock ${r.mtu}` : ''}`;
+}
+
+function canonicalAddress(text: string): string | undefined {
+  try {
+    return ipaddr.parse(text).toString();
+  } catch {
+    return undefined;
+  }
+}
+
+/** What must change to turn `current` into `desired`. Pure. Malformed desired routes are refused, not diffed. */
 export function diffRoutes(current: readonly RoutePlan[], desired: readonly RoutePlan[]): RouteDiff {
-  const have = new Map(current.map((r) => [normalizeCidr(r.dst), r]));
-  const want = new Map(desired.map((r) => [normalizeCidr(r.dst), { ...r, dst: normalizeCidr(r.dst) }]));
+  const refused: { route: RoutePlan; reason: string }[] = [];
+  const have = new Map(current.map((r) => [normalizeCidr(r.dst) ?? r.dst, r]));
+  const want = new Map<string, RoutePlan>();
+  for (const r of desired) {
+    const reason = routeProblem(r);
+    if (reason) refused.push({ route: r, reason });
+    else want.set(normalizeCidr(r.dst)!, { ...r, dst: normalizeCidr(r.dst)! });
+  }
   const add: RoutePlan[] = [];
   const change: RoutePlan[] = [];
   for (const [dst, r] of want) {
@@ -118,16 +167,21 @@ export function diffRoutes(current: readonly RoutePlan[], desired: readonly Rout
   }
   const remove = [...have.keys()].filter((dst) => !want.has(dst)).sort();
   const byDst = (a: RoutePlan, b: RoutePlan): number => (a.dst < b.dst ? -1 : 1);
-  return { add: add.sort(byDst), change: change.sort(byDst), remove };
+  return { add: add.sort(byDst), change: change.sort(byDst), remove, refused };
 }
 
-/** `10.0.0.10` → `10.0.0.10/32`; IPv6 in canonical compressed form, as `ip` prints it. */
-export function normalizeCidr(text: string): string {
+/**
+ * `10.0.0.10` → `10.0.0.10/32`; IPv6 in canonical compressed form, as `ip` prints it; undefined
+ * for anything that is not exactly an address with an optional prefix length (no spaces, no
+ * newlines: this text becomes part of a batch line).
+ */
+export function normalizeCidr(text: string): string | undefined {
+  if (typeof text !== 'string' || !/^[0-9a-fA-F.:]+(\/\d{1,3})?$/.test(text)) return undefined;
   const withLen = text.includes('/') ? text : `${text}/${text.includes(':') ? 128 : 32}`;
   try {
     const [addr, len] = ipaddr.parseCIDR(withLen);
     return `${addr.toString()}/${len}`;
   } catch {
-    return withLen;
+    return undefined;
   }
 }

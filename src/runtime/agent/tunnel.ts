@@ -4,6 +4,7 @@
  * plan (device, probe address, peers) and reports per-peer handshake ages.
  */
 import { join } from 'node:path';
+import type { Dropped } from '../canonical.js';
 import type { CommandRunner } from './command-runner.js';
 import { IpsecBackend } from './ipsec.js';
 import type { NodePlan, PeerPlan } from './plan.js';
@@ -31,6 +32,8 @@ export interface Tunnel {
   readonly retriesByItself: boolean;
   /** The public key to publish (WireGuard); undefined for IPsec. */
   publicKey(): Promise<string | undefined>;
+  /** Peers (or parts of them) the backend refused in the last `apply`, and why. */
+  refused(): readonly Dropped[];
 }
 
 export interface TunnelOptions {
@@ -101,6 +104,10 @@ class WireGuardTunnel implements Tunnel {
   publicKey(): Promise<string | undefined> {
     return this.wg.publicKey();
   }
+
+  refused(): readonly Dropped[] {
+    return this.wg.refused;
+  }
 }
 
 class IpsecTunnel implements Tunnel {
@@ -109,10 +116,11 @@ class IpsecTunnel implements Tunnel {
   private readonly ipsec: IpsecBackend;
   private readonly addresses: TunnelAddresses;
   private device?: string;
+  private skipped: readonly Dropped[] = [];
 
   constructor(o: TunnelOptions) {
-    if (!o.psk) throw new Error('the ipsec backend needs a PSK');
-    this.ipsec = new IpsecBackend({ node: o.node, stateDir: join(o.stateDir, 'ipsec'), runner: o.runner, port: o.port, psk: o.psk, ...(o.mtu >= 1280 && { mtu: o.mtu }), ...(o.netns && { netns: o.netns }) });
+    // No PSK on nodes that are no gateway candidate: they never apply a tunnel plan (setPeers refuses).
+    this.ipsec = new IpsecBackend({ node: o.node, stateDir: join(o.stateDir, 'ipsec'), runner: o.runner, port: o.port, ...(o.psk && { psk: o.psk }), ...(o.mtu >= 1280 && { mtu: o.mtu }), ...(o.netns && { netns: o.netns }) });
     this.addresses = new TunnelAddresses(o.runner, o.netns);
   }
 
@@ -129,6 +137,7 @@ class IpsecTunnel implements Tunnel {
       await this.addresses.set(this.device, [...base, ...missingSubnetAnchors(local, [...owned, ...base])]);
     }
     const r = await this.ipsec.setPeers(plan.peers, plan.gateway!);
+    this.skipped = r.refused;
     return r.loaded ? plan.peers.map((p) => p.gateway) : [];
   }
 
@@ -159,5 +168,9 @@ class IpsecTunnel implements Tunnel {
 
   async publicKey(): Promise<string | undefined> {
     return undefined;
+  }
+
+  refused(): readonly Dropped[] {
+    return this.skipped;
   }
 }

@@ -7,6 +7,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { canonicalIP, canonicalSubnet, type Dropped, isWireGuardKey, shown } from '../canonical.js';
 import { type CommandRunner, mustRun } from './command-runner.js';
 import { isAlive, stopOwnedProcess } from './owned-process.js';
 import type { PeerPlan, StagedPeer } from './plan.js';
@@ -37,6 +38,8 @@ export class WireGuard {
   private readonly pidFile: string;
   /** When we last changed each peer (epoch seconds): a handshake older than that is not an answer to the change. */
   private readonly changedAt = new Map<string, number>();
+  /** Peers (or parts of them) refused or rejected by `wg` in the last `setPeers`. */
+  refused: Dropped[] = [];
 
   constructor(private readonly opts: WireGuardOptions) {
     this.keyFile = join(opts.stateDir, 'wireguard.key');
@@ -128,22 +131,34 @@ export class WireGuard {
    * initiate at the same moment. Returns the gateways whose peers were set, and removed keys.
    */
   async setPeers(desired: readonly PeerPlan[], staged: readonly StagedPeer[] = []): Promise<{ set: string[]; removed: string[] }> {
+    const refused: Dropped[] = [];
+    this.refused = refused;
     const current = new Map((await this.peers()).map((p) => [p.publicKey, p]));
-    const wanted = desired.filter((p): p is PeerPlan & { publicKey: string } => !!p.publicKey);
+    const wanted = desired.filter((p) => !!p.publicKey).flatMap((p) => wellFormed(p, refused));
     const activeKeys = new Set(wanted.map((p) => p.publicKey));
-    const standby = staged.filter((p) => !activeKeys.has(p.publicKey));
+    const standby = staged.filter((p) => !activeKeys.has(p.publicKey)).flatMap((p) => wellFormed({ ...p, allowedIPs: [] }, refused));
     const set: string[] = [];
+    // One peer `wg` rejects must not keep the others from being set: each is its own call.
+    const setPeer = async (p: { gateway: string; publicKey: string }, args: string[]): Promise<boolean> => {
+      try {
+        await this.wg(args);
+        return true;
+      } catch (err) {
+        refused.push({ source: p.gateway, kind: 'peer', reason: `wg rejected peer ${p.publicKey}: ${(err as Error).message.split('\n')[0]}` });
+        return false;
+      }
+    };
     const apply = async (p: PeerPlan & { publicKey: string }): Promise<void> => {
       const allowed = [...p.allowedIPs].sort();
       if (sameConfig(current.get(p.publicKey), allowed, p.keepaliveSeconds, p.endpoint)) return;
-      await this.wg(peerArgs(this.opts.device, p.publicKey, allowed, p.keepaliveSeconds, p.endpoint));
+      if (!(await setPeer(p, peerArgs(this.opts.device, p.publicKey, allowed, p.keepaliveSeconds, p.endpoint)))) return;
       this.changedAt.set(p.publicKey, Date.now() / 1000);
       set.push(p.gateway);
     };
     for (const p of wanted.filter((x) => !x.initiateDelayMs)) await apply(p);
     for (const p of standby) {
       if (sameConfig(current.get(p.publicKey), [], p.keepaliveSeconds, p.endpoint)) continue;
-      await this.wg(peerArgs(this.opts.device, p.publicKey, [], p.keepaliveSeconds, p.endpoint));
+      await setPeer(p, peerArgs(this.opts.device, p.publicKey, [], p.keepaliveSeconds, p.endpoint));
     }
     const delayed = wanted.filter((x) => x.initiateDelayMs);
     if (delayed.length) {
@@ -193,6 +208,35 @@ export class WireGuard {
     }
     rmSync(`/var/run/wireguard/${this.opts.device}.sock`, { force: true });
   }
+}
+
+/**
+ * The peer with only values `wg` may be given: a key of the right form, an `ip:port` endpoint in
+ * canonical form, ranges that parse, a keepalive in range. A peer with a bad key or endpoint is
+ * refused as a whole; a bad range is left out on its own. The plan parses all of these already;
+ * this is the executor's own check, so no caller can hand `wg` something it did not validate.
+ */
+function wellFormed<P extends { gateway: string; publicKey?: string; endpoint?: string; allowedIPs: readonly string[]; keepaliveSeconds?: number }>(p: P, refused: Dropped[]): (P & { publicKey: string })[] {
+  const refuse = (reason: string): [] => (refused.push({ source: p.gateway, kind: 'peer', reason }), []);
+  if (!isWireGuardKey(p.publicKey)) return refuse(`public key ${shown(p.publicKey, 60)} is not a WireGuard key`);
+  if (p.endpoint !== undefined && !canonicalEndpoint(p.endpoint)) return refuse(`endpoint ${shown(p.endpoint)} is not ip:port`);
+  if (p.keepaliveSeconds !== undefined && !(Number.isInteger(p.keepaliveSeconds) && p.keepaliveSeconds >= 1 && p.keepaliveSeconds <= 65535)) return refuse(`keepalive ${shown(p.keepaliveSeconds)} is out of range`);
+  const allowedIPs = p.allowedIPs.filter((a) => {
+    const c = canonicalSubnet(a);
+    if (c.ok && c.value === a) return true;
+    refused.push({ source: p.gateway, kind: 'peer', reason: `allowed IP ${shown(a)} left out: ${c.ok ? 'not in canonical form' : c.reason}` });
+    return false;
+  });
+  return [{ ...p, publicKey: p.publicKey, allowedIPs }];
+}
+
+/** `203.0.113.10:4500` or `[2001:db8::1]:4500`, exactly as rendered from parsed values. */
+function canonicalEndpoint(text: string): boolean {
+  const m = /^\[([0-9a-f:.]+)\]:(\d{1,5})$/.exec(text) ?? /^([0-9.]+):(\d{1,5})$/.exec(text);
+  if (!m) return false;
+  const ip = canonicalIP(m[1]);
+  const port = Number(m[2]);
+  return ip.ok && ip.value === m[1] && port >= 1 && port <= 65535 && String(port) === m[2];
 }
 
 function sameConfig(have: CurrentPeer | undefined, allowed: readonly string[], keepalive: number | undefined, endpoint: string | undefined): boolean {
