@@ -13,14 +13,16 @@ import * as apps from 'kubernetes-models/apps/v1';
 import * as policy from 'kubernetes-models/policy/v1';
 import * as rbac from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import * as apiext from 'kubernetes-models/apiextensions.k8s.io/v1';
+import * as admission from 'kubernetes-models/admissionregistration.k8s.io/v1';
 import * as argo from '@kubernetes-models/argo-cd/argoproj.io/v1alpha1';
 import * as fluxSource from '@kubernetes-models/flux-cd/source.toolkit.fluxcd.io/v1';
 import * as fluxKustomize from '@kubernetes-models/flux-cd/kustomize.toolkit.fluxcd.io/v1';
+import { agentMounts, placesOn } from '../src/lab/agent-mounts.ts';
 import { type K8sObject, mustCompile, objectsOf, topologyFiles } from './support.ts';
 
 type Model = { apiVersion: string; kind: string; new (data: unknown): { validate(): void } };
 const models = new Map<string, Model>();
-for (const mod of [core, apps, policy, rbac, apiext, argo, fluxSource, fluxKustomize] as Record<string, unknown>[]) {
+for (const mod of [core, apps, policy, rbac, apiext, admission, argo, fluxSource, fluxKustomize] as Record<string, unknown>[]) {
   for (const v of Object.values(mod)) {
     const m = v as Model;
     if (typeof m === 'function' && m.apiVersion && m.kind) models.set(`${m.apiVersion}/${m.kind}`, m);
@@ -104,7 +106,40 @@ test('the agent runs on every node, on the host network, with its identity from 
     assert.is(env.NODE_NAME, 'spec.nodeName');
     assert.is(env.NODE_IP, 'status.hostIP');
     assert.ok(pod.volumes.some((v: any) => v.hostPath?.path === '/var/lib/raven'), 'persisted key directory');
-    assert.equal(ds.spec.selector.matchLabels, { 'app.kubernetes.io/name': 'raven-agent' });
+    const region = ds.metadata.name === 'raven-agent' ? undefined : ds.metadata.name.replace(/^raven-agent-gw-/, '');
+    assert.equal(ds.spec.selector.matchLabels, region ? { 'app.kubernetes.io/name': 'raven-agent-gateway', 'raven-gitops.io/region': region } : { 'app.kubernetes.io/name': 'raven-agent' });
+    // Kubernetes rejects a matchFields requirement with more than one value.
+    for (const term of pod.affinity?.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms ?? []) {
+      for (const r of term.matchFields) assert.equal([r.key, r.values.length], ['metadata.name', 1], `${ds.metadata.name}: one node per matchFields requirement`);
+    }
+  }
+});
+
+test('every node runs exactly one agent: its region\'s gateway DaemonSet if it is a candidate, raven-agent otherwise', () => {
+  for (const file of sources) {
+    const objects = objectsOf(mustCompile([file])).map((o) => o.obj);
+    const sets = objects.filter((o) => o.kind === 'DaemonSet');
+    const topo = parse(readFileSync(file, 'utf8'));
+    const candidates = topo.spec.regions.flatMap((r: any) => (r.endpoints ?? []).map((e: any) => [e.node, r.name]));
+    for (const [node, region] of [...candidates, ['an-ordinary-node', undefined]]) {
+      assert.equal(sets.filter((ds) => placesOn(ds, node)).map((ds) => ds.metadata.name), [region ? `raven-agent-gw-${region}` : 'raven-agent'], `${file}: ${node}`);
+    }
+  }
+});
+
+test('Secrets only where needed: the PSK and a region\'s proxy Secret on its candidates, nothing on other nodes', () => {
+  const objects = objectsOf(mustCompile(['topologies/retail-eu.yaml', 'topologies/seed.yaml'])).map((o) => o.obj);
+  const retail = objects.filter((o) => o.metadata.labels?.['raven-gitops.io/cluster'] === 'retail-eu');
+  const seed = objects.filter((o) => o.metadata.labels?.['raven-gitops.io/cluster'] === 'seed');
+  assert.equal(agentMounts(retail, 'an-ordinary-node'), { daemonSet: 'raven-agent' });
+  assert.equal(agentMounts(retail, 'lyon-edge-2'), { daemonSet: 'raven-agent-gw-factory-lyon', psk: { name: 'raven-ipsec-psk', key: 'psk' }, proxySecret: 'raven-proxy-factory-lyon' });
+  assert.equal(agentMounts(seed, 'hz-1'), { daemonSet: 'raven-agent-gw-hangzhou', proxySecret: 'raven-proxy-hangzhou' }, 'no PSK with WireGuard');
+  for (const ds of of('DaemonSet')) {
+    const pod = ds.spec.template.spec;
+    const secrets = pod.volumes.filter((v: any) => v.secret);
+    if (ds.metadata.name === 'raven-agent') assert.equal(secrets, [], `${ds.metadata.labels?.['raven-gitops.io/cluster']}: raven-agent mounts no Secret`);
+    for (const v of secrets) assert.is(v.secret.defaultMode, 0o400, `${ds.metadata.name}: ${v.name} readable by root only`);
+    assert.not.ok(JSON.stringify(pod).includes('secretKeyRef'), `${ds.metadata.name}: no Secret in the environment`);
   }
 });
 
@@ -124,17 +159,20 @@ test('RBAC is least-privilege: no wildcards, no secrets, writes only where the r
     assert.not.ok(r.resources.includes('secrets'), `${r.role} can read secrets`);
   }
   const agentWrites = rules.filter((r) => r.role.endsWith('raven-agent') && r.verbs.some((v: string) => ['update', 'patch', 'create', 'delete'].includes(v)));
-  assert.equal([...new Set(agentWrites.flatMap((r) => r.resources))].sort(), ['events', 'leases']);
+  assert.equal([...new Set(agentWrites.flatMap((r) => r.resources))].sort(), ['leases']);
+  // The agent replaces its Lease (get + update) and reads its ConfigMap as files: nothing more.
+  assert.equal([...new Set(rules.filter((r) => r.role === 'Role/raven-agent').map((r) => JSON.stringify([r.resources, r.verbs])))], [JSON.stringify([['leases'], ['create', 'get', 'update']])]);
   for (const cr of of('ClusterRole')) {
     assert.not.ok(cr.rules.some((r: any) => r.resources.includes('gateways') && r.verbs.includes('update')), `${cr.metadata.name} may rewrite Gateway specs that git owns`);
   }
 });
 
-test('no Secret objects and no secret material in the output: the PSK is a reference', () => {
+test('no Secret objects and no secret material in the output: the PSK is a reference, mounted as a file', () => {
   assert.is(of('Secret').length, 0);
-  const ipsec = of('DaemonSet').find((d) => d.metadata.labels?.['raven-gitops.io/cluster'] === 'retail-eu')!;
-  const psk = ipsec.spec.template.spec.containers[0].env.find((e: any) => e.name === 'VPN_CONNECTION_PSK');
-  assert.equal(psk.valueFrom, { secretKeyRef: { name: 'raven-ipsec-psk', key: 'psk' } });
+  const ipsec = of('DaemonSet').find((d) => d.metadata.name === 'raven-agent-gw-frankfurt')!;
+  const pod = ipsec.spec.template.spec;
+  assert.equal(pod.volumes.find((v: any) => v.name === 'ipsec-psk').secret, { secretName: 'raven-ipsec-psk', items: [{ key: 'psk', path: 'psk' }], defaultMode: 0o400 });
+  assert.equal(pod.containers[0].volumeMounts.find((m: any) => m.name === 'ipsec-psk'), { name: 'ipsec-psk', mountPath: '/etc/raven/ipsec', readOnly: true });
 });
 
 test('Argo CD syncs the CRD first, the namespace next, the runtime, and the Gateways last', () => {
@@ -143,6 +181,8 @@ test('Argo CD syncs the CRD first, the namespace next, the runtime, and the Gate
   const crd = synced.filter((o) => o.kind === 'CustomResourceDefinition').map(wave);
   const ns = synced.filter((o) => o.kind === 'Namespace').map(wave);
   const runtime = synced.filter((o) => ['Deployment', 'DaemonSet', 'ConfigMap', 'ClusterRole'].includes(o.kind)).map(wave);
+  const policies = synced.filter((o) => o.kind.startsWith('ValidatingAdmissionPolicy')).map(wave);
+  assert.ok(policies.length > 0 && Math.max(...policies) < Math.min(...runtime), 'the Lease policy is in force before the agents start');
   const gws = synced.filter((o) => o.kind === 'Gateway').map(wave);
   assert.ok(Math.max(...crd) < Math.min(...ns) && Math.max(...ns) < Math.min(...runtime) && Math.max(...runtime) < Math.min(...gws));
   for (const app of of('Application')) assert.ok(app.spec.syncPolicy.syncOptions.includes('ServerSideApply=true'));
@@ -162,7 +202,7 @@ test('Flux applies the layers in order and health-checks the runtime', () => {
     ['raven-seed-runtime', 'raven-seed-crds'],
     ['raven-seed-gateways', 'raven-seed-runtime'],
   ]);
-  assert.equal(ks[1]!.spec.healthChecks.map((h: any) => h.kind), ['Deployment', 'DaemonSet']);
+  assert.equal(ks[1]!.spec.healthChecks.map((h: any) => `${h.kind}/${h.name}`), ['Deployment/raven-controller', 'DaemonSet/raven-agent', 'DaemonSet/raven-agent-gw-cloud', 'DaemonSet/raven-agent-gw-hangzhou', 'DaemonSet/raven-agent-gw-qingdao']);
   const repo = of('GitRepository').find((g) => g.metadata.name === 'raven-lb-cluster')!;
   assert.equal(repo.spec.ref, { commit: '0123456789abcdef0123456789abcdef01234567' });
 });

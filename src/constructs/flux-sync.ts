@@ -1,7 +1,7 @@
 import { ApiObject } from 'cdk8s';
 import { Construct } from 'constructs';
 import type { Topology } from '../topology/model.js';
-import { AGENT_NAME } from './raven-agent.js';
+import { agentDaemonSetNames } from './raven-agent.js';
 import { CONTROLLER_NAME } from './raven-controller.js';
 
 /** The three layers Flux applies in order: each waits for the previous one to be healthy. */
@@ -31,7 +31,7 @@ export function fluxUrl(repoURL: string): string {
 
 /**
  * Flux GitRepository + one Kustomization per layer: CRDs, then the runtime (health-checked controller
- * and agent), then Gateways. dependsOn makes Flux wait for each layer to be Ready.
+ * and agent DaemonSets), then Gateways. dependsOn makes Flux wait for each layer to be Ready.
  */
 export class FluxSync extends Construct {
   constructor(scope: Construct, id: string, props: FluxSyncProps) {
@@ -68,7 +68,7 @@ export class FluxSync extends Construct {
             ? {
                 healthChecks: [
                   { apiVersion: 'apps/v1', kind: 'Deployment', name: CONTROLLER_NAME, namespace: t.namespace },
-                  { apiVersion: 'apps/v1', kind: 'DaemonSet', name: AGENT_NAME, namespace: t.namespace },
+                  ...agentDaemonSetNames(t).map((ds) => ({ apiVersion: 'apps/v1', kind: 'DaemonSet', name: ds, namespace: t.namespace })),
                 ],
               }
             : { wait: true }),

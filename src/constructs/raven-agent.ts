@@ -1,13 +1,33 @@
 import { Construct } from 'constructs';
-import { k8s } from 'cdk8s-plus-27';
-import { AGENT_HEALTH_PORT, AGENT_METRICS_PORT, GATEWAY_GROUP, PROXY_CERT_DIR, PROXY_CERTS_SECRET } from '../topology/constants.js';
-import type { Topology } from '../topology/model.js';
+import { GATEWAY_GROUP, proxySecretName, REGION_LABEL } from '../topology/constants.js';
+import type { Region, Topology } from '../topology/model.js';
+import { AgentDaemonSet } from './agent-daemon-set.js';
+import { AgentLeasePolicy } from './agent-lease-policy.js';
 import { LeastPrivilegeAccess } from './least-privilege-access.js';
-import { AGENT_CONFIG } from './raven-config.js';
 
 export const AGENT_NAME = 'raven-agent';
-/** Host directory where the agent keeps state that must survive restarts (the WireGuard private key). */
-export const AGENT_STATE_DIR = '/var/lib/raven';
+/** Pods of the gateway-candidate DaemonSets carry this name (and their region), never AGENT_NAME. */
+export const GATEWAY_AGENT_NAME = 'raven-agent-gateway';
+
+/** The DaemonSet of one region's gateway candidates. Region names are at most 60 characters; names up to 253 are valid. */
+export function gatewayAgentName(region: string): string {
+  return `raven-agent-gw-${region}`;
+}
+
+/** Regions with gateway candidates: each gets a DaemonSet of its own. */
+export function regionsWithCandidates(t: Topology): Region[] {
+  return t.regions.filter((r) => r.endpoints.length > 0);
+}
+
+/** Names of every agent DaemonSet, members' first. */
+export function agentDaemonSetNames(t: Topology): string[] {
+  return [AGENT_NAME, ...regionsWithCandidates(t).map((r) => gatewayAgentName(r.name))];
+}
+
+/** Every node named as an endpoint of some region: the only nodes that can be elected gateway. */
+export function candidateNodes(t: Topology): string[] {
+  return [...new Set(t.regions.flatMap((r) => r.endpoints.map((e) => e.node)))].sort();
+}
 
 export interface RavenAgentProps {
   readonly topology: Topology;
@@ -15,99 +35,57 @@ export interface RavenAgentProps {
 }
 
 /**
- * The per-node agent: a DaemonSet on every node (it tolerates every taint), on the host network,
- * programming routes and tunnels. Its selector is a fixed label, never a construct-path hash, so
- * refactoring this code never produces the immutable-selector error on sync.
+ * The per-node agent, as several DaemonSets of one construct, so Secrets reach only the nodes that
+ * use them: `raven-agent` on every node that is no region's gateway candidate, with no Secret at all;
+ * `raven-agent-gw-<region>` on that region's candidates, with the IPsec PSK (ipsec) and the region's
+ * own proxy Secret (l7Proxy). Plus the agents' RBAC and the admission policy limiting each agent to
+ * its own heartbeat Lease.
  */
 export class RavenAgent extends Construct {
   constructor(scope: Construct, id: string, props: RavenAgentProps) {
     super(scope, id);
     const t = props.topology;
     const namespace = t.namespace;
-    const selector = { 'app.kubernetes.io/name': AGENT_NAME };
-    const labels = { ...props.labels, ...selector, 'app.kubernetes.io/component': 'agent' };
+    const labels = { ...props.labels, 'app.kubernetes.io/component': 'agent' };
 
     const access = new LeastPrivilegeAccess(this, 'access', {
       name: AGENT_NAME,
       namespace,
-      labels,
+      labels: { ...labels, 'app.kubernetes.io/name': AGENT_NAME },
       clusterRules: [
         // Reads every Gateway: routes to remote regions come from their status.
         { apiGroups: [GATEWAY_GROUP], resources: ['gateways'], verbs: ['get', 'list', 'watch'] },
       ],
       namespacedRules: [
-        { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'watch'], resourceNames: [AGENT_CONFIG, 'raven-cfg'] },
-        // The per-node heartbeat Lease (raven-agent-<node>). create cannot be limited by name.
-        { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create', 'get', 'update', 'patch'] },
-        { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
+        // The per-node heartbeat Lease, read and replaced (never patched, never deleted). RBAC cannot
+        // limit create by name, nor update to names it cannot know (members selected by label):
+        // AgentLeasePolicy limits every agent to raven-agent-<its node> on Kubernetes 1.30 and later.
+        // The agent reads its ConfigMap as mounted files and records no events: no rule for either.
+        { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create', 'get', 'update'] },
       ],
     });
+    new AgentLeasePolicy(this, 'lease-policy', { namespace, serviceAccount: access.serviceAccountName, labels: { ...labels, 'app.kubernetes.io/name': AGENT_NAME } });
 
-    const env: k8s.EnvVar[] = [
-      { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
-      { name: 'NODE_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } },
-      { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
-    ];
-    if (t.vpn.backend === 'ipsec' && t.vpn.psk) {
-      env.push({ name: 'VPN_CONNECTION_PSK', valueFrom: { secretKeyRef: { name: t.vpn.psk.name, key: t.vpn.psk.key } } });
-    }
-
-    new k8s.KubeDaemonSet(this, 'daemon-set', {
-      metadata: { name: AGENT_NAME, namespace, labels },
-      spec: {
-        selector: { matchLabels: selector },
-        updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: k8s.IntOrString.fromString('10%') } },
-        template: {
-          metadata: { labels },
-          spec: {
-            serviceAccountName: access.serviceAccountName,
-            hostNetwork: true,
-            dnsPolicy: 'ClusterFirstWithHostNet',
-            priorityClassName: 'system-node-critical',
-            tolerations: [{ operator: 'Exists' }],
-            // Long enough to remove our routes, rules and tunnels on SIGTERM.
-            terminationGracePeriodSeconds: 30,
-            containers: [
-              {
-                name: 'agent',
-                image: t.images.agent,
-                imagePullPolicy: 'IfNotPresent',
-                args: ['agent', '--config-dir=/etc/raven/agent', `--state-dir=${AGENT_STATE_DIR}`],
-                env,
-                ports: [
-                  { name: 'health', containerPort: AGENT_HEALTH_PORT, protocol: 'TCP' },
-                  { name: 'metrics', containerPort: AGENT_METRICS_PORT, protocol: 'TCP' },
-                  { name: 'tunnel', containerPort: t.vpn.port, protocol: 'UDP' },
-                ],
-                livenessProbe: { httpGet: { path: '/healthz', port: k8s.IntOrString.fromString('health') }, periodSeconds: 10, failureThreshold: 3 },
-                readinessProbe: { httpGet: { path: '/readyz', port: k8s.IntOrString.fromString('health') }, periodSeconds: 5 },
-                // No CPU limit: throttling a tunnel endpoint shows up as packet loss.
-                resources: {
-                  requests: { cpu: k8s.Quantity.fromString('50m'), memory: k8s.Quantity.fromString('64Mi') },
-                  limits: { memory: k8s.Quantity.fromString('256Mi') },
-                },
-                // Privileged: routes, rules and sysctls need NET_ADMIN, and userspace WireGuard and
-                // strongSwan's userspace ESP need /dev/net/tun, which only a privileged container may open.
-                securityContext: { privileged: true },
-                volumeMounts: [
-                  { name: 'config', mountPath: '/etc/raven/agent', readOnly: true },
-                  { name: 'state', mountPath: AGENT_STATE_DIR },
-                  { name: 'lib-modules', mountPath: '/lib/modules', readOnly: true },
-                  ...(t.l7Proxy ? [{ name: 'proxy-certs', mountPath: PROXY_CERT_DIR, readOnly: true }] : []),
-                ],
-              },
-            ],
-            volumes: [
-              { name: 'config', configMap: { name: AGENT_CONFIG } },
-              { name: 'state', hostPath: { path: AGENT_STATE_DIR, type: 'DirectoryOrCreate' } },
-              { name: 'lib-modules', hostPath: { path: '/lib/modules', type: 'Directory' } },
-              // The L7 proxy's mutual-TLS material, referenced, never generated: ca.crt,
-              // server.{crt,key} (cloud proxy endpoints), client.{crt,key} (edge ones).
-              ...(t.l7Proxy ? [{ name: 'proxy-certs', secret: { secretName: PROXY_CERTS_SECRET, optional: true } }] : []),
-            ],
-          },
-        },
-      },
+    const psk = t.vpn.backend === 'ipsec' ? t.vpn.psk : undefined;
+    const common = { topology: t, serviceAccountName: access.serviceAccountName };
+    new AgentDaemonSet(this, 'members', {
+      ...common,
+      name: AGENT_NAME,
+      // Unchanged since the single-DaemonSet bundle: a selector is immutable.
+      selector: { 'app.kubernetes.io/name': AGENT_NAME },
+      labels,
+      placement: { operator: 'NotIn', nodes: candidateNodes(t) },
     });
+    for (const region of regionsWithCandidates(t)) {
+      new AgentDaemonSet(this, `gateway-${region.name}`, {
+        ...common,
+        name: gatewayAgentName(region.name),
+        selector: { 'app.kubernetes.io/name': GATEWAY_AGENT_NAME, [REGION_LABEL]: region.name },
+        labels,
+        placement: { operator: 'In', nodes: region.endpoints.map((e) => e.node) },
+        ...(psk && { psk }),
+        ...(t.l7Proxy && { proxySecret: proxySecretName(region.name) }),
+      });
+    }
   }
 }

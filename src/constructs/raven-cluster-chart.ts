@@ -14,9 +14,13 @@ import { RavenGateway } from './raven-gateway.js';
 /** Where each object lands: the three synced layers, plus bootstrap objects applied once by hand. */
 export type Bundle = Layer | 'bootstrap';
 
-/** Argo CD sync waves: CRD, then namespace, then the runtime, then the Gateways. */
+/**
+ * Argo CD sync waves: CRD, then the namespace and the admission policy limiting agents to their own
+ * Lease (in force before the first agent starts), then the runtime, then the Gateways.
+ */
 const WAVE: Record<Layer, string> = { crds: '-2', runtime: '0', gateways: '1' };
-const NAMESPACE_WAVE = '-1';
+const EARLY_WAVE = '-1';
+const EARLY_KINDS = new Set(['Namespace', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']);
 
 /** Namespaces we never create or prune: they belong to the cluster. */
 const SYSTEM_NAMESPACES = new Set(['default', 'kube-system', 'kube-public', 'kube-node-lease']);
@@ -63,7 +67,7 @@ export class RavenClusterChart extends Chart {
 
     for (const layer of ['crds', 'runtime', 'gateways'] as const) {
       for (const obj of this.objectsIn(layer)) {
-        obj.metadata.addAnnotation('argocd.argoproj.io/sync-wave', obj.kind === 'Namespace' ? NAMESPACE_WAVE : WAVE[layer]);
+        obj.metadata.addAnnotation('argocd.argoproj.io/sync-wave', EARLY_KINDS.has(obj.kind) ? EARLY_WAVE : WAVE[layer]);
       }
     }
   }

@@ -38,9 +38,22 @@ export const AGENT_RESERVED_TCP_PORTS: ReadonlyMap<number, string> = new Map([
   [PROXY_METRICS_PORT, 'proxy metrics'],
 ]);
 
-/** Secret holding the L7 proxy's certificates (ca.crt, server.crt/key, client.crt/key), and where agents mount it. */
-export const PROXY_CERTS_SECRET = 'raven-proxy-certs';
+/**
+ * The Secret holding one region's L7 proxy certificates, mounted only by that region's gateway
+ * candidates at PROXY_CERT_DIR: ca.crt, server.crt/key (regions with exposed proxy endpoints),
+ * client.crt/key (edge regions, CN gw-<region>), client-ca.crt. Referenced, never generated.
+ */
+export function proxySecretName(region: string): string {
+  return `raven-proxy-${region}`;
+}
 export const PROXY_CERT_DIR = '/etc/raven/proxy';
+/** Where gateway candidates mount the IPsec PSK Secret: one file, `psk`. Nothing else holds it. */
+export const IPSEC_SECRET_DIR = '/etc/raven/ipsec';
+export const PSK_FILE_NAME = 'psk';
+export const PSK_FILE = `${IPSEC_SECRET_DIR}/${PSK_FILE_NAME}`;
+/** Names of the agent DaemonSets' Secret volumes (the lab finds them by these names). */
+export const PSK_VOLUME = 'ipsec-psk';
+export const PROXY_CERTS_VOLUME = 'proxy-certs';
 
 /** One active tunnel endpoint per Gateway: OpenYurt's validating webhook rejects more. */
 export const MAX_TUNNEL_REPLICAS = 1;
