@@ -23,7 +23,9 @@ test('the compiled raven-agent-config, mounted as files, is read as written', ()
   try {
     const files = { 'vpn-driver': 'ipsec', 'vpn-port': '4500', 'tunnel-mtu': '1412', 'nat-traversal': 'true', 'forward-node-ip': 'true', 'proxy-external-addr': ':10300', 'proxy-internal-insecure-addr': '127.0.0.1:10301', '..data': 'ignored' };
     for (const [k, v] of Object.entries(files)) writeFileSync(join(dir, k), v + '\n');
-    const c = parseAgentConfig(['--config-dir', dir, '--proxy-cert-dir', '/run/secrets/proxy'], { ...env, VPN_CONNECTION_PSK: 's3cret' });
+    // As `kubectl create secret --from-file` stores it: with the file's trailing newline.
+    writeFileSync(join(dir, 'psk'), 's3cret\n', { mode: 0o400 });
+    const c = parseAgentConfig(['--config-dir', dir, '--proxy-cert-dir', '/run/secrets/proxy', '--psk-file', join(dir, 'psk')], env);
     assert.equal([c.vpnDriver, c.tunnelMTU, c.natTraversal, c.forwardNodeIP, c.psk], ['ipsec', 1412, true, true, 's3cret']);
     assert.equal(c.proxy, { certDir: '/run/secrets/proxy', tunnelAddr: ':10300', httpAddr: '127.0.0.1:10301', httpsAddr: ':10263', metricsAddr: ':10266' });
   } finally {
@@ -44,8 +46,29 @@ test('bad values are all reported, each with what is allowed', () => {
   }
 });
 
-test('the ipsec driver refuses to start without its PSK', () => {
-  assert.throws(() => parseAgentConfig(['--config-dir', 'x'], env, () => ({ 'vpn-driver': 'ipsec' })), /needs \$VPN_CONNECTION_PSK/);
+const ipsec = (): Record<string, string> => ({ 'vpn-driver': 'ipsec' });
+
+test('the PSK is read once, from the mounted file at its default path, and only with the ipsec driver', () => {
+  const asked: string[] = [];
+  const c = parseAgentConfig(['--config-dir', 'x'], env, ipsec, (path) => (asked.push(path), 'k3y'));
+  assert.equal([c.psk, asked], ['k3y', ['/etc/raven/ipsec/psk']]);
+  parseAgentConfig(['--config-dir', 'x'], env, () => ({}), (path) => (asked.push(path), 'k3y'));
+  assert.equal(asked, ['/etc/raven/ipsec/psk'], 'WireGuard reads no PSK');
+});
+
+test('a node without the PSK file (no gateway candidate) runs, with no PSK', () => {
+  const c = parseAgentConfig(['--config-dir', 'x', '--psk-file', '/nonexistent/psk'], env, ipsec);
+  assert.equal([c.vpnDriver, c.psk], ['ipsec', undefined]);
+});
+
+test('the PSK in the environment is refused, not used: /proc/<pid>/environ would keep it', () => {
+  assert.throws(() => parseAgentConfig(['--config-dir', 'x'], { ...env, VPN_CONNECTION_PSK: 's3cret' }, ipsec, () => 'k3y'), /\$VPN_CONNECTION_PSK is no longer read: mount the PSK Secret as a file and pass --psk-file/);
+});
+
+test('an empty or unreadable PSK file is an error that never shows the file', () => {
+  assert.throws(() => parseAgentConfig(['--config-dir', 'x'], env, ipsec, () => '\n'), /the PSK file \/etc\/raven\/ipsec\/psk is empty/);
+  const denied = Object.assign(new Error('EACCES: permission denied, open'), { code: 'EACCES' });
+  assert.throws(() => parseAgentConfig(['--config-dir', 'x'], env, ipsec, () => { throw denied; }), /failed to read the PSK file \/etc\/raven\/ipsec\/psk: EACCES/);
 });
 
 test.run();

@@ -12,6 +12,7 @@ import { startApiServer } from '../runtime/apiserver/index.js';
 import { createLogger } from '../runtime/log.js';
 import { runUntilSignal } from '../runtime/run-until-signal.js';
 import { ravenCommand } from '../runtime/raven-command.js';
+import { pskSecretRef } from './agent-mounts.js';
 import type { LabState } from './state.js';
 
 /** Node objects for the plan, as a kubelet would register them (Ready, InternalIP, pod ranges). */
@@ -71,19 +72,9 @@ async function seed(state: LabState, record: ReturnType<LabState['read']>, objec
     await core.replaceNodeStatus({ name: node.metadata!.name!, body: node });
   }
   if (record.backend === 'ipsec') {
-    const ref = secretRef(objects);
+    const ref = pskSecretRef(objects);
     const psk = readFileSync(state.pskFile, 'utf8');
     await core.createNamespacedSecret({ namespace: record.namespace, body: { metadata: { name: ref.name, namespace: record.namespace }, stringData: { [ref.key]: psk } } });
   }
 }
 
-/** The PSK Secret the compiled agent DaemonSet references. */
-function secretRef(objects: readonly k8s.KubernetesObject[]): { name: string; key: string } {
-  for (const o of objects) {
-    if (o.kind !== 'DaemonSet') continue;
-    const env = (o as k8s.V1DaemonSet).spec?.template.spec?.containers.flatMap((c) => c.env ?? []) ?? [];
-    const ref = env.find((e) => e.name === 'VPN_CONNECTION_PSK')?.valueFrom?.secretKeyRef;
-    if (ref?.name && ref.key) return { name: ref.name, key: ref.key };
-  }
-  throw new Error('the compiled agent DaemonSet references no PSK Secret');
-}

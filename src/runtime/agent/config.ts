@@ -1,13 +1,14 @@
 /**
  * The agent's configuration, parsed once: flags, then environment (NODE_NAME, NODE_IP,
- * POD_NAMESPACE, VPN_CONNECTION_PSK), then the files of the mounted `raven-agent-config`
- * ConfigMap (--config-dir). Every bad value is reported with what is allowed; the result is frozen.
+ * POD_NAMESPACE), then the files of the mounted `raven-agent-config` ConfigMap (--config-dir) and
+ * the IPsec PSK file (--psk-file, mounted on gateway candidates only). Every bad value is reported
+ * with what is allowed; the result is frozen.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import ipaddr from 'ipaddr.js';
-import { DEFAULT_PROXY_PORT, PROXY_CERT_DIR, PROXY_INTERNAL_INSECURE_PORT, PROXY_INTERNAL_SECURE_PORT, PROXY_METRICS_PORT } from '../../topology/constants.js';
+import { DEFAULT_PROXY_PORT, PROXY_CERT_DIR, PSK_FILE, PROXY_INTERNAL_INSECURE_PORT, PROXY_INTERNAL_SECURE_PORT, PROXY_METRICS_PORT } from '../../topology/constants.js';
 import { parseAddr } from '../http-endpoints.js';
 
 export interface AgentConfig {
@@ -24,7 +25,10 @@ export interface AgentConfig {
   readonly forwardNodeIP: boolean;
   readonly metricsAddr: string;
   readonly healthAddr: string;
-  /** Present with the ipsec driver (from a Secret, through the environment). Never logged. */
+  /**
+   * The IPsec PSK, read once from --psk-file: present on gateway candidates, whose DaemonSet mounts
+   * the Secret; absent elsewhere (such a node never runs the tunnel). Never logged.
+   */
   readonly psk?: string;
   /** Run the data plane inside this network namespace (the lab); absent in a cluster. */
   readonly netns?: string;
@@ -43,12 +47,22 @@ export const AGENT_USAGE = `usage: raven agent [flags]
   --state-dir DIR         keys that survive restarts (default /var/lib/raven)
   --netns NAME            run the data plane in this network namespace (lab)
   --device NAME           tunnel device (default raven-wg0)
+  --psk-file FILE         IPsec PSK, on gateway candidates (default ${PSK_FILE}; absent elsewhere)
   --proxy-cert-dir DIR    L7 proxy certificates: ca.crt, server.{crt,key}, client.{crt,key} (default /etc/raven/proxy)`;
 
 /** Keys of raven-agent-config the agent reads (files in --config-dir). */
 const FILE_KEYS = ['vpn-driver', 'vpn-port', 'tunnel-mtu', 'underlay-mtu', 'nat-traversal', 'forward-node-ip', 'metric-bind-addr', 'health-probe-addr', 'proxy-external-addr', 'proxy-internal-insecure-addr', 'proxy-internal-secure-addr', 'proxy-metric-bind-addr'] as const;
 
-export function parseAgentConfig(args: readonly string[], env: Readonly<Record<string, string | undefined>>, readDir: (dir: string) => Record<string, string> = readConfigDir): AgentConfig {
+/**
+ * `readSecret` returns a file's contents, or undefined when it does not exist; it is called once,
+ * for --psk-file.
+ */
+export function parseAgentConfig(
+  args: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+  readDir: (dir: string) => Record<string, string> = readConfigDir,
+  readSecret: (path: string) => string | undefined = readSecretFile,
+): AgentConfig {
   const { values } = parseArgs({
     args: [...args],
     strict: true,
@@ -61,6 +75,7 @@ export function parseAgentConfig(args: readonly string[], env: Readonly<Record<s
       'state-dir': { type: 'string' },
       netns: { type: 'string' },
       device: { type: 'string' },
+      'psk-file': { type: 'string' },
       'proxy-cert-dir': { type: 'string' },
     },
   });
@@ -101,6 +116,10 @@ export function parseAgentConfig(args: readonly string[], env: Readonly<Record<s
   const nodeIP = need(values['node-ip'] ?? env.NODE_IP, '--node-ip (or $NODE_IP)');
   if (nodeIP && !ipaddr.isValid(nodeIP)) errors.push(`node IP "${nodeIP}" is not an IP address`);
   const vpnDriver = oneOf('vpn-driver', ['wireguard', 'ipsec'] as const, 'wireguard');
+  // The environment is no place for a secret: it stays readable in /proc/<pid>/environ and through
+  // `kubectl exec ... env` for the life of the process. Refuse it rather than use it.
+  if (env.VPN_CONNECTION_PSK !== undefined) errors.push('$VPN_CONNECTION_PSK is no longer read: mount the PSK Secret as a file and pass --psk-file (the compiled gateway DaemonSets do)');
+  const psk = vpnDriver === 'ipsec' ? readPsk(values['psk-file'] ?? PSK_FILE, readSecret, errors) : undefined;
   const config: AgentConfig = {
     nodeName,
     nodeIP,
@@ -115,7 +134,7 @@ export function parseAgentConfig(args: readonly string[], env: Readonly<Record<s
     forwardNodeIP: bool('forward-node-ip'),
     metricsAddr: addr('metric-bind-addr', ':10265'),
     healthAddr: addr('health-probe-addr', ':10275'),
-    ...(env.VPN_CONNECTION_PSK && { psk: env.VPN_CONNECTION_PSK }),
+    ...(psk !== undefined && { psk }),
     ...(values.netns && { netns: values.netns }),
     device: values.device ?? 'raven-wg0',
     proxy: {
@@ -127,9 +146,35 @@ export function parseAgentConfig(args: readonly string[], env: Readonly<Record<s
     },
   };
   if (!/^[a-zA-Z0-9_.-]{1,15}$/.test(config.device)) errors.push(`device "${config.device}" must be 1-15 letters, digits, ".", "-" or "_"`);
-  if (vpnDriver === 'ipsec' && !config.psk) errors.push('the ipsec driver needs $VPN_CONNECTION_PSK (from the PSK Secret)');
   if (errors.length) throw new Error(`invalid agent configuration:\n  - ${errors.join('\n  - ')}`);
   return Object.freeze(config);
+}
+
+/**
+ * The PSK as the Secret volume holds it, less one trailing newline (`kubectl create secret
+ * --from-file` keeps the file's). Undefined when the file is absent: not a gateway candidate.
+ */
+function readPsk(path: string, readSecret: (path: string) => string | undefined, errors: string[]): string | undefined {
+  let text: string | undefined;
+  try {
+    text = readSecret(path);
+  } catch (err) {
+    errors.push(`failed to read the PSK file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    return undefined;
+  }
+  if (text === undefined) return undefined;
+  const psk = text.replace(/\r?\n$/, '');
+  if (!psk) errors.push(`the PSK file ${path} is empty`);
+  return psk || undefined;
+}
+
+function readSecretFile(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
 }
 
 /** The ConfigMap as mounted: one file per key (dot-files are the kubelet's bookkeeping). */

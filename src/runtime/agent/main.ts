@@ -11,13 +11,14 @@ export async function runAgent(args: readonly string[]): Promise<number> {
     process.stdout.write(AGENT_USAGE + '\n');
     return 0;
   }
+  // The IPsec PSK, if this node holds it, is read here once, from its file, and lives in the parsed
+  // config only: never in the environment, which every child (ip, ping, wg, charon) would inherit.
   const config = parseAgentConfig(args, process.env);
-  // The PSK now lives in the parsed config only: no child process (ip, ping, wg, charon) inherits it.
-  delete process.env.VPN_CONNECTION_PSK;
   const kc = new k8s.KubeConfig();
   if (config.kubeconfig) kc.loadFromFile(config.kubeconfig);
   else kc.loadFromDefault();
   const log = createLogger(`agent/${config.nodeName}`);
+  if (config.vpnDriver === 'ipsec' && !config.psk) log.info('no IPsec PSK on this node (not a gateway candidate): it routes through its gateway and never runs the tunnel');
   const agent = new Agent(kc, config, new ExecRunner(), log);
   await agent.run();
   log.info('serving health and metrics', { port: agent.port, metricsPort: agent.metricsPort });
