@@ -16,7 +16,8 @@ import { ExecRunner } from '../runtime/agent/command-runner.js';
 import { isAlive, signal } from '../runtime/agent/owned-process.js';
 import type { Gateway } from '../runtime/gateway.js';
 import { formatDiagnostic, hasErrors } from '../topology/diagnostics.js';
-import { GATEWAY_GROUP, GATEWAY_VERSION } from '../topology/constants.js';
+import { GATEWAY_GROUP, GATEWAY_VERSION, PSK_FILE_NAME } from '../topology/constants.js';
+import { agentMounts } from './agent-mounts.js';
 import { checkLab, type CheckOptions, failures, type PairResult } from './check.js';
 import { ravenCommand } from '../runtime/raven-command.js';
 import { buildNetwork, labNamespaces, removeNetwork, setNodeLinks } from './network.js';
@@ -79,6 +80,7 @@ export async function labUp(o: UpOptions, io: Io): Promise<{ state: LabState; co
     writeFileSync(state.objectsFile, objects.map((x) => stringify(x)).join('---\n'));
     if (record.backend === 'ipsec') writeFileSync(state.pskFile, randomBytes(24).toString('hex'), { mode: 0o600 });
     writeAgentConfigs(state, plan.nodes, objects);
+    if (record.backend === 'ipsec') writePskFiles(state, plan.nodes, objects);
     if (topology.l7Proxy) writeProxyCerts(state, plan);
 
     await buildNetwork(plan, runner);
@@ -120,6 +122,25 @@ function writeProxyCerts(state: LabState, plan: LabPlan): void {
   }
 }
 
+/**
+ * The PSK file, as the Secret volume of the gateway DaemonSets provides it, on the nodes whose
+ * compiled DaemonSet mounts it (the gateway candidates) and nowhere else.
+ */
+function writePskFiles(state: LabState, nodes: readonly LabNode[], objects: readonly k8s.KubernetesObject[]): void {
+  for (const n of nodes) {
+    if (!agentMounts(objects, n.name).psk) continue;
+    const dir = join(state.nodeDir(n.name), 'ipsec');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    copyFileSync(state.pskFile, pskFileOf(state, n));
+    chmodSync(pskFileOf(state, n), 0o400);
+  }
+}
+
+/** Where a node's agent finds the PSK (absent on nodes that are no gateway candidate). */
+export function pskFileOf(state: LabState, n: LabNode): string {
+  return join(state.nodeDir(n.name), 'ipsec', PSK_FILE_NAME);
+}
+
 /** The compiled raven-agent-config, as the DaemonSet mounts it, with health and metrics on free loopback ports. */
 function writeAgentConfigs(state: LabState, nodes: readonly LabNode[], objects: readonly k8s.KubernetesObject[]): void {
   const cm = objects.find((x) => x.kind === 'ConfigMap' && x.metadata?.name === 'raven-agent-config') as k8s.V1ConfigMap | undefined;
@@ -148,9 +169,8 @@ export function startAgent(state: LabState, record: LabRecord, n: LabNode): void
   const dir = state.nodeDir(n.name);
   const out = openSync(state.log(`agent-${n.name}`), 'a');
   const [cmd, ...args] = ravenCommand();
-  const agentArgs = ['agent', '--kubeconfig', state.kubeconfig, '--namespace', record.namespace, '--node-name', n.name, '--node-ip', n.lanIP, '--netns', n.netns, '--device', n.device, '--config-dir', join(dir, 'config'), '--state-dir', join(dir, 'state'), '--proxy-cert-dir', join(dir, 'proxy-certs')];
-  const env = { ...process.env, RAVEN_LAB_DIR: state.dir, ...(record.backend === 'ipsec' && { VPN_CONNECTION_PSK: readFileSync(state.pskFile, 'utf8') }) };
-  const child = spawn(cmd, [...args, ...agentArgs], { detached: true, stdio: ['ignore', out, out], env });
+  const agentArgs = ['agent', '--kubeconfig', state.kubeconfig, '--namespace', record.namespace, '--node-name', n.name, '--node-ip', n.lanIP, '--netns', n.netns, '--device', n.device, '--config-dir', join(dir, 'config'), '--state-dir', join(dir, 'state'), '--proxy-cert-dir', join(dir, 'proxy-certs'), '--psk-file', pskFileOf(state, n)];
+  const child = spawn(cmd, [...args, ...agentArgs], { detached: true, stdio: ['ignore', out, out], env: { ...process.env, RAVEN_LAB_DIR: state.dir } });
   child.unref();
   state.writePid(`agent-${n.name}`, child.pid!);
 }
