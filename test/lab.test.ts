@@ -3,7 +3,8 @@
  * two NATed edges) with a standby in every region is brought up through the CLI, every pod pair
  * connects along the path the agents chose, same-region traffic stays off the tunnels, the active
  * gateway of each region is hard-killed and traffic recovers through its standby, an agent killed
- * with SIGKILL and restarted leaves no duplicate, and `lab down` leaves nothing on the machine.
+ * with SIGKILL and restarted leaves no duplicate, and `lab down` leaves nothing on the machine. With
+ * IPsec, only gateway candidates get the PSK (as a file) and the member hz-3 connects without it.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -12,7 +13,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { failures, type PairResult } from '../src/lab/check.ts';
-import { gateways, labCheck, labDown, labFail, labRestore, startAgent } from '../src/lab/lab.ts';
+import { gateways, labCheck, labDown, labFail, labRestore, pskFileOf, startAgent } from '../src/lab/lab.ts';
 import { LabState } from '../src/lab/state.ts';
 import { waitFor } from './cluster-harness.ts';
 import { canUseNetns, haveStrongswan, haveWireGuard, run } from './netns.ts';
@@ -59,6 +60,22 @@ function labSuite(backend: 'wireguard' | 'ipsec'): void {
     assert.is(check.code, 0, check.out);
     assert.match(check.out, /pods \(ok\/pairs, avg RTT, path; rows send, columns answer\):/);
   });
+
+  if (backend === 'ipsec') {
+    t('the PSK is a file on the gateway candidates only, and in no process\'s argv or environment', () => {
+      const candidates = new Set(['cloud-gw-1', 'cloud-gw-2', 'hz-1', 'hz-2', 'qd-1', 'qd-2']);
+      for (const n of record().plan.nodes) assert.is(existsSync(pskFileOf(state, n)), candidates.has(n.name), `${n.name} holds the PSK file: ${candidates.has(n.name)}`);
+      const psk = readFileSync(state.pskFile, 'utf8');
+      const holders = readdirSync('/proc').filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid).filter((d) => {
+        try {
+          return readFileSync(`/proc/${d}/cmdline`, 'latin1').includes(psk) || readFileSync(`/proc/${d}/environ`, 'latin1').includes(psk);
+        } catch {
+          return false;
+        }
+      });
+      assert.equal(holders, [], 'no argv or environment holds the PSK, the agents\' included');
+    });
+  }
 
   t('same-region traffic never enters a tunnel', async () => {
     const rec = record();
