@@ -4,16 +4,21 @@
  * so a user sees every problem at once.
  */
 import type { PathSegment, Severity } from './diagnostics.js';
-import { formatPath } from './diagnostics.js';
+import { formatPath, quote } from './diagnostics.js';
 import {
   AGENT_RESERVED_TCP_PORTS,
   BACKEND_OVERHEAD,
   IPV6_MIN_MTU,
   MAX_TUNNEL_REPLICAS,
 } from './constants.js';
-import { type Cidr, findOverlaps, parseCidr, parseIp } from './cidr.js';
-import type { Region, Topology } from './model.js';
+import { type Cidr, findOverlaps, parseCidr, parseIp, unroutableReason } from './cidr.js';
+import { MEMBER_NODES_ANNOTATION } from './constants.js';
+import { labelKeyProblem } from './k8s-names.js';
+import { DNS1123_SUBDOMAIN_MAX, LABEL_VALUE_MAX, MAX_ANNOTATIONS_BYTES } from './limits.js';
+import type { Endpoint, Region, Topology } from './model.js';
 import { endpointsOfType, isReachable } from './model.js';
+import { EXPOSURE_NODE_LABEL, exposureName } from '../runtime/controller/exposure.js';
+import { LEASE_PREFIX, leaseName } from '../runtime/heartbeat.js';
 
 export interface Finding {
   readonly path: readonly PathSegment[];
@@ -23,7 +28,10 @@ export interface Finding {
   readonly atKey?: boolean;
 }
 
-type Check = (t: Topology, out: Finding[]) => void;
+/** Where a path is, as `file:line:col`, for findings that name a second place (the first of two colliding definitions). */
+export type Locate = (path: readonly PathSegment[]) => string;
+
+type Check = (t: Topology, out: Finding[], where: Locate) => void;
 
 const error = (path: readonly PathSegment[], message: string, atKey = false): Finding => ({
   path,
@@ -33,9 +41,10 @@ const error = (path: readonly PathSegment[], message: string, atKey = false): Fi
 });
 const warning = (path: readonly PathSegment[], message: string): Finding => ({ path, severity: 'warning', message });
 
-export function check(t: Topology): Finding[] {
+/** `where` turns a path into the place a message names; by default the YAML path itself. */
+export function check(t: Topology, where: Locate = formatPath): Finding[] {
   const out: Finding[] = [];
-  for (const c of CHECKS) c(t, out);
+  for (const c of CHECKS) c(t, out, where);
   // An endpoint without a type is expanded to a tunnel and a proxy endpoint at the same path, so
   // per-endpoint checks would say the same thing twice: keep one finding per path and message.
   const seen = new Set<string>();
@@ -95,7 +104,13 @@ const addressing: Check = (t, out) => {
       // podCIDRs are sorted in the model; point at the entry as written.
       const path = [...r.path, 'podCIDRs', i];
       const p = parseCidr(text);
-      if (!p.ok) out.push(error(path, p.reason));
+      if (!p.ok) {
+        out.push(error(path, p.reason));
+        return;
+      }
+      // Pod ranges are routed to the region's gateway from every other region.
+      const unroutable = unroutableReason(p.cidr);
+      if (unroutable) out.push(error(path, `pod CIDR ${unroutable}; pod ranges are routed between regions, so list only the region's own pod range (such as 10.244.0.0/16)`));
       else pods.push({ cidr: p.cidr, region: r, path });
     });
   }
@@ -238,4 +253,133 @@ const vpn: Check = (t, out) => {
   }
 };
 
-const CHECKS: readonly Check[] = [uniqueRegionNames, nodeMembership, addressing, exposure, replicas, reachability, ports, vpn];
+/** Regions in file order (the model sorts them by name), so the later of two definitions is the one reported. */
+function inFileOrder(t: Topology): Region[] {
+  return [...t.regions].sort((a, b) => Number(a.path[2]) - Number(b.path[2]));
+}
+
+/**
+ * Names that land in Kubernetes as parts of other names or as label values, checked against the
+ * limits of where they land: the schema checks each name's own shape.
+ */
+const kubernetesNames: Check = (t, out) => {
+  const maxNode = DNS1123_SUBDOMAIN_MAX - LEASE_PREFIX.length;
+  const seen = new Set<string>();
+  const node = (name: string, path: readonly PathSegment[]): void => {
+    if (seen.has(name)) return;
+    seen.add(name);
+    const lease = leaseName(name);
+    if (lease.length > DNS1123_SUBDOMAIN_MAX) {
+      out.push(error(path, `node name is ${name.length} characters, so its agent's heartbeat Lease ${LEASE_PREFIX}<node> would be ${lease.length}, above Kubernetes' ${DNS1123_SUBDOMAIN_MAX}; raven supports node names of at most ${maxNode} characters`));
+    }
+  };
+  for (const r of inFileOrder(t)) {
+    r.nodes.forEach((n, i) => node(n, [...r.path, 'nodes', i]));
+    for (const e of r.endpoints) node(e.node, [...e.path, 'node']);
+    for (const key of Object.keys(r.nodeSelector ?? {}).sort()) {
+      const problem = labelKeyProblem(key);
+      if (problem) out.push(error([...r.path, 'nodeSelector', key], `nodeSelector key ${quote(key)} is not a Kubernetes label key: ${problem}; use a key such as apps.openyurt.io/nodepool (prefix at most 253, name at most 63 characters)`, true));
+    }
+    if (r.exposure !== 'LoadBalancer') continue;
+    const reported = new Set<string>();
+    for (const e of r.endpoints) {
+      if (e.node.length <= LABEL_VALUE_MAX || reported.has(e.node)) continue;
+      reported.add(e.node);
+      out.push(error([...e.path, 'node'], `endpoint node name is ${e.node.length} characters, but region "${r.name}" is exposed by LoadBalancer and the controller labels the endpoint's Service ${EXPOSURE_NODE_LABEL}=<node>, a label value of at most ${LABEL_VALUE_MAX}; use a node with a shorter name as endpoint, or exposure: PublicIP`));
+    }
+  }
+};
+
+/**
+ * Objects whose names are derived from regions and nodes must not share a name. The controller
+ * makes a LoadBalancer Service per active endpoint, `raven-<type>-<region>-<node>` with "." turned
+ * into "-": region "a-b" with node "c" and region "a" with node "b-c" would fight over one Service.
+ */
+const derivedNames: Check = (t, out, where) => {
+  const owner = new Map<string, { region: Region; endpoint: Endpoint }>();
+  for (const r of inFileOrder(t).filter((x) => x.exposure === 'LoadBalancer')) {
+    const reported = new Set<string>();
+    for (const e of r.endpoints) {
+      const name = exposureName(r.gatewayName, { type: e.type, nodeName: e.node });
+      const prev = owner.get(name);
+      if (!prev) {
+        owner.set(name, { region: r, endpoint: e });
+        continue;
+      }
+      // The same node listed twice is reported as a repeated endpoint.
+      if (prev.region === r && prev.endpoint.node === e.node) continue;
+      const key = e.path.join('.');
+      if (reported.has(key)) continue;
+      reported.add(key);
+      const other = `endpoint "${prev.endpoint.node}" of region "${prev.region.name}" (${where([...prev.endpoint.path, 'node'])})`;
+      out.push(error([...e.path, 'node'], `the LoadBalancer Service of endpoint "${e.node}" of region "${r.name}" would be named ${name}, the same as that of ${other}; rename the node or the region so the derived names differ`));
+    }
+  }
+};
+
+/** Bytes of the annotations other than member nodes and pod CIDRs we write on a Gateway (sync wave, ...). */
+const OTHER_GATEWAY_ANNOTATION_BYTES = 1024;
+/** The key RavenGateway writes pod CIDRs under (src/constructs/raven-gateway.ts, POD_CIDRS_ANNOTATION). */
+const POD_CIDRS_ANNOTATION_KEY = 'raven-gitops.io/pod-cidrs';
+
+/** A Gateway's annotations must fit Kubernetes' total annotation size; member nodes are listed in one. */
+const annotationSizes: Check = (t, out) => {
+  const joined = (xs: readonly string[]): number => xs.reduce((n, x) => n + Buffer.byteLength(x), 0) + Math.max(0, xs.length - 1);
+  for (const r of t.regions) {
+    const members = r.nodes.length ? MEMBER_NODES_ANNOTATION.length + joined(r.nodes) : 0;
+    const pods = r.podCIDRs.length ? POD_CIDRS_ANNOTATION_KEY.length + joined(r.podCIDRs) : 0;
+    const total = members + pods + OTHER_GATEWAY_ANNOTATION_BYTES;
+    if (total > MAX_ANNOTATIONS_BYTES) {
+      const what = members >= pods ? `a ${MEMBER_NODES_ANNOTATION} annotation of ${members} bytes (${r.nodes.length} nodes)` : `a ${POD_CIDRS_ANNOTATION_KEY} annotation of ${pods} bytes (${r.podCIDRs.length} ranges)`;
+      const fix = members >= pods ? 'select the members with nodeSelector (a node-pool label) instead of listing them' : 'list fewer, larger pod ranges';
+      out.push(error([...r.path, members >= pods ? 'nodes' : 'podCIDRs'], `the Gateway of region "${r.name}" would carry ${what}, which with its other annotations passes Kubernetes' ${MAX_ANNOTATIONS_BYTES} bytes of annotations per object; ${fix}`));
+    }
+  }
+};
+
+/** What a repository URL may carry: never a password, and for https no user either. */
+const repository: Check = (t, out) => {
+  const path = ['spec', 'gitops', 'repoURL'];
+  const url = t.gitops.repoURL;
+  const fix = 'they would be committed to dist/ in the GitOps objects: remove them from the URL and give Flux gitops.flux.secretRef, or Argo CD repository credentials';
+  if (url.startsWith('git@')) {
+    // scp-like `git@host:path`: the user is part of the form; another "@" hides a password in the host.
+    if (!/^git@[^@/:\s]+:[^@\s]+$/.test(url)) out.push(error(path, `repoURL ${redact(url)} is not an scp-like git@host:org/repo.git address (it has a second "@", or no ":path"); write git@host:org/repo.git, and keep credentials in Flux's gitops.flux.secretRef or Argo CD repository credentials`));
+    return;
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    out.push(error(path, `repoURL ${redact(url)} is not a valid URL; write https://host/org/repo.git or ssh://git@host/org/repo.git`));
+    return;
+  }
+  if (!parsed.hostname) {
+    out.push(error(path, `repoURL ${redact(url)} has no host; write https://host/org/repo.git or ssh://git@host/org/repo.git`));
+  } else if (parsed.password) {
+    out.push(error(path, `repoURL ${redact(url)} carries a password; ${fix}`));
+  } else if (parsed.protocol === 'https:' && parsed.username) {
+    out.push(error(path, `repoURL ${redact(url)} carries credentials (a user or token before "@"); ${fix}`));
+  }
+};
+
+/** The URL without whatever sits before "@" in its authority: a message must not repeat a token. */
+function redact(url: string): string {
+  if (!url.includes('://')) return quote(url.replace(/^.*@/, '***@'));
+  return quote(url.replace(/^([a-z][-a-z0-9+.]*:\/\/)[^/]*@/i, '$1***@'));
+}
+
+const CHECKS: readonly Check[] = [
+  uniqueRegionNames,
+  nodeMembership,
+  addressing,
+  exposure,
+  replicas,
+  reachability,
+  ports,
+  vpn,
+  kubernetesNames,
+  derivedNames,
+  annotationSizes,
+  repository,
+];

@@ -19,10 +19,46 @@ export interface Diagnostic {
   readonly message: string;
 }
 
-/** `file:line:col: severity: message (at path)`, one line, the shape editors and CI annotators parse. */
+/**
+ * `file:line:col: severity: message (at path)`, one line, the shape editors and CI annotators parse.
+ * File names, messages and paths may carry text from the user (a file name, an unknown field's
+ * name): control and line-breaking characters in them are escaped, so one diagnostic is one line
+ * and cannot forge another.
+ */
 export function formatDiagnostic(d: Diagnostic): string {
-  const at = d.path ? ` (at ${d.path})` : '';
-  return `${d.file}:${d.line}:${d.col}: ${d.severity}: ${d.message}${at}`;
+  const at = d.path ? ` (at ${escapeUnprintable(d.path)})` : '';
+  return `${printable(d.file)}:${d.line}:${d.col}: ${d.severity}: ${escapeUnprintable(d.message)}${at}`;
+}
+
+/**
+ * Characters that break a line or a terminal's rendering: C0 and C1 controls and DEL, the Unicode
+ * line and paragraph separators (line breaks to YAML 1.1 parsers such as go-yaml), bidirectional
+ * overrides and the BOM.
+ */
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]/;
+const UNPRINTABLE_ALL = new RegExp(UNPRINTABLE.source, 'g');
+
+function escapeChar(c: string): string {
+  const named: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+  return named[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+}
+
+/** `s` with every unprintable character written as a JSON-style escape (`\n`, `\u2028`). */
+export function escapeUnprintable(s: string): string {
+  return UNPRINTABLE.test(s) ? s.replace(UNPRINTABLE_ALL, escapeChar) : s;
+}
+
+/** A JSON-style quoted string, with the characters JSON leaves raw (`\u2028`, bidi overrides) escaped too. */
+export function quote(s: string): string {
+  return escapeUnprintable(JSON.stringify(s));
+}
+
+/**
+ * A name from outside (a file path) as it is shown in messages and generated headers: verbatim when
+ * it is printable, which keeps every ordinary name unchanged, and quoted with escapes otherwise.
+ */
+export function printable(s: string): string {
+  return UNPRINTABLE.test(s) ? quote(s) : s;
 }
 
 export function hasErrors(diagnostics: readonly Diagnostic[]): boolean {

@@ -2,7 +2,7 @@
  * The compiler front end: bytes of one topology file → typed model, or every problem in it.
  * Pure (no I/O); `readTopologies()` in src/io does the reading.
  */
-import { type Diagnostic, formatPath, sortDiagnostics } from './diagnostics.js';
+import { type Diagnostic, formatPath, printable, sortDiagnostics } from './diagnostics.js';
 import type { Finding } from './check.js';
 import { check } from './check.js';
 import type { Topology } from './model.js';
@@ -27,7 +27,11 @@ export function loadTopology(file: string, bytes: Uint8Array): LoadResult {
   if (schemaFindings.length > 0) return { doc, diagnostics: position(doc, schemaFindings) };
 
   const topology = normalize(file, doc.data as RawTopology);
-  const diagnostics = position(doc, check(topology));
+  const where = (path: Parameters<typeof doc.locate>[0]): string => {
+    const at = doc.locate(path);
+    return `${printable(doc.file)}:${at.line}:${at.col}`;
+  };
+  const diagnostics = position(doc, check(topology, where));
   return diagnostics.some((d) => d.severity === 'error') ? { doc, diagnostics } : { doc, topology, diagnostics };
 }
 

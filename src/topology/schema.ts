@@ -4,21 +4,32 @@
  * when that copy is stale. `x-hint` is our own annotation: how to fix a value that fails its pattern.
  */
 
+import { DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_PATTERN } from './k8s-names.js';
+import { DNS1123_SUBDOMAIN_MAX, MAX_CLUSTER_NAME_LENGTH } from './limits.js';
+
 export const TOPOLOGY_API_VERSION = 'raven-gitops.io/v1alpha1';
 export const TOPOLOGY_KIND = 'Topology';
 
 const dnsLabel = {
   type: 'string',
-  pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$',
+  pattern: DNS1123_LABEL_PATTERN,
   maxLength: 63,
   'x-hint': 'use lower-case letters, digits and "-", starting and ending with a letter or digit (max 63)',
 } as const;
 
 const nodeName = {
   type: 'string',
-  pattern: '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$',
-  maxLength: 253,
-  'x-hint': 'a Kubernetes node name: lower-case letters, digits, "-" and "."',
+  pattern: DNS1123_SUBDOMAIN_PATTERN,
+  maxLength: DNS1123_SUBDOMAIN_MAX,
+  'x-hint': 'a Kubernetes node name: lower-case letters, digits, "-" and ".", each dot-separated part starting and ending with a letter or digit',
+} as const;
+
+/** Names of Secrets: Kubernetes object names (DNS-1123 subdomains). */
+const secretName = {
+  type: 'string',
+  pattern: DNS1123_SUBDOMAIN_PATTERN,
+  maxLength: DNS1123_SUBDOMAIN_MAX,
+  'x-hint': 'a Kubernetes Secret name: lower-case letters, digits, "-" and ".", each dot-separated part starting and ending with a letter or digit',
 } as const;
 
 const port = { type: 'integer', minimum: 1, maximum: 65535 } as const;
@@ -34,7 +45,8 @@ const labelMap = {
   minProperties: 1,
   propertyNames: {
     type: 'string',
-    pattern: '^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$',
+    // Prefix (a DNS subdomain) and name; their lengths (253 and 63) are checked with a message of their own.
+    pattern: '^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$',
     maxLength: 317,
     'x-hint': 'a Kubernetes label key such as apps.openyurt.io/nodepool',
   },
@@ -51,7 +63,16 @@ const secretKeyRef = {
   description: 'A key in a Kubernetes Secret in the raven namespace. The secret itself never appears in git.',
   additionalProperties: false,
   required: ['name', 'key'],
-  properties: { name: dnsLabel, key: { type: 'string', pattern: '^[-._a-zA-Z0-9]+$', maxLength: 253 } },
+  properties: {
+    name: secretName,
+    key: {
+      type: 'string',
+      // Kubernetes' IsConfigMapKey: not ".", not "..", not starting with "..".
+      pattern: '^(?!\\.\\.)(?!\\.$)[-._a-zA-Z0-9]+$',
+      maxLength: DNS1123_SUBDOMAIN_MAX,
+      'x-hint': 'a Secret key: letters, digits, "-", "_" and ".", and not ".", ".." or starting with ".."',
+    },
+  },
 } as const;
 
 const endpoint = {
@@ -138,7 +159,14 @@ export const topologySchema = {
       type: 'object',
       additionalProperties: false,
       required: ['name'],
-      properties: { name: { ...dnsLabel, description: 'Cluster name; output goes to dist/<name>/.' } },
+      properties: {
+        name: {
+          ...dnsLabel,
+          maxLength: MAX_CLUSTER_NAME_LENGTH,
+          'x-length-hint': 'Flux names a Kustomization raven-<cluster>-gateways and writes it into a 63-character label',
+          description: `Cluster name (at most ${MAX_CLUSTER_NAME_LENGTH} characters); output goes to dist/<name>/.`,
+        },
+      },
     },
     spec: {
       type: 'object',
@@ -183,7 +211,7 @@ export const topologySchema = {
               properties: {
                 namespace: { ...dnsLabel, default: 'flux-system' },
                 interval: { type: 'string', pattern: '^([0-9]+(ms|s|m|h))+$', default: '10m', 'x-hint': 'a Go duration such as 5m or 1h30m' },
-                secretRef: { ...dnsLabel, description: 'Secret with Git credentials (name only).' },
+                secretRef: { ...secretName, description: 'Secret with Git credentials (name only).' },
               },
             },
           },

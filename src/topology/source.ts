@@ -19,7 +19,7 @@ import {
   type YAMLMap,
   type Node as YamlNode,
 } from 'yaml';
-import type { Diagnostic, PathSegment } from './diagnostics.js';
+import { type Diagnostic, type PathSegment, quote } from './diagnostics.js';
 import { fastLoad } from './fast-load.js';
 
 /** Topology files are small (a 1,000-region file is ~0.5 MiB); anything larger is a mistake or an attack. */
@@ -77,7 +77,7 @@ export function parseSource(file: string, bytes: Uint8Array): ParseResult {
   // Fast path: well-formed files without aliases load with js-yaml; positions are computed only if
   // a finding needs one. Everything else (errors, aliases) goes through the position-keeping parser,
   // which is the reference for every message.
-  if (!ALIAS_TOKEN.test(text)) {
+  if (!ALIAS_TOKEN.test(text) && !YAML_DIRECTIVE.test(text)) {
     const fast = fastLoad(text);
     if (fast.ok && fast.data !== null && typeof fast.data === 'object') {
       let slow: ParseResult | undefined;
@@ -101,6 +101,9 @@ export function parseSource(file: string, bytes: Uint8Array): ParseResult {
 
 /** An alias (`*name`) at a token boundary: such files take the parser that bounds alias expansion. */
 const ALIAS_TOKEN = /(^|[\s[{,])\*[^\s,[\]{}]/m;
+
+/** A `%YAML` directive: js-yaml ignores the version it declares, so such files take the reference parser. */
+const YAML_DIRECTIVE = /^%YAML\b/m;
 
 /** The reference parser: `yaml` with source positions, duplicate keys and alias limits checked. */
 function parseWithPositions(file: string, text: string): ParseResult {
@@ -131,6 +134,12 @@ function parseWithPositions(file: string, text: string): ParseResult {
     for (const offset of duplicateKeyOffsets(d)) {
       diagnostics.push({ file, ...at(offset), severity: 'error', path: '', message: yamlErrorMessage('DUPLICATE_KEY', '') });
     }
+    // YAML 1.1 reads `yes` as true and `0777` as 511; the fast path would read them as 1.2 does.
+    if (d.directives?.yaml.explicit && d.directives.yaml.version !== '1.2') {
+      const offset = Math.max(0, text.search(YAML_DIRECTIVE));
+      diagnostics.push({ file, ...at(offset), severity: 'error', path: '', message: `the file declares YAML ${d.directives.yaml.version}, whose scalars (yes, 0777) read differently; topologies are YAML 1.2: remove the %YAML line` });
+    }
+    for (const t of tagProblems(d, text)) diagnostics.push({ file, ...at(t.offset), severity: 'error', path: '', message: t.message });
   }
   if (diagnostics.length > 0) return { ok: false, diagnostics: dedupeByLine(diagnostics) };
 
@@ -225,6 +234,50 @@ function duplicateKeyOffsets(doc: Document.Parsed): number[] {
     }
   }
   return offsets;
+}
+
+/**
+ * The tags a topology may carry: YAML 1.2 core types and the non-specific `!` (a string). Anything
+ * else (`!Ref`, `!!python/object`, `!!binary`, `!!set`, `!!timestamp`) would be resolved to something
+ * else or dropped silently by one parser or another: it is an error, at the tag.
+ */
+const CORE_TAGS = new Set(['!', ...['str', 'int', 'float', 'bool', 'null', 'seq', 'map'].map((t) => `tag:yaml.org,2002:${t}`)]);
+
+function tagProblems(doc: Document.Parsed, text: string): { offset: number; message: string }[] {
+  const found = new Map<number, string>();
+  const tagAt = (offset: number): string => /^\S*/.exec(text.slice(offset, offset + 200))![0];
+  // A tag that does not fit its node (`!!map x`) is a warning of the parser's; where it is, the tag is.
+  for (const w of doc.warnings) {
+    if (w.code === 'TAG_RESOLVE_FAILED') {
+      found.set(w.pos[0], tagMessage(tagAt(w.pos[0])));
+    }
+  }
+  const stack: unknown[] = [doc.contents];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (isPair(node)) {
+      stack.push(node.key, node.value);
+      continue;
+    }
+    if (!node || typeof node !== 'object') continue;
+    if (isMap(node) || isSeq(node)) for (const item of node.items) stack.push(item);
+    const tag = (node as { tag?: string }).tag;
+    if (tag === undefined || CORE_TAGS.has(tag) || !hasRange(node)) continue;
+    // The node's range starts after its properties: the tag is the last "!" token before it.
+    const bang = text.lastIndexOf('!', node.range[0] - 1);
+    let start = bang;
+    while (start > 0 && !/\s/.test(text[start - 1]!)) start--;
+    if (bang < 0 || found.has(start)) continue;
+    found.set(start, tagMessage(tagAt(start)));
+  }
+  return [...found].map(([offset, message]) => ({ offset, message }));
+}
+
+function tagMessage(tag: string): string {
+  if (/^!!(str|int|float|bool|null|seq|map)$/.test(tag)) {
+    return `YAML tag ${quote(tag)} does not fit its value; remove the tag (a topology is plain strings, numbers, booleans, lists and mappings)`;
+  }
+  return `unknown YAML tag ${quote(tag)}; a topology is plain data and tags such as !Ref are never resolved: remove the tag, quoting the value if it is a string`;
 }
 
 function hasRange(n: unknown): n is YamlNode & { range: [number, number, number] } {

@@ -2,7 +2,7 @@
  * Schema validation with ajv, reported as positioned diagnostics a person can act on.
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import { formatPath, type PathSegment } from './diagnostics.js';
+import { formatPath, type PathSegment, quote } from './diagnostics.js';
 import { topologySchema } from './schema.js';
 import type { Finding } from './check.js';
 
@@ -17,7 +17,7 @@ function validator(kind: 'check' | 'explain'): ValidateFunction {
   if (!v) {
     const explain = kind === 'explain';
     const ajv = new Ajv({ allErrors: explain, verbose: explain, strict: true, allowUnionTypes: true });
-    ajv.addVocabulary(['x-hint']);
+    ajv.addVocabulary(['x-hint', 'x-length-hint']);
     v = ajv.compile(topologySchema);
     validators.set(kind, v);
   }
@@ -96,7 +96,7 @@ function toFinding(e: ErrorObject): Finding {
     case 'pattern':
       if (e.propertyName !== undefined) {
         // A key failed propertyNames: point at the key, and say it is a key.
-        return { path: [...path, e.propertyName], severity: 'error', atKey: true, message: `key ${JSON.stringify(e.propertyName)} of ${field} is not valid: ${hint ?? `it must match ${String(e.params.pattern)}`}` };
+        return { path: [...path, e.propertyName], severity: 'error', atKey: true, message: `key ${quote(e.propertyName)} of ${field} is not valid: ${hint ?? `it must match ${String(e.params.pattern)}`}` };
       }
       return { path, severity: 'error', message: `${field} ${got} is not valid: ${hint ?? `it must match ${String(e.params.pattern)}`}` };
     case 'minimum':
@@ -104,9 +104,11 @@ function toFinding(e: ErrorObject): Finding {
     case 'exclusiveMinimum':
     case 'exclusiveMaximum':
       return { path, severity: 'error', message: `${field} ${got} is out of range: it must be ${String(e.params.comparison)} ${String(e.params.limit)}` };
-    case 'maxLength':
+    case 'maxLength': {
       // Not the pattern's x-hint: it may quote a different length (region names allow 60, the DNS-label hint says 63).
-      return { path, severity: 'error', message: `${field} is too long (at most ${String(e.params.limit)} characters)` };
+      const why = (e.parentSchema as { 'x-length-hint'?: string } | undefined)?.['x-length-hint'];
+      return { path, severity: 'error', message: `${field} is too long (at most ${String(e.params.limit)} characters${why ? `: ${why}` : ''})` };
+    }
     case 'minLength':
       return { path, severity: 'error', message: `${field} must not be empty` };
     case 'minItems':
@@ -131,12 +133,12 @@ function unknownFieldMessage(extra: string, known: string[], parent: PathSegment
     const how = parent[0] === 'spec' && parent[1] === 'gitops'
       ? 'put Git credentials in a Secret named by gitops.flux.secretRef, or in Argo CD\'s repository credentials'
       : 'create a Secret in the cluster and reference it (vpn.psk.secretRef: {name, key})';
-    return `"${extra}" looks like an inline secret; secrets never go in git: ${how}`;
+    return `${quote(extra)} looks like an inline secret; secrets never go in git: ${how}`;
   }
   const where = parent.length ? ` in ${formatPath(parent)}` : ' at the top level';
   const suggestion = closest(extra, known);
   const allowed = known.length ? `; allowed: ${known.join(', ')}` : '';
-  return `unknown field "${extra}"${where}${suggestion ? `; did you mean "${suggestion}"?` : allowed}`;
+  return `unknown field ${quote(extra)}${where}${suggestion ? `; did you mean "${suggestion}"?` : allowed}`;
 }
 
 function closest(word: string, candidates: string[]): string | undefined {
@@ -170,7 +172,7 @@ function describeValue(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a mapping';
-  if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 57)}...` : v);
+  if (typeof v === 'string') return quote(v.length > 60 ? `${v.slice(0, 57)}...` : v);
   return String(v);
 }
 
