@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import { compile, validateSources } from './compile.js';
 import { readSources, writeTree } from './io/files.js';
-import { type Diagnostic, formatDiagnostic, hasErrors } from './topology/diagnostics.js';
+import { type Diagnostic, formatDiagnostic, hasErrors, printable } from './topology/diagnostics.js';
 
 const USAGE = `usage:
   raven validate FILE...             check topology files; errors go to stderr as file:line:col
@@ -82,7 +82,7 @@ function report(diagnostics: readonly Diagnostic[], io: Io): void {
 function validate(args: readonly string[], io: Io): number {
   const { positionals } = files(args);
   const read = readSources(positionals);
-  const { topologies, diagnostics } = validateSources(read.sources);
+  const { topologies, diagnostics } = read.overLimit ? { topologies: [], diagnostics: [] } : validateSources(read.sources);
   const all = [...read.diagnostics, ...diagnostics];
   report(all, io);
   if (hasErrors(all)) {
@@ -90,7 +90,7 @@ function validate(args: readonly string[], io: Io): number {
     io.stderr(`${n} error${n === 1 ? '' : 's'}\n`);
     return 1;
   }
-  for (const t of topologies) io.stdout(`${t.source}: ok (cluster ${t.cluster}, ${t.regions.length} region${t.regions.length === 1 ? "" : "s"})\n`);
+  for (const t of topologies) io.stdout(`${printable(t.source)}: ok (cluster ${t.cluster}, ${t.regions.length} region${t.regions.length === 1 ? "" : "s"})\n`);
   return 0;
 }
 
@@ -98,15 +98,15 @@ async function synth(args: readonly string[], io: Io): Promise<number> {
   const { positionals, values } = files(args, { out: { type: 'string' } });
   if (!values.out) throw new UsageError('synth needs --out DIR');
   const read = readSources(positionals);
-  const result = compile(read.sources);
+  const result = read.overLimit ? { diagnostics: [], topologies: [] } : compile(read.sources);
   const all = [...read.diagnostics, ...result.diagnostics];
   report(all, io);
   if (hasErrors(all) || !result.files) {
-    io.stderr(`nothing written to ${values.out}\n`);
+    io.stderr(`nothing written to ${printable(values.out)}\n`);
     return 1;
   }
   writeTree(values.out, result.files);
-  io.stdout(`wrote ${result.files.size} files for ${result.topologies.map((t) => t.cluster).join(', ')} to ${values.out}\n`);
+  io.stdout(`wrote ${result.files.size} files for ${result.topologies.map((t) => t.cluster).join(', ')} to ${printable(values.out)}\n`);
   return 0;
 }
 
