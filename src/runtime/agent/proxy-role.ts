@@ -3,6 +3,10 @@
  * that keeps a `raven proxy` process matching it. A node runs the proxy when it is an active proxy
  * endpoint of its Gateway with `enable-l7-proxy`: as the server in an exposed region, as a client
  * elsewhere (dialling every exposed region's active proxy endpoints).
+ *
+ * Gateway status is hostile (a node writes its own InternalIP): every node name, address and port
+ * is parsed here, one item at a time, and only canonical values reach the config file; a bad item
+ * is dropped (`onDrop`), its neighbours kept. The proxy parses the file again at its own boundary.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,7 +15,8 @@ import { DEFAULT_PROXY_PORT } from '../../topology/constants.js';
 import type { Logger } from '../log.js';
 import type { Gateway } from '../gateway.js';
 import { ravenCommand } from '../raven-command.js';
-import type { ProxyConfig } from '../proxy/main.js';
+import { canonicalIP, canonicalPort, type Dropped, objectName } from '../canonical.js';
+import type { ProxyConfig } from '../proxy/config.js';
 import { isAlive, stopOwnedProcess } from './owned-process.js';
 
 export interface ProxyAddresses {
@@ -20,29 +25,85 @@ export interface ProxyAddresses {
   readonly httpAddr: string;
   readonly httpsAddr: string;
   readonly metricsAddr: string;
+  /** This node's address: fronts without a configured host listen here and on loopback, never on all addresses. */
+  readonly nodeIP?: string;
+  /** CA of the nodes' serving certificates (HTTPS towards nodes). @default `<certDir>/node-ca.crt`, else the ServiceAccount's ca.crt */
+  readonly nodeCA?: string;
 }
 
 const exposed = (g: Gateway): boolean => g.spec?.exposeType === 'PublicIP' || g.spec?.exposeType === 'LoadBalancer';
-const ports = (text: string | undefined): number[] => (text ?? '').split(',').map((p) => Number(p.trim())).filter((p) => Number.isInteger(p) && p > 0 && p < 65536);
+/** A comma-separated port list from a Gateway's spec: `10255,9445`; anything else is dropped. */
+const ports = (text: unknown, source: string, drop: (d: Dropped) => void): number[] =>
+  (typeof text === 'string' ? text : '')
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)
+    .flatMap((p) => {
+      const r = canonicalPort(/^\d{1,5}$/.test(p) ? Number(p) : p);
+      if (!r.ok) drop({ source, kind: 'port', reason: r.reason });
+      return r.ok ? [r.value] : [];
+    });
 
-export function proxyConfigFor(gateways: readonly Gateway[], node: string, a: ProxyAddresses): ProxyConfig | undefined {
+export function proxyConfigFor(gateways: readonly Gateway[], node: string, a: ProxyAddresses, onDrop: (d: Dropped) => void = () => undefined): ProxyConfig | undefined {
   const sorted = [...gateways].sort((x, y) => (x.metadata.name < y.metadata.name ? -1 : 1));
   const mine = sorted.find((g) => g.status?.nodes?.some((n) => n.nodeName === node));
   const me = mine?.status?.activeEndpoints?.find((e) => e.type === 'proxy' && e.nodeName === node);
   if (!mine || !me || me.config?.['enable-l7-proxy'] !== 'true') return undefined;
+  const gatewayName = objectName(mine.metadata.name);
+  if (!gatewayName.ok) {
+    onDrop({ source: 'gateway', kind: 'gateway', reason: gatewayName.reason });
+    return undefined;
+  }
   const nodes: Record<string, { gateway: string; ip: string }> = {};
-  for (const g of sorted) for (const n of g.status?.nodes ?? []) if (n.privateIP) nodes[n.nodeName] = { gateway: g.metadata.name, ip: n.privateIP };
+  for (const g of sorted) {
+    const gw = objectName(g.metadata.name);
+    if (!gw.ok) {
+      onDrop({ source: 'gateway', kind: 'gateway', reason: gw.reason });
+      continue;
+    }
+    for (const n of g.status?.nodes ?? []) {
+      const name = objectName(n.nodeName);
+      if (!name.ok) {
+        onDrop({ source: gw.value, kind: 'node', reason: name.reason });
+        continue;
+      }
+      if (!n.privateIP) continue;
+      const ip = canonicalIP(n.privateIP);
+      if (!ip.ok) {
+        onDrop({ source: `node/${name.value}`, kind: 'node-ip', reason: ip.reason });
+        continue;
+      }
+      nodes[name.value] = { gateway: gw.value, ip: ip.value };
+    }
+  }
   const http = new Set<number>();
   const https = new Set<number>();
   for (const g of sorted.filter(exposed)) {
-    for (const p of ports(g.spec?.proxyConfig?.proxyHTTPPort)) http.add(p);
-    for (const p of ports(g.spec?.proxyConfig?.proxyHTTPSPort)) https.add(p);
+    for (const p of ports(g.spec?.proxyConfig?.proxyHTTPPort, `${g.metadata.name} proxyHTTPPort`, onDrop)) http.add(p);
+    for (const p of ports(g.spec?.proxyConfig?.proxyHTTPSPort, `${g.metadata.name} proxyHTTPSPort`, onDrop)) https.add(p);
   }
-  const base = { gateway: mine.metadata.name, certDir: a.certDir, metricsAddr: a.metricsAddr, nodes, ports: { http: [...http].sort((x, y) => x - y), https: [...https].sort((x, y) => x - y) } };
+  // The fronts bind to this node's address: the agent's own (--node-ip) when given, else what
+  // this node published in its Gateway's status.
+  const nodeIP = canonicalIP(a.nodeIP ?? mine.status?.nodes?.find((n) => n.nodeName === node)?.privateIP);
+  const base = {
+    gateway: gatewayName.value,
+    certDir: a.certDir,
+    metricsAddr: a.metricsAddr,
+    ...(nodeIP.ok && { nodeIP: nodeIP.value }),
+    ...(a.nodeCA && { nodeCA: a.nodeCA }),
+    nodes,
+    ports: { http: [...http].sort((x, y) => x - y), https: [...https].sort((x, y) => x - y) },
+  };
   if (exposed(mine)) return { ...base, role: 'server', server: { tunnelAddr: a.tunnelAddr, httpAddr: a.httpAddr, httpsAddr: a.httpsAddr } };
-  const servers = sorted
-    .filter((g) => g !== mine && exposed(g))
-    .flatMap((g) => (g.status?.activeEndpoints ?? []).filter((e) => e.type === 'proxy' && e.publicIP).map((e) => ({ host: e.publicIP!, port: e.port ?? DEFAULT_PROXY_PORT })));
+  const servers: { host: string; port: number }[] = [];
+  for (const g of sorted.filter((x) => x !== mine && exposed(x))) {
+    for (const e of (g.status?.activeEndpoints ?? []).filter((x) => x.type === 'proxy' && x.publicIP)) {
+      const host = canonicalIP(e.publicIP);
+      const port = canonicalPort(e.port ?? DEFAULT_PROXY_PORT);
+      if (!host.ok || !port.ok) onDrop({ source: g.metadata.name, kind: 'server', reason: host.ok ? (port as { reason: string }).reason : host.reason });
+      else servers.push({ host: host.value, port: port.value });
+    }
+  }
   return servers.length ? { ...base, role: 'client', client: { servers } } : undefined;
 }
 

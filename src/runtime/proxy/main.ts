@@ -1,42 +1,28 @@
 /**
  * `raven proxy --config FILE`: the L7 proxy on a proxy endpoint, as the agent starts it. The config
- * (JSON, written by the agent from Gateway status) says the role: `server` on an exposed (cloud)
- * region's proxy endpoint (tunnel hub on the external port, HTTP and HTTPS fronts on the internal
- * ports), `client` on an edge region's (dials every server, serves its region's nodes). SIGHUP
- * re-reads the nodes and ports; a role change is a restart, which the agent does.
+ * (JSON, written by the agent from Gateway status, parsed strictly by `readProxyConfig`) says the
+ * role: `server` on an exposed (cloud) region's proxy endpoint (tunnel hub on the external port, on
+ * all addresses; HTTP and HTTPS fronts on the internal ports, on the node's address and loopback),
+ * `client` on an edge region's (dials every server, serves its region's nodes). SIGHUP re-reads the
+ * nodes and ports; a role change is a restart, which the agent does.
  *
- * Certificates come from `certDir` (a mounted Secret): ca.crt, and server.crt/server.key or
- * client.crt/client.key. Nothing crosses regions in plaintext.
+ * Certificates come from `certDir` (a mounted Secret, `CERT_FILES`): ca.crt (tunnel CA), and
+ * server.crt/server.key plus client-ca.crt (the HTTPS front's client CA) on servers, or
+ * client.crt/client.key (CN gw-<region>) on clients. Without client-ca.crt the HTTPS front does not
+ * start. Nothing crosses regions in plaintext.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseAddr, serveEndpoints } from '../http-endpoints.js';
-import { Gauge, Registry } from '../metrics.js';
+import { serveEndpoints } from '../http-endpoints.js';
+import { Counter, Gauge, Registry } from '../metrics.js';
 import { createLogger } from '../log.js';
 import { runUntilSignal } from '../run-until-signal.js';
+import { CERT_FILES, DROPPED_KINDS, nodeCAFile, type ProxySettings, readProxyConfig } from './config.js';
 import { ProxyFront } from './front.js';
 import { TunnelClient, TunnelHub } from './tunnel.js';
 
-export interface ProxyConfig {
-  readonly role: 'server' | 'client';
-  readonly gateway: string;
-  readonly certDir: string;
-  /** /healthz, /readyz and /metrics (Prometheus). */
-  readonly metricsAddr?: string;
-  /** node name → its Gateway and address (as seen inside its own region). */
-  readonly nodes: Readonly<Record<string, { readonly gateway: string; readonly ip: string }>>;
-  readonly ports: { readonly http: readonly number[]; readonly https: readonly number[] };
-  readonly server?: { readonly tunnelAddr: string; readonly httpAddr: string; readonly httpsAddr: string };
-  readonly client?: { readonly servers: readonly { readonly host: string; readonly port: number }[] };
-}
-
-export function readProxyConfig(file: string): ProxyConfig {
-  const c = JSON.parse(readFileSync(file, 'utf8')) as ProxyConfig;
-  if (c.role !== 'server' && c.role !== 'client') throw new Error(`${file}: role must be server or client`);
-  if (c.role === 'server' && !c.server) throw new Error(`${file}: a server needs server.{tunnelAddr,httpAddr,httpsAddr}`);
-  if (c.role === 'client' && !c.client?.servers.length) throw new Error(`${file}: a client needs client.servers`);
-  return c;
-}
+export type { ProxyConfig, ProxySettings } from './config.js';
+export { readProxyConfig } from './config.js';
 
 export async function runProxy(args: readonly string[]): Promise<number> {
   const i = args.indexOf('--config');
@@ -46,31 +32,52 @@ export async function runProxy(args: readonly string[]): Promise<number> {
   const log = createLogger(`proxy/${config.gateway}`);
   const say = (msg: string): void => log.info(msg);
   const cert = (name: string): Buffer => readFileSync(join(config.certDir, name));
-  const nodes = { node: (n: string) => config.nodes[n] };
+  const nodes = { node: (n: string) => config.nodes.get(n) };
   const registry = new Registry();
   const tunnels = registry.register(new Gauge('raven_proxy_tunnels_connected', 'Tunnel connections up: edge clients connected (server), servers reached (client).'));
+  const dropped = registry.register(new Counter('raven_proxy_config_items_dropped_total', 'Items of the proxy configuration refused (bad node name, address, port or server), by kind.'));
+  for (const kind of DROPPED_KINDS) dropped.init({ kind });
+  const countDropped = (c: ProxySettings): void => {
+    for (const d of c.dropped) {
+      dropped.inc({ kind: d.kind });
+      log.warn('configuration item dropped', { source: d.source, kind: d.kind, reason: d.reason });
+    }
+  };
+  countDropped(config);
   let ready = (): boolean => false;
   const meta = config.metricsAddr ? await serveEndpoints(config.metricsAddr, { healthy: () => true, ready: () => ready(), metrics: registry }) : undefined;
   process.on('SIGHUP', () => {
     try {
-      config = readProxyConfig(file);
-      log.info('configuration reloaded', { nodes: Object.keys(config.nodes).length });
+      const next = readProxyConfig(file);
+      countDropped(next);
+      config = next;
+      log.info('configuration reloaded', { nodes: config.nodes.size });
     } catch (err) {
-      log.error('configuration not reloaded', { error: (err as Error).message });
+      log.error('configuration not reloaded', { error: (err as Error).message, cause: String((err as Error).cause ?? '') });
     }
   });
   if (config.role === 'server') {
-    const tls = { ca: cert('ca.crt'), cert: cert('server.crt'), key: cert('server.key') };
-    const hub = new TunnelHub(tls, say);
     const s = config.server!;
-    const at = (addr: string) => parseAddr(addr);
-    const tunnelPort = await hub.listen(at(s.tunnelAddr).port, at(s.tunnelAddr).host);
-    const front = new ProxyFront({ gateway: config.gateway, nodes, ports: { get http() { return config.ports.http; }, get https() { return config.ports.https; } }, hub, registry });
+    const tls = { ca: cert(CERT_FILES.tunnelCA), cert: cert(CERT_FILES.serverCert), key: cert(CERT_FILES.serverKey) };
+    const hub = new TunnelHub(tls, say);
+    const tunnelPort = await hub.listen(s.tunnel.port, s.tunnel.host || '0.0.0.0');
+    const caFile = nodeCAFile(config, existsSync);
+    const nodeCA = existsSync(caFile) ? readFileSync(caFile) : undefined;
+    if (!nodeCA) log.warn('no CA for the nodes\' serving certificates: HTTPS requests will be answered 502', { nodeCA: caFile });
+    const ports = { get http() { return config.ports.http; }, get https() { return config.ports.https; } };
+    const front = new ProxyFront({ gateway: config.gateway, nodes, ports, hub, registry, log: say, ...(nodeCA && { nodeCA }) });
     const gauge = setInterval(() => tunnels.set(hub.connected().length), 1000);
     ready = () => true;
-    const httpPort = await front.listenHttp(at(s.httpAddr).port, at(s.httpAddr).host);
-    const httpsPort = await front.listenHttps(at(s.httpsAddr).port, tls, at(s.httpsAddr).host);
-    log.info('proxy server up', { tunnel: tunnelPort, http: httpPort, https: httpsPort });
+    const listening: string[] = [];
+    for (const a of s.http) listening.push(`http ${a.host}:${await front.listenHttp(a.port, a.host)}`);
+    const clientCA = join(config.certDir, CERT_FILES.frontClientCA);
+    if (existsSync(clientCA)) {
+      const frontTls = { cert: tls.cert, key: tls.key, clientCA: readFileSync(clientCA) };
+      for (const a of s.https) listening.push(`https ${a.host}:${await front.listenHttps(a.port, frontTls, a.host)}`);
+    } else {
+      log.error(`the HTTPS front is not started: ${clientCA} is missing (the CA of its clients, e.g. kube-apiserver's kubelet-client CA); it never serves unauthenticated clients`);
+    }
+    log.info('proxy server up', { tunnel: tunnelPort, fronts: listening.join(', ') });
     await runUntilSignal(async () => {
       clearInterval(gauge);
       meta?.server.close();
@@ -79,7 +86,7 @@ export async function runProxy(args: readonly string[]): Promise<number> {
     }, log);
     return 0;
   }
-  const tls = { ca: cert('ca.crt'), cert: cert('client.crt'), key: cert('client.key') };
+  const tls = { ca: cert(CERT_FILES.tunnelCA), cert: cert(CERT_FILES.clientCert), key: cert(CERT_FILES.clientKey) };
   const allowed = (): Set<number> => new Set([...config.ports.http, ...config.ports.https]);
   const clients = config.client!.servers.map(
     (server) =>
@@ -89,7 +96,7 @@ export async function runProxy(args: readonly string[]): Promise<number> {
         tls,
         log: say,
         resolve: (node, port) => {
-          const n = config.nodes[node];
+          const n = config.nodes.get(node);
           if (!n || n.gateway !== config.gateway) return undefined;
           return allowed().has(port) ? { ip: n.ip } : { refuse: `port ${port} is not a proxy port of this cluster` };
         },
@@ -106,3 +113,4 @@ export async function runProxy(args: readonly string[]): Promise<number> {
   }, log);
   return 0;
 }
+
