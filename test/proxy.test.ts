@@ -55,7 +55,7 @@ if (!haveOpenssl) {
     let hub: TunnelHub | undefined;
     let front: ProxyFront | undefined;
     try {
-      makeProxyCerts(dir, { serverNames: ['localhost'], serverIPs: ['127.0.0.1'], gateways: ['gw-a', 'gw-b'] });
+      makeProxyCerts(dir, { serverNames: ['localhost'], serverIPs: ['127.0.0.1'], gateways: ['gw-a', 'gw-b'], nodes: ['a-1'] });
       const file = (f: string) => readFileSync(join(dir, f));
       const serverTls = { ca: file('ca.crt'), cert: file('server.crt'), key: file('server.key') };
       const clientTls = (gw: string) => ({ ca: file('ca.crt'), cert: file(`client-${gw}.crt`), key: file(`client-${gw}.key`) });
@@ -67,14 +67,14 @@ if (!haveOpenssl) {
       const hubLog: string[] = [];
       hub = new TunnelHub(serverTls, (m) => hubLog.push(m));
       const tunnelPort = await hub.listen(0, '127.0.0.1');
-      // An HTTPS "kubelet" (10250-style) on a-1: the proxy re-originates TLS to it.
-      const secure = createHttpsServer({ cert: file('server.crt'), key: file('server.key') }, (req, res) => res.end(`secure ${req.headers.host}\n`));
+      // An HTTPS "kubelet" (10250-style) on a-1, its certificate from the node CA: the proxy re-originates TLS to it and verifies it.
+      const secure = createHttpsServer({ cert: file('node-a-1.crt'), key: file('node-a-1.key') }, (req, res) => res.end(`secure ${req.headers.host}\n`));
       await new Promise<void>((r) => secure.listen(0, '127.0.0.2', () => r()));
       servers.push(secure as unknown as Server);
       const securePort = (secure.address() as { port: number }).port;
-      front = new ProxyFront({ gateway: 'gw-cloud', nodes: { node: (n) => directory.get(n) }, ports: { http: [port], https: [securePort] }, hub });
+      front = new ProxyFront({ gateway: 'gw-cloud', nodes: { node: (n) => directory.get(n) }, ports: { http: [port], https: [securePort] }, hub, nodeCA: file('node-ca.crt') });
       const httpPort = await front.listenHttp(0, '127.0.0.1');
-      const httpsPort = await front.listenHttps(0, serverTls, '127.0.0.1');
+      const httpsPort = await front.listenHttps(0, { cert: file('server.crt'), key: file('server.key'), clientCA: file('client-ca.crt') }, '127.0.0.1');
       const edgeOf = (gw: string, local: Record<string, string>) =>
         new TunnelClient({ gateway: gw, server: { host: '127.0.0.1', port: tunnelPort, servername: 'localhost' }, tls: clientTls(gw), resolve: (n, p) => (local[n] ? (p === port || p === securePort ? { ip: local[n]! } : { refuse: `port ${p} is not allowed` }) : undefined), minBackoffMs: 50, maxBackoffMs: 200 });
       clients.push(edgeOf('gw-a', { 'a-1': '127.0.0.2' }), edgeOf('gw-b', { 'b-1': '127.0.0.3' }));
@@ -105,9 +105,9 @@ if (!haveOpenssl) {
         assert.match(r.text, `node_name{node="${n}"} 1`);
         assert.match(r.text, `host=${n}:${port}`);
       }
-      // HTTPS in (our server certificate), TLS re-originated to the node through the tunnel.
+      // HTTPS in (our server certificate, a client certificate of the client CA), TLS re-originated to the node through the tunnel.
       const viaTls = await new Promise<string>((resolve, reject) => {
-        const r = httpsRequest({ host: '127.0.0.1', port: httpsPort, path: '/pods', servername: 'localhost', ca: file('ca.crt'), headers: { host: `a-1:${securePort}` } }, (res) => {
+        const r = httpsRequest({ host: '127.0.0.1', port: httpsPort, path: '/pods', servername: 'localhost', ca: file('ca.crt'), cert: file('kubelet-client.crt'), key: file('kubelet-client.key'), headers: { host: `a-1:${securePort}` } }, (res) => {
           let t = '';
           res.on('data', (d) => (t += d));
           res.on('end', () => resolve(`${res.statusCode} ${t}`));

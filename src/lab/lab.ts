@@ -81,7 +81,7 @@ export async function labUp(o: UpOptions, io: Io): Promise<{ state: LabState; co
     if (record.backend === 'ipsec') writeFileSync(state.pskFile, randomBytes(24).toString('hex'), { mode: 0o600 });
     writeAgentConfigs(state, plan.nodes, objects);
     if (record.backend === 'ipsec') writePskFiles(state, plan.nodes, objects);
-    if (topology.l7Proxy) writeProxyCerts(state, plan);
+    if (topology.l7Proxy) writeProxyCerts(state, plan, objects);
 
     await buildNetwork(plan, runner);
     await startSupervisor(state);
@@ -102,20 +102,28 @@ export async function labUp(o: UpOptions, io: Io): Promise<{ state: LabState; co
 }
 
 /**
- * The L7 proxy's certificates, as the raven-proxy-certs Secret would provide them: one CA, a server
- * certificate for every exposed region's endpoints (names, LAN and public addresses), and a client
- * certificate per Gateway (CN = its name); each node's directory holds the CA, the server pair and
- * its own region's client pair.
+ * The L7 proxy's certificates, as each region's proxy Secret would provide them (throwaway CAs,
+ * `makeProxyCerts`). Every node's directory holds the tunnel CA (`ca.crt`); nodes of exposed regions
+ * (proxy servers) the server pair, the HTTPS front's client CA (`client-ca.crt`) and the node CA
+ * (`node-ca.crt`); nodes of the other regions only their own region's client pair (`client.crt`,
+ * CN gw-<region>), so no node can speak for another region. `kubelet-client.crt` (a client of the
+ * HTTPS front) stays in the lab's proxy-ca directory.
  */
-function writeProxyCerts(state: LabState, plan: LabPlan): void {
+function writeProxyCerts(state: LabState, plan: LabPlan, objects: readonly k8s.KubernetesObject[]): void {
   const dir = join(state.dir, 'proxy-ca');
-  const servers = plan.nodes.filter((n) => !plan.regions.find((r) => r.name === n.region)!.nat);
-  makeProxyCerts(dir, { serverNames: ['localhost', ...servers.map((n) => n.name)], serverIPs: ['127.0.0.1', ...servers.flatMap((n) => [n.lanIP, ...(n.publicIP ? [n.publicIP] : [])])], gateways: plan.regions.map((r) => r.gateway) });
+  const exposedGateways = new Set(objects.filter((x) => x.kind === 'Gateway' && ['PublicIP', 'LoadBalancer'].includes(String((x as Gateway).spec?.exposeType))).map((x) => x.metadata?.name));
+  const exposed = (n: LabNode): boolean => exposedGateways.has(plan.regions.find((r) => r.name === n.region)!.gateway);
+  const servers = plan.nodes.filter(exposed);
+  const edges = plan.regions.filter((r) => !exposedGateways.has(r.gateway)).map((r) => r.gateway);
+  makeProxyCerts(dir, { serverNames: ['localhost', ...servers.map((n) => n.name)], serverIPs: ['127.0.0.1', ...servers.flatMap((n) => [n.lanIP, ...(n.publicIP ? [n.publicIP] : [])])], gateways: edges });
   for (const n of plan.nodes) {
     const to = join(state.nodeDir(n.name), 'proxy-certs');
     mkdirSync(to, { recursive: true, mode: 0o700 });
     const gw = plan.regions.find((r) => r.name === n.region)!.gateway;
-    for (const [from, name] of [['ca.crt', 'ca.crt'], ['server.crt', 'server.crt'], ['server.key', 'server.key'], [`client-${gw}.crt`, 'client.crt'], [`client-${gw}.key`, 'client.key']] as const) {
+    const files: [string, string][] = exposed(n)
+      ? [['ca.crt', 'ca.crt'], ['server.crt', 'server.crt'], ['server.key', 'server.key'], ['client-ca.crt', 'client-ca.crt'], ['node-ca.crt', 'node-ca.crt']]
+      : [['ca.crt', 'ca.crt'], [`client-${gw}.crt`, 'client.crt'], [`client-${gw}.key`, 'client.key']];
+    for (const [from, name] of files) {
       copyFileSync(join(dir, from), join(to, name));
       chmodSync(join(to, name), 0o600);
     }

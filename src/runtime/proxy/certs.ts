@@ -1,7 +1,14 @@
 /**
- * Certificates for the proxy's mutual TLS where no Secret provides them (the lab, tests): a CA, a
- * server certificate with the given subject alternative names, and one client certificate per
- * Gateway (CN = the Gateway's name, which the server checks against what the client announces).
+ * Certificates for the proxy where no Secret provides them (the lab, tests), as throwaway CAs:
+ *
+ * - the tunnel CA (`ca.crt`), a server certificate with the given subject alternative names
+ *   (`server.crt`), and one client certificate per edge region's Gateway (`client-<gw>.crt`,
+ *   CN and DNS SAN `gw-<region>`, which the hub checks against what the client announces);
+ * - the HTTPS front's client CA (`client-ca.crt`, standing in for kube-apiserver's kubelet-client
+ *   CA) and one client of it (`kubelet-client.crt`, CN kube-apiserver-kubelet-client);
+ * - the node CA (`node-ca.crt`, standing in for the cluster CA that signs kubelet serving
+ *   certificates) and a serving certificate per node given (`node-<name>.crt`, SAN DNS:<name>).
+ *
  * Made with the openssl command (argument arrays only); keys are written 0600.
  */
 import { spawnSync } from 'node:child_process';
@@ -10,25 +17,42 @@ import { join } from 'node:path';
 
 function openssl(args: string[]): void {
   const r = spawnSync('openssl', args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`openssl ${args[0]} failed: ${r.stderr.trim() || r.error?.message}`);
+  if (r.status !== 0) throw new Error(`failed to run openssl ${args[0]}`, { cause: new Error(r.stderr.trim() || r.error?.message) });
 }
 
-function leaf(dir: string, name: string, cn: string, ext: string): void {
+function ca(dir: string, name: string, cn: string): void {
+  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, `${name}.key`), '-out', join(dir, `${name}.crt`), '-days', '30', '-subj', `/CN=${cn}`]);
+  chmodSync(join(dir, `${name}.key`), 0o600);
+}
+
+function leaf(dir: string, signer: string, name: string, cn: string, ext: string): void {
   const key = join(dir, `${name}.key`);
   openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', join(dir, `${name}.csr`), '-subj', `/CN=${cn}`]);
   writeFileSync(join(dir, `${name}.ext`), ext);
-  openssl(['x509', '-req', '-in', join(dir, `${name}.csr`), '-CA', join(dir, 'ca.crt'), '-CAkey', join(dir, 'ca.key'), '-CAcreateserial', '-days', '30', '-out', join(dir, `${name}.crt`), '-extfile', join(dir, `${name}.ext`)]);
+  openssl(['x509', '-req', '-in', join(dir, `${name}.csr`), '-CA', join(dir, `${signer}.crt`), '-CAkey', join(dir, `${signer}.key`), '-CAcreateserial', '-days', '30', '-out', join(dir, `${name}.crt`), '-extfile', join(dir, `${name}.ext`)]);
   chmodSync(key, 0o600);
   rmSync(join(dir, `${name}.csr`));
   rmSync(join(dir, `${name}.ext`));
 }
 
-/** Writes ca.crt, server.{crt,key} and client-<gateway>.{crt,key} into `dir`. */
-export function makeProxyCerts(dir: string, o: { serverNames: readonly string[]; serverIPs: readonly string[]; gateways: readonly string[] }): void {
+export interface ProxyCertsOptions {
+  readonly serverNames: readonly string[];
+  readonly serverIPs: readonly string[];
+  /** Gateways that run proxy clients (edge regions): one client certificate each. */
+  readonly gateways: readonly string[];
+  /** Nodes that get a serving certificate of the node CA (HTTPS kubelets in tests). @default [] */
+  readonly nodes?: readonly string[];
+}
+
+/** Writes the CAs and certificates listed above into `dir`. */
+export function makeProxyCerts(dir: string, o: ProxyCertsOptions): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.crt'), '-days', '30', '-subj', '/CN=raven-proxy-ca']);
-  chmodSync(join(dir, 'ca.key'), 0o600);
+  ca(dir, 'ca', 'raven-proxy-ca');
   const sans = [...o.serverNames.map((n) => `DNS:${n}`), ...o.serverIPs.map((ip) => `IP:${ip}`)].join(',');
-  leaf(dir, 'server', 'raven-proxy-server', `${sans ? `subjectAltName=${sans}\n` : ''}extendedKeyUsage=serverAuth\n`);
-  for (const gw of o.gateways) leaf(dir, `client-${gw}`, gw, 'extendedKeyUsage=clientAuth\n');
+  leaf(dir, 'ca', 'server', 'raven-proxy-server', `${sans ? `subjectAltName=${sans}\n` : ''}extendedKeyUsage=serverAuth\n`);
+  for (const gw of o.gateways) leaf(dir, 'ca', `client-${gw}`, gw, `subjectAltName=DNS:${gw}\nextendedKeyUsage=clientAuth\n`);
+  ca(dir, 'client-ca', 'raven-lab-kubelet-client-ca');
+  leaf(dir, 'client-ca', 'kubelet-client', 'kube-apiserver-kubelet-client', 'extendedKeyUsage=clientAuth\n');
+  ca(dir, 'node-ca', 'raven-lab-node-ca');
+  for (const n of o.nodes ?? []) leaf(dir, 'node-ca', `node-${n}`, n, `subjectAltName=DNS:${n}\nextendedKeyUsage=serverAuth\n`);
 }
