@@ -14,6 +14,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { compile, type SourceFile, validateSources } from '../src/compile.js';
 import { LAYERS } from '../src/constructs/flux-sync.js';
+import { gatewayAgentName } from '../src/constructs/raven-agent.js';
+import { proxySecretName } from '../src/topology/constants.js';
+import { dnsSubdomainProblem, labelValueProblem } from '../src/topology/k8s-names.js';
 import { RavenClusterChart } from '../src/constructs/raven-cluster-chart.js';
 import { header, renderCluster } from '../src/gitops/bundle.js';
 import { readSources, removeStaleTempTrees, STALE_TEMP_TREE_MS } from '../src/io/files.js';
@@ -44,6 +47,14 @@ test('the longest name derived from a cluster name of the maximum length fits a 
   assert.is(`raven-${cluster}-${'x'.repeat(longestLayer)}`.length, DNS1123_LABEL_MAX);
   const ok = loadTopology('ok.yaml', utf8(SEED_TEXT.replace('name: seed', `name: ${cluster}`)));
   assert.ok(ok.topology, ok.diagnostics.map(formatDiagnostic).join('\n'));
+});
+
+test('every name derived from a region name of the maximum length is a valid Kubernetes name', () => {
+  const region = 'r'.repeat(60);
+  const gateway = loadTopology('r.yaml', utf8(SEED_TEXT.replace('name: qingdao', `name: ${region}`))).topology!.regions.find((r) => r.name === region)!.gatewayName;
+  // The controller labels member nodes raven.openyurt.io/gateway=<gateway>: a label value.
+  assert.is(labelValueProblem(gateway), null);
+  for (const name of [gateway, gatewayAgentName(region), proxySecretName(region)]) assert.is(dnsSubdomainProblem(name), null, name);
 });
 
 test('a newline in a topology file name cannot inject YAML through the generated header', () => {

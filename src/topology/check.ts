@@ -12,7 +12,7 @@ import {
   MAX_TUNNEL_REPLICAS,
 } from './constants.js';
 import { type Cidr, findOverlaps, parseCidr, parseIp, unroutableReason } from './cidr.js';
-import { MEMBER_NODES_ANNOTATION } from './constants.js';
+import { MEMBER_NODES_ANNOTATION, proxySecretName } from './constants.js';
 import { labelKeyProblem } from './k8s-names.js';
 import { DNS1123_SUBDOMAIN_MAX, LABEL_VALUE_MAX, MAX_ANNOTATIONS_BYTES } from './limits.js';
 import type { Endpoint, Region, Topology } from './model.js';
@@ -296,6 +296,12 @@ const kubernetesNames: Check = (t, out) => {
  * into "-": region "a-b" with node "c" and region "a" with node "b-c" would fight over one Service.
  */
 const derivedNames: Check = (t, out, where) => {
+  // Each region's candidates mount the Secret raven-proxy-<region>; the PSK must be another Secret.
+  const psk = t.vpn.psk;
+  const pskRegion = psk && t.l7Proxy && t.vpn.backend === 'ipsec' ? t.regions.find((r) => proxySecretName(r.name) === psk.name) : undefined;
+  if (pskRegion) {
+    out.push(error(['spec', 'vpn', 'psk', 'secretRef', 'name'], `the PSK Secret ${psk!.name} is also the L7 proxy certificate Secret of region "${pskRegion.name}" (${where([...pskRegion.path, 'name'])}), which its gateway candidates mount; name the PSK Secret something else, such as raven-ipsec-psk`));
+  }
   const owner = new Map<string, { region: Region; endpoint: Endpoint }>();
   for (const r of inFileOrder(t).filter((x) => x.exposure === 'LoadBalancer')) {
     const reported = new Set<string>();
