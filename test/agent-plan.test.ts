@@ -186,4 +186,55 @@ test('every node, every NAT case, both backends: the plan does not depend on the
   }
 });
 
+
+/** Hostile values as they can reach Gateway status: a node writes its own InternalIP; pod ranges come from Nodes, Calico and annotations. */
+const HOSTILE_IPS = ['192.168.1.13\nnetns exec x sh -c "id > /tmp/pwned"', '0.0.0.0/1', '10.0.0.010', 'evil.example.com', '-f', '127.0.0.1', 'fe80::1%eth0', '::ffff:10.0.0.1', '0.0.0.0', ' 10.0.0.12'];
+const HOSTILE_SUBNETS = ['0.0.0.0/0', '0.0.0.0/1', '128.0.0.0/1', '::/0', '10.99.0.0/24 table main', '10.99.1.0/24\nroute add default via 1.2.3.4', '169.254.0.0/16', '127.0.0.0/8', '224.0.0.0/4', 'fe80::/64', '10.99.2.5/24', '10.99.3.0/33', '10.244.1.0/24', '10.244.0.0/16'];
+
+test('hostile addresses and ranges in a remote region are refused one by one; its good nodes, and every other region, still route', () => {
+  const gws = seed();
+  const qd = gws[2]!;
+  HOSTILE_IPS.forEach((ip, i) => qd.status!.nodes!.push({ nodeName: `qd-evil-${i}`, privateIP: ip, subnets: [`10.98.${i}.0/24`] }));
+  qd.status!.nodes!.push({ nodeName: 'qd-ranges', privateIP: '192.168.1.40', subnets: [...HOSTILE_SUBNETS, '10.97.0.0/24'] });
+  for (const node of ['hz-1', 'hz-2']) {
+    const p = plan(gws, opts(node, { forwardNodeIP: true }));
+    const dsts = p.routes.map((r) => r.dst);
+    const expected = ['10.0.0.10/32', '10.0.0.11/32', '10.244.0.0/24', '10.244.3.0/24', '10.244.4.0/24', '10.244.5.0/24', '10.97.0.0/24', ...HOSTILE_IPS.map((_, i) => `10.98.${i}.0/24`), '192.168.1.40/32'].sort();
+    assert.equal(dsts, expected, `${node}: exactly the well-formed remote ranges, and node addresses that do not collide with ours`);
+    for (const r of p.routes) assert.ok(!/[\s;]/.test(r.dst + (r.via ?? '') + (r.dev ?? '')), `nothing but canonical text in ${JSON.stringify(r)}`);
+    assert.ok((p.dropped ?? []).length >= HOSTILE_IPS.length - 0 + HOSTILE_SUBNETS.length - 2, `refusals are reported (${(p.dropped ?? []).length})`);
+  }
+  const relay = plan(gws, opts('hz-1')).peers.find((x) => x.gateway === 'gw-cloud')!;
+  assert.ok(relay.allowedIPs.includes('10.97.0.0/24') && !relay.allowedIPs.some((a) => a.startsWith('0.') || a.startsWith('128.') || a.includes(' ')), 'the relay carries the good range and none of the bad');
+});
+
+test('a range holding another region\'s is refused, the narrower one keeps working; the same range claimed twice is refused on both sides', () => {
+  const gws = seed();
+  gws[2]!.status!.nodes![0]!.subnets = ['10.244.0.0/22'];
+  let p = plan(gws, opts('cloud-2'));
+  assert.ok(p.routes.some((r) => r.dst === '10.244.1.0/24'), 'hangzhou keeps its range');
+  assert.not.ok(p.routes.some((r) => r.dst === '10.244.0.0/22'), 'the wider claim from qingdao is refused');
+  gws[2]!.status!.nodes![0]!.subnets = ['10.244.1.0/24'];
+  p = plan(gws, opts('cloud-2'));
+  assert.not.ok(p.routes.some((r) => r.dst === '10.244.1.0/24'), 'a duplicated range goes nowhere rather than possibly to the hijacker');
+  assert.ok(p.dropped!.some((d) => d.kind === 'subnet-conflict' && d.source === 'gw-hangzhou') && p.dropped!.some((d) => d.kind === 'subnet-conflict' && d.source === 'gw-qingdao'));
+  assert.ok(p.routes.some((r) => r.dst === '10.244.2.0/24'), 'hangzhou\'s other node still routes');
+});
+
+test('a bad key, port, endpoint address or NAT type drops that value only; the peer set of every other region is unchanged', () => {
+  const good = plan(seed(), opts('cloud-gw-1')).peers;
+  const gws = seed();
+  gws[1]!.status!.activeEndpoints![0]!.config = { publicKey: 'not-a-key; rm -rf /' };
+  gws[2]!.status!.activeEndpoints![0]!.port = 99999;
+  const p = plan(gws, opts('cloud-gw-1'));
+  assert.equal(p.peers.find((x) => x.gateway === 'gw-hangzhou')!.publicKey, undefined, 'no key: the peer is not configured until a good one is published');
+  assert.equal(p.peers.filter((x) => x.gateway !== 'gw-hangzhou' && x.gateway !== 'gw-qingdao'), good.filter((x) => x.gateway !== 'gw-hangzhou' && x.gateway !== 'gw-qingdao'));
+  assert.ok(p.dropped!.some((d) => d.kind === 'public-key') && p.dropped!.some((d) => d.kind === 'port'));
+  const cloudWithBadIP = seed();
+  cloudWithBadIP[0]!.status!.activeEndpoints![0]!.publicIP = '203.0.113.010';
+  const hz = plan(cloudWithBadIP, opts('hz-1'));
+  assert.equal(hz.peers.map((x) => x.endpoint), [], 'an unparsable public address is never dialled');
+  assert.ok(hz.dropped!.some((d) => d.kind === 'public-ip'));
+});
+
 test.run();

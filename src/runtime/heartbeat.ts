@@ -7,6 +7,8 @@
  * tolerantly: a malformed annotation yields `undefined` fields, never an exception.
  */
 
+import { isWireGuardKey, objectName, shown } from './canonical.js';
+
 export const LEASE_PREFIX = 'raven-agent-';
 export const HEALTH_ANNOTATION = 'raven-gitops.io/health';
 export const HEALTH_VERSION = 1;
@@ -19,6 +21,18 @@ export const MEMBER_LEASE_SECONDS = 30;
 
 /** A standby's observation older than this is ignored. */
 export const OBSERVATION_MAX_AGE_MS = 2000;
+/**
+ * How far ahead of the controller's clock a node's clock may be. A renewal or observation stamped
+ * further in the future is refused: otherwise one forged timestamp would keep a dead node "alive"
+ * (or its report "fresh") for as long as the forger liked.
+ */
+export const MAX_CLOCK_SKEW_MS = 2000;
+/** The longest lease a heartbeat may claim; longer ones are cut to this (members renew every 10 s). */
+export const MAX_LEASE_SECONDS = MEMBER_LEASE_SECONDS;
+/** A health annotation larger than this is not read (honest ones are well under 1 KiB per peer). */
+export const MAX_HEALTH_BYTES = 256 * 1024;
+/** Peers in one health report beyond this are not read (a hub has about one per region). */
+export const MAX_HEALTH_PEERS = 10_000;
 
 export interface PeerHealth {
   /** Seconds since the last completed handshake with this peer (WireGuard) or SA rekey (IPsec). */
@@ -75,20 +89,35 @@ export function nodeOfLease(name: string): string | undefined {
   return name.startsWith(LEASE_PREFIX) && name.length > LEASE_PREFIX.length ? name.slice(LEASE_PREFIX.length) : undefined;
 }
 
-/** Heartbeat from a Lease, or undefined when the Lease is not a heartbeat or has no renew time. */
-export function heartbeatFromLease(lease: LeaseLike): Heartbeat | undefined {
+/** Heartbeat from a Lease, or undefined when the Lease is not a valid heartbeat (see `parseHeartbeat`). */
+export function heartbeatFromLease(lease: LeaseLike, now = Date.now()): Heartbeat | undefined {
+  return parseHeartbeat(lease, now).heartbeat;
+}
+
+/**
+ * A heartbeat from a Lease, read as written by someone who may not be the node it names: on
+ * clusters without the admission policy (Kubernetes < 1.30), any agent can write any Lease.
+ * - the holder must be the node the Lease is named after;
+ * - a renewal stamped in the future (beyond `MAX_CLOCK_SKEW_MS`) is refused, one slightly ahead is
+ *   taken as renewed now;
+ * - the lease duration is cut to 1..`MAX_LEASE_SECONDS`;
+ * - health is parsed field by field (`parseHealth`), including the key's format.
+ * `refused` says why a Lease named like a heartbeat gave none; it is absent for other Leases.
+ */
+export function parseHeartbeat(lease: LeaseLike, now: number): { heartbeat?: Heartbeat; refused?: string } {
   const node = nodeOfLease(lease.metadata?.name ?? '');
+  if (!node) return {};
+  if (!objectName(node).ok) return { refused: `${shown(node)} is not a node name` };
+  const holder = lease.spec?.holderIdentity;
+  if (holder !== node) return { refused: `holder ${shown(holder ?? '')} is not the node ${node}` };
   const renew = lease.spec?.renewTime;
-  const renewTime = renew instanceof Date ? renew.getTime() : typeof renew === 'string' ? Date.parse(renew) : NaN;
-  if (!node || !Number.isFinite(renewTime)) return undefined;
+  const stamped = renew instanceof Date ? renew.getTime() : typeof renew === 'string' ? Date.parse(renew) : NaN;
+  if (!Number.isFinite(stamped)) return { refused: 'no renew time' };
+  if (stamped > now + MAX_CLOCK_SKEW_MS) return { refused: `renew time ${new Date(stamped).toISOString()} is ${((stamped - now) / 1000).toFixed(1)} s in the future` };
   const duration = lease.spec?.leaseDurationSeconds;
-  const health = parseHealth(lease.metadata?.annotations?.[HEALTH_ANNOTATION]);
-  return {
-    node,
-    renewTime,
-    leaseDurationSeconds: typeof duration === 'number' && duration > 0 ? duration : CANDIDATE_LEASE_SECONDS,
-    ...(health && { health }),
-  };
+  const leaseDurationSeconds = typeof duration === 'number' && Number.isFinite(duration) && duration >= 1 ? Math.min(Math.floor(duration), MAX_LEASE_SECONDS) : CANDIDATE_LEASE_SECONDS;
+  const health = parseHealth(lease.metadata?.annotations?.[HEALTH_ANNOTATION], now);
+  return { heartbeat: { node, renewTime: Math.min(stamped, now), leaseDurationSeconds, ...(health && { health }) } };
 }
 
 export function expiresAt(hb: Heartbeat): number {
@@ -99,9 +128,13 @@ export function encodeHealth(h: AgentHealth): string {
   return JSON.stringify({ v: HEALTH_VERSION, ...h });
 }
 
-/** Tolerant parse: unknown versions or malformed JSON give undefined; bad fields are dropped. */
-export function parseHealth(text: string | undefined): AgentHealth | undefined {
-  if (!text) return undefined;
+/**
+ * Tolerant parse: unknown versions, malformed or oversized JSON give undefined; bad fields are
+ * dropped: peers that are not Gateway names, numbers out of range, an observation of a node that
+ * is no node name or stamped in the future, a key that is not a WireGuard key.
+ */
+export function parseHealth(text: string | undefined, now = Date.now()): AgentHealth | undefined {
+  if (!text || text.length > MAX_HEALTH_BYTES) return undefined;
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -111,25 +144,26 @@ export function parseHealth(text: string | undefined): AgentHealth | undefined {
   if (!isObject(raw) || raw.v !== HEALTH_VERSION || typeof raw.backendUp !== 'boolean') return undefined;
   const peers: Record<string, PeerHealth> = {};
   if (isObject(raw.peers)) {
-    for (const [name, p] of Object.entries(raw.peers)) {
-      if (!isObject(p)) continue;
-      peers[name] = {
-        ...(num(p.handshakeAgeSeconds) !== undefined && { handshakeAgeSeconds: num(p.handshakeAgeSeconds)! }),
-        ...(num(p.rttMs) !== undefined && { rttMs: num(p.rttMs)! }),
-        ...(num(p.loss) !== undefined && { loss: num(p.loss)! }),
-      };
+    for (const [name, p] of Object.entries(raw.peers).slice(0, MAX_HEALTH_PEERS)) {
+      if (!isObject(p) || !objectName(name).ok) continue;
+      const age = num(p.handshakeAgeSeconds, 0);
+      const rtt = num(p.rttMs, 0);
+      const loss = num(p.loss, 0, 1);
+      peers[name] = { ...(age !== undefined && { handshakeAgeSeconds: age }), ...(rtt !== undefined && { rttMs: rtt }), ...(loss !== undefined && { loss }) };
     }
   }
   const a = raw.activeGateway;
+  const observedAt = isObject(a) ? num(a.observedAt, 0, now + MAX_CLOCK_SKEW_MS) : undefined;
+  const rtt = isObject(a) ? num(a.rttMs, 0) : undefined;
   const activeGateway: ActiveGatewayObservation | undefined =
-    isObject(a) && typeof a.node === 'string' && typeof a.reachable === 'boolean' && typeof a.lanReachable === 'boolean' && num(a.observedAt) !== undefined
-      ? { node: a.node, reachable: a.reachable, lanReachable: a.lanReachable, observedAt: num(a.observedAt)!, ...(num(a.rttMs) !== undefined && { rttMs: num(a.rttMs)! }) }
+    isObject(a) && objectName(a.node).ok && typeof a.reachable === 'boolean' && typeof a.lanReachable === 'boolean' && observedAt !== undefined
+      ? { node: a.node as string, reachable: a.reachable, lanReachable: a.lanReachable, observedAt: Math.min(observedAt, now), ...(rtt !== undefined && { rttMs: rtt }) }
       : undefined;
   return {
     backendUp: raw.backendUp,
     peers,
     ...(activeGateway && { activeGateway }),
-    ...(typeof raw.publicKey === 'string' && raw.publicKey && { publicKey: raw.publicKey }),
+    ...(isWireGuardKey(raw.publicKey) && { publicKey: raw.publicKey }),
   };
 }
 
@@ -137,6 +171,6 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function num(v: unknown): number | undefined {
-  return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+function num(v: unknown, min = -Infinity, max = Infinity): number | undefined {
+  return typeof v === 'number' && Number.isFinite(v) && v >= min && v <= max ? v : undefined;
 }

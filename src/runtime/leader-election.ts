@@ -2,6 +2,12 @@
  * Lease-based leader election (coordination.k8s.io/v1), which @kubernetes/client-node lacks.
  * Optimistic concurrency on the Lease's resourceVersion decides races: a 409 means another
  * replica won. A leader that cannot renew within the lease duration steps down.
+ *
+ * As in client-go, a held Lease expires by this replica's own clock and its own configured
+ * duration: the lease is taken over once its record (holder, renew time) has not changed for
+ * `leaseDurationSeconds` since we first saw it. The duration and renew time written in the Lease
+ * are not trusted, so a forged holder with a ten-year lease or a renew time in the future stops
+ * nobody for longer than one lease duration past its last change.
  */
 import * as k8s from '@kubernetes/client-node';
 
@@ -24,6 +30,8 @@ export class LeaderElector {
   private leading = false;
   private lastRenew = 0;
   private stopped = false;
+  /** The other holder's record as last read, and when (our clock) it last changed. */
+  private observed?: { record: string; at: number };
 
   constructor(kc: k8s.KubeConfig, private readonly opts: LeaderElectionOptions) {
     this.api = kc.makeApiClient(k8s.CoordinationV1Api);
@@ -103,9 +111,12 @@ export class LeaderElector {
       }
     }
     const spec = lease.spec ?? {};
-    const renewed = spec.renewTime ? new Date(spec.renewTime).getTime() : 0;
     const held = spec.holderIdentity && spec.holderIdentity !== identity;
-    if (held && renewed + (spec.leaseDurationSeconds ?? leaseDurationSeconds) * 1000 > now) return false;
+    if (held) {
+      const record = JSON.stringify([spec.holderIdentity, spec.renewTime ? new Date(spec.renewTime).toISOString() : '', spec.acquireTime ? new Date(spec.acquireTime).toISOString() : '']);
+      if (this.observed?.record !== record) this.observed = { record, at: now };
+      if (this.observed.at + leaseDurationSeconds * 1000 > now) return false;
+    }
     const mine = spec.holderIdentity === identity;
     lease.spec = {
       ...spec,

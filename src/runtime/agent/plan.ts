@@ -213,8 +213,9 @@ function withAnchor(gw: Gateway, active: GatewayEndpoint | undefined): { anchor?
  * Ranges of remote regions that must not be routed, removed (and reported): those overlapping our
  * own region's ranges or containing one of its node addresses (they would pull our own traffic
  * into the tunnel), those containing an address a tunnel is dialled at (the tunnel would carry
- * itself), and ranges two regions both claim (whichever we picked, the other could be hijacked:
- * both lose them until the claim is resolved). Every node computes the same from the same input.
+ * itself), ranges containing another region's, and the same range claimed by two regions
+ * (whichever we picked, the other could be hijacked). Every node computes the same from the same
+ * input, apart from its own region's ranges.
  */
 function refuseConflicts(all: readonly Region[], mine: Region, dropped: Dropped[]): Region[] {
   const local: { cidr: Cidr; what: string }[] = [];
@@ -249,9 +250,17 @@ function refuseConflicts(all: readonly Region[], mine: Region, dropped: Dropped[
     const hit = local.find((x) => overlapping(c.cidr, x.cidr)) ?? underlay.find((x) => overlapping(c.cidr, x.cidr) && !(c.cidr.first === c.cidr.last && x.cidr.first === c.cidr.first));
     if (hit) refuse(c.region, c.cidr.text, `it overlaps the ${hit.what}`);
   }
+  // Two CIDRs that overlap are equal or one holds the other. A range holding another region's is
+  // refused (no region's pods contain another's; the narrower claim keeps working); the same range
+  // claimed twice is refused on both sides, since either could be the hijacker.
   for (const [a, b] of crossRegionOverlaps(claims)) {
-    refuse(a.region, a.cidr.text, `${b.region} claims the overlapping ${b.cidr.text}`);
-    refuse(b.region, b.cidr.text, `${a.region} claims the overlapping ${a.cidr.text}`);
+    const aWider = a.cidr.first <= b.cidr.first && a.cidr.last >= b.cidr.last;
+    const bWider = b.cidr.first <= a.cidr.first && b.cidr.last >= a.cidr.last;
+    if (aWider && bWider) {
+      refuse(a.region, a.cidr.text, `${b.region} claims the same range`);
+      refuse(b.region, b.cidr.text, `${a.region} claims the same range`);
+    } else if (aWider) refuse(a.region, a.cidr.text, `it contains ${b.cidr.text} of ${b.region}`);
+    else refuse(b.region, b.cidr.text, `it contains ${a.cidr.text} of ${a.region}`);
   }
   if (refused.size === 0) return [...all];
   return all.map((r) => {

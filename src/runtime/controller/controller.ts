@@ -8,20 +8,24 @@ import { isDeepStrictEqual } from 'node:util';
 import * as k8s from '@kubernetes/client-node';
 import { GATEWAY_GROUP, GATEWAY_LABEL, GATEWAY_VERSION } from '../../topology/constants.js';
 import type { Gateway, NodeLike } from '../gateway.js';
-import { expiresAt, type Heartbeat, heartbeatFromLease } from '../heartbeat.js';
+import { countByKind, type Dropped, sortDropped } from '../canonical.js';
+import { parseGateway } from '../gateway.js';
+import { expiresAt, type Heartbeat, heartbeatFromLease, parseHeartbeat } from '../heartbeat.js';
 import { serveEndpoints } from '../http-endpoints.js';
 import { code, LeaderElector } from '../leader-election.js';
 import type { Logger } from '../log.js';
 import { assignNodes } from '../membership.js';
 import { Counter, Gauge, Histogram, Registry } from '../metrics.js';
 import { WorkQueue } from '../workqueue.js';
-import { elect, electionEvents, type Features } from './election.js';
+import { elect, electionEvents, type Features, keyChangeEvents, publishedKeys } from './election.js';
 import { desiredExposure, EXPOSURE_GATEWAY_LABEL, type Exposed, type ServiceLike, withPublicAddresses } from './exposure.js';
-import { type BlockAffinityLike, gatewayStatus } from './status.js';
+import { type BlockAffinityLike, gatewayStatusWithDrops } from './status.js';
 
 export const RAVEN_CFG = 'raven-cfg';
 export const CONTROLLER_LEASE = 'raven-controller';
 const PHASES = ['read', 'status', 'events', 'labels', 'exposure'] as const;
+/** Kinds of refused values, pre-initialised in `raven_controller_refused_values`. */
+const REFUSAL_KINDS = ['gateway-name', 'endpoint', 'node', 'node-ip', 'subnet', 'public-ip', 'port', 'public-key', 'config'];
 
 export interface ControllerOptions {
   readonly namespace: string;
@@ -45,6 +49,13 @@ export class GatewayController {
   private readonly failovers = this.registry.register(new Counter('raven_controller_failovers_total', 'Active endpoints replaced after becoming unusable, by type.'));
   private readonly decision = this.registry.register(new Histogram('raven_controller_decision_latency_seconds', 'From a failure becoming observable to the new status being written.', [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5]));
   private readonly leader = this.registry.register(new Gauge('raven_controller_leader', '1 when this replica is the leader.'));
+  private readonly refusedGauge = this.registry.register(new Gauge('raven_controller_refused_values', 'Values from Gateways, Nodes, Services and Calico blocks left out of Gateway status, by kind.'));
+  private readonly refusedLeases = this.registry.register(new Gauge('raven_controller_refused_heartbeats', 'Heartbeat Leases not believed (holder is not the node, renewal in the future, bad name).'));
+  /** Refused values per Gateway (from its last reconcile) and per heartbeat Lease, each logged once when it appears. */
+  private readonly refused = new Map<string, readonly Dropped[]>();
+  private refusedLeaseReasons = new Map<string, string>();
+  /** The WireGuard key last published for each node, so a change is an event even across failovers. */
+  private readonly knownKeys = new Map<string, string>();
 
   private readonly queue = new WorkQueue<string>({ baseDelayMs: 20, maxDelayMs: 30_000 });
   private readonly core: k8s.CoreV1Api;
@@ -160,7 +171,7 @@ export class GatewayController {
     this.nodes.on('update', nodeChanged);
     this.nodes.on('delete', nodeChanged);
     const leaseChanged = (l: k8s.V1Lease): void => {
-      const hb = heartbeatFromLease(l);
+      const hb = heartbeatFromLease(l, Date.now());
       if (hb) this.enqueueGatewaysOfNode(hb.node);
     };
     this.leases.on('add', leaseChanged);
@@ -279,28 +290,47 @@ export class GatewayController {
     return { l3Tunnel: on('enable-l3-tunnel'), l7Proxy: on('enable-l7-proxy') };
   }
 
-  private heartbeats(): Map<string, Heartbeat> {
+  private heartbeats(now: number): Map<string, Heartbeat> {
     const out = new Map<string, Heartbeat>();
+    const refused = new Map<string, string>();
     for (const l of this.leases?.list() ?? []) {
-      const hb = heartbeatFromLease(l);
-      if (hb) out.set(hb.node, hb);
+      const { heartbeat, refused: why } = parseHeartbeat(l, now);
+      if (heartbeat) out.set(heartbeat.node, heartbeat);
+      else if (why) refused.set(l.metadata?.name ?? '', why);
     }
+    for (const [lease, why] of refused) if (this.refusedLeaseReasons.get(lease) !== why) this.log.warn('heartbeat not believed', { lease, reason: why });
+    this.refusedLeaseReasons = refused;
+    this.refusedLeases.set(refused.size);
     return out;
+  }
+
+  /** Refused values of one Gateway: logged once when they appear, counted by kind over all Gateways. */
+  private reportRefused(gateway: string, items: readonly Dropped[]): void {
+    const before = new Set((this.refused.get(gateway) ?? []).map((d) => `${d.source}\0${d.kind}\0${d.reason}`));
+    const all = sortDropped(items);
+    for (const d of all) if (!before.has(`${d.source}\0${d.kind}\0${d.reason}`)) this.log.warn('refused a value', { gateway, source: d.source, kind: d.kind, reason: d.reason });
+    if (all.length) this.refused.set(gateway, all);
+    else this.refused.delete(gateway);
+    const counts = countByKind([...this.refused.values()].flat());
+    for (const kind of new Set([...REFUSAL_KINDS, ...counts.keys()])) this.refusedGauge.set(counts.get(kind) ?? 0, { kind });
   }
 
   async reconcile(name: string): Promise<void> {
     const observableAt = this.triggeredAt.get(name);
     this.triggeredAt.delete(name);
-    const gw = this.gateways?.get(name) as unknown as Gateway | undefined;
+    // Parsed: spec endpoints and old status with only values that are well-formed, in canonical form.
+    const parsed = parseGateway(this.gateways?.get(name));
+    const gw = parsed.gateway;
     const nodes = this.nodeList();
     if (!gw) {
+      this.reportRefused(name, []);
       await this.phase('labels', () => this.syncLabels(name, new Set(), nodes));
       await this.phase('exposure', () => this.syncExposure(name, []));
       return;
     }
     const now = Date.now();
     const byNode = (this.assignment ??= assignNodes(this.gatewayList(), nodes).byNode);
-    const heartbeats = this.heartbeats();
+    const heartbeats = this.heartbeats(now);
     const result = elect({
       gateway: gw,
       nodes: new Map(nodes.map((n) => [n.metadata.name, n])),
@@ -312,7 +342,10 @@ export class GatewayController {
     const members = nodes.filter((n) => byNode.get(n.metadata.name) === name);
     const ownServices = new Map((this.services?.list() ?? []).filter((s) => s.metadata?.labels?.[EXPOSURE_GATEWAY_LABEL] === name).map((s) => [s.metadata!.name!, s as unknown as ServiceLike]));
     const blocks = (this.blockAffinities?.list() ?? []) as unknown as BlockAffinityLike[];
-    const status = gatewayStatus(gw, members, withPublicAddresses(gw, result.active, ownServices), blocks);
+    const dropped: Dropped[] = [...parsed.dropped];
+    const exposedActive = withPublicAddresses(gw, result.active, ownServices, dropped);
+    const { status, dropped: fromNodes } = gatewayStatusWithDrops(gw, members, exposedActive, blocks);
+    this.reportRefused(name, [...dropped, ...fromNodes]);
     const before = gw.status?.activeEndpoints ?? [];
 
     if (!isDeepStrictEqual(normalizeStatus(gw.status), normalizeStatus(status))) {
@@ -325,7 +358,9 @@ export class GatewayController {
           body: { apiVersion: `${GATEWAY_GROUP}/${GATEWAY_VERSION}`, kind: 'Gateway', metadata: { name, resourceVersion: gw.metadata.resourceVersion }, status },
         }),
       );
-      const events = electionEvents(name, before, result);
+      for (const [node, key] of publishedKeys(before)) if (!this.knownKeys.has(node)) this.knownKeys.set(node, key);
+      const events = [...electionEvents(name, before, result), ...keyChangeEvents(name, this.knownKeys, status.activeEndpoints)];
+      for (const [node, key] of publishedKeys(status.activeEndpoints)) this.knownKeys.set(node, key);
       this.recordOutcome(before, result.active, observableAt);
       for (const r of result.rejected) {
         if (before.some((e) => e.nodeName === r.node && e.type === r.type)) this.log.info('active endpoint rejected', { gateway: name, node: r.node, type: r.type, reason: r.reason });

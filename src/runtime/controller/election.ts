@@ -185,8 +185,39 @@ function uniqueByNode(endpoints: GatewayEndpoint[]): GatewayEndpoint[] {
 
 export interface ElectionEvent {
   readonly type: 'Normal' | 'Warning';
-  readonly reason: 'ActiveEndpointElected' | 'ActiveEndpointLost';
+  readonly reason: 'ActiveEndpointElected' | 'ActiveEndpointLost' | 'PublicKeyChanged';
   readonly message: string;
+}
+
+/** Every WireGuard key a status publishes, by node: the active endpoint's and its staged standbys'. */
+export function publishedKeys(endpoints: readonly GatewayEndpoint[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const e of endpoints) {
+    if (e.type !== 'tunnel') continue;
+    try {
+      const staged = JSON.parse(e.config?.[STANDBY_KEYS_CONFIG] ?? '{}') as Record<string, unknown>;
+      for (const [node, key] of Object.entries(staged)) if (typeof key === 'string') out.set(node, key);
+    } catch {
+      // unreadable standby keys: nothing to compare
+    }
+    if (e.config?.publicKey) out.set(e.nodeName, e.config.publicKey);
+  }
+  return out;
+}
+
+/**
+ * A Warning for every node whose published WireGuard key differs from the one last published for
+ * it (`known`: the controller remembers them across failovers, when a node drops out of status
+ * for a while). Honest keys survive restarts (they live on the node's disk), so a change is a
+ * reinstalled node, or someone publishing a key of their own for it: operators should know.
+ */
+export function keyChangeEvents(gateway: string, known: ReadonlyMap<string, string>, after: readonly GatewayEndpoint[]): ElectionEvent[] {
+  const events: ElectionEvent[] = [];
+  for (const [node, key] of [...publishedKeys(after)].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const old = known.get(node);
+    if (old && old !== key) events.push({ type: 'Warning', reason: 'PublicKeyChanged', message: `node ${node} of ${gateway} published a new WireGuard key ${key} (was ${old}); expected only after the node was reinstalled` });
+  }
+  return events;
 }
 
 /** Events for a change of active endpoints (none when nothing changed). */

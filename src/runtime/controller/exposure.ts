@@ -5,6 +5,7 @@
  * ingress. Pure: the controller applies the difference.
  */
 import { createHash } from 'node:crypto';
+import { canonicalIP, type Dropped, shown } from '../canonical.js';
 import type { Gateway, GatewayEndpoint, GatewayNodeInfo } from '../gateway.js';
 
 export const EXPOSURE_GATEWAY_LABEL = 'raven-gitops.io/gateway';
@@ -61,18 +62,31 @@ export function desiredExposure(gw: Gateway, active: readonly GatewayEndpoint[],
   return out.sort((a, b) => (a.service.metadata.name < b.service.metadata.name ? -1 : 1));
 }
 
-/** The address the cloud assigned, if any yet. */
-export function ingressAddress(svc: ServiceLike | undefined): string | undefined {
-  const ing = svc?.status?.loadBalancer?.ingress?.[0];
-  return ing?.ip || ing?.hostname || undefined;
+/**
+ * The address the cloud assigned, if any yet: the first ingress `ip` that parses. Tunnels are
+ * dialled at an address, so an ingress that is only a hostname (AWS load balancers) gives none,
+ * and says so in `refused`, rather than putting a name where every peer expects an address.
+ */
+export function ingressAddress(svc: ServiceLike | undefined): { ip?: string; refused?: string } {
+  const ingress = svc?.status?.loadBalancer?.ingress ?? [];
+  const problems: string[] = [];
+  for (const ing of Array.isArray(ingress) ? ingress : []) {
+    if (ing?.ip !== undefined) {
+      const ip = canonicalIP(ing.ip);
+      if (ip.ok) return { ip: ip.value };
+      problems.push(`ingress ip ${ip.reason}`);
+    } else if (ing?.hostname !== undefined) problems.push(`ingress is the hostname ${shown(ing.hostname)}, not an address (tunnels are dialled at an IP; use a load balancer with a static IP)`);
+  }
+  return problems.length ? { refused: `Service ${svc!.metadata.name}: ${problems.join('; ')}` } : {};
 }
 
 /** Active endpoints with publicIP taken from their LoadBalancer Service (PublicIP gateways keep the spec's). */
-export function withPublicAddresses(gw: Gateway, active: readonly GatewayEndpoint[], services: ReadonlyMap<string, ServiceLike>): GatewayEndpoint[] {
+export function withPublicAddresses(gw: Gateway, active: readonly GatewayEndpoint[], services: ReadonlyMap<string, ServiceLike>, dropped: Dropped[] = []): GatewayEndpoint[] {
   if (gw.spec?.exposeType !== 'LoadBalancer') return [...active];
   return active.map((e) => {
     const { publicIP: _ignored, ...rest } = e;
-    const ip = ingressAddress(services.get(exposureName(gw.metadata.name, e)));
+    const { ip, refused } = ingressAddress(services.get(exposureName(gw.metadata.name, e)));
+    if (refused) dropped.push({ source: gw.metadata.name, kind: 'public-ip', reason: refused });
     return ip ? { ...rest, publicIP: ip } : rest;
   });
 }
