@@ -64,18 +64,27 @@ test('config: one IKEv2 PSK connection per peer, identified by Gateway; who init
   assert.match(relay.blocks.get('raven-gw-hz')!, 'local_ts = 10.98.0.0/24,10.98.3.0/24');
 });
 
-test('config: values that could inject config are refused', () => {
+test('config: values that could inject config are refused, each peer on its own; the good peer next to them is configured', () => {
   const base = { gateway: 'gw-b', port: 4500, psk: 'x' };
-  const bad: [string, () => unknown][] = [
-    ['gateway', () => renderSwanctlConf({ ...base, gateway: 'gw-b\n}', peers: [] })],
-    ['peer gateway', () => renderSwanctlConf({ ...base, peers: [peer({ gateway: 'gw a', node: 'a' })] })],
-    ['allowed IP', () => renderSwanctlConf({ ...base, peers: [peer({ gateway: 'gw-a', node: 'a', allowedIPs: ['10.0.0.0/8\n  }'] })] })],
-    ['prefix', () => renderSwanctlConf({ ...base, peers: [peer({ gateway: 'gw-a', node: 'a', allowedIPs: ['10.0.0.0/33'] })] })],
-    ['local subnet', () => renderSwanctlConf({ ...base, peers: [peer({ gateway: 'gw-a', node: 'a', localSubnets: ['10.98.2.0/24,0.0.0.0/0'] })] })],
-    ['endpoint', () => renderSwanctlConf({ ...base, peers: [peer({ gateway: 'gw-a', node: 'a', endpoint: 'evil.example:4500' })] })],
-    ['endpoint port', () => renderSwanctlConf({ ...base, peers: [peer({ gateway: 'gw-a', node: 'a', endpoint: '192.0.2.1:0' })] })],
+  assert.throws(() => renderSwanctlConf({ ...base, gateway: 'gw-b\n}', peers: [] }), /ipsec: /, 'our own gateway name');
+  const bad: [string, PeerPlan][] = [
+    ['peer gateway', peer({ gateway: 'gw a', node: 'a' })],
+    ['allowed IP', peer({ gateway: 'gw-a1', node: 'a', allowedIPs: ['10.0.0.0/8\n  }'] })],
+    ['prefix', peer({ gateway: 'gw-a2', node: 'a', allowedIPs: ['10.0.0.0/33'] })],
+    ['local subnet', peer({ gateway: 'gw-a3', node: 'a', localSubnets: ['10.98.2.0/24,0.0.0.0/0'] })],
+    ['endpoint', peer({ gateway: 'gw-a4', node: 'a', endpoint: 'evil.example:4500' })],
+    ['endpoint port', peer({ gateway: 'gw-a5', node: 'a', endpoint: '192.0.2.1:0' })],
+    ['non-canonical endpoint', peer({ gateway: 'gw-a6', node: 'a', endpoint: '192.0.2.010:4500' })],
   ];
-  for (const [what, f] of bad) assert.throws(f, /ipsec: /, what);
+  const good = peer({ gateway: 'gw-good', node: 'g', endpoint: '192.0.2.7:4500', allowedIPs: ['10.98.7.0/24'] });
+  const r = renderSwanctlConf({ ...base, peers: [...bad.map(([, p]) => p), good] });
+  assert.equal([...r.blocks.keys()], ['raven-gw-good']);
+  assert.is(r.refused.length, bad.length, r.refused.map((d) => d.reason).join('\n'));
+  for (const [what] of bad) assert.ok(r.refused.every((d) => /ipsec: /.test(d.reason)), what);
+  assert.not.ok(/evil|0\.0\.0\.0\/0|\/33|gw a/.test(r.text), 'nothing refused reaches swanctl.conf');
+});
+
+test('backend options that could escape their directory or the TUN limits are refused', () => {
   const opts = { node: 'n', runner, port: 4500, psk: 'x' };
   assert.throws(() => new IpsecBackend({ ...opts, stateDir: '/run/raven' }), /under \/run/);
   assert.throws(() => new IpsecBackend({ ...opts, stateDir: '/var/run/raven' }), /under \/run/);
@@ -172,7 +181,7 @@ if (!canUseNetns() || !haveStrongswan()) {
       sh('ip', ['-n', ns.a, 'addr', 'add', '10.98.1.1/32', 'dev', 'lo']);
       sh('ip', ['-n', ns.b, 'addr', 'add', '10.98.2.1/32', 'dev', 'lo']);
       const t0 = Date.now();
-      assert.equal(await b.setPeers(toA, 'gw-b'), { loaded: true, connections: ['raven-gw-a'], removed: [], restarted: [] });
+      assert.equal(await b.setPeers(toA, 'gw-b'), { loaded: true, connections: ['raven-gw-a'], removed: [], restarted: [], refused: [] });
       assert.equal((await a.setPeers(toB, 'gw-a')).loaded, true);
       await until('a has an installed CHILD_SA', async () => installed(await a.established()));
       await until('b has an installed CHILD_SA', async () => installed(await b.established()));
@@ -206,7 +215,7 @@ if (!canUseNetns() || !haveStrongswan()) {
       // Same input again: nothing is loaded.
       const loads = (r: RecordingRunner) => r.log.filter((l) => l.includes('--load-all')).length;
       assert.equal([loads(ra), loads(rb)], [1, 1]);
-      assert.equal(await a.setPeers(toB, 'gw-a'), { loaded: false, connections: ['raven-gw-b'], removed: [], restarted: [] });
+      assert.equal(await a.setPeers(toB, 'gw-a'), { loaded: false, connections: ['raven-gw-b'], removed: [], restarted: [], refused: [] });
       assert.equal((await b.setPeers(toA, 'gw-b')).loaded, false);
       assert.equal([loads(ra), loads(rb)], [1, 1], 'no swanctl --load-all for an unchanged plan');
 
@@ -237,7 +246,7 @@ if (!canUseNetns() || !haveStrongswan()) {
 
       // A peer that left the plan: its connection is unloaded and its SA (b only responds) ended.
       const gone = await b.setPeers([], 'gw-b');
-      assert.equal(gone, { loaded: true, connections: [], removed: ['raven-gw-a'], restarted: [] });
+      assert.equal(gone, { loaded: true, connections: [], removed: ['raven-gw-a'], restarted: [], refused: [] });
       assert.equal(await b.established(), [], 'b has no SA for a departed peer');
 
       await a2.down();

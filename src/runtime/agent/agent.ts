@@ -181,9 +181,10 @@ export class Agent {
     this.holding = false;
     try {
       const { changed, refused } = await applyPlan(next, this.tunnel, this.routes);
-      this.reportRefused([...(next.dropped ?? []), ...refused, ...this.tunnel.refused()]);
       if (changed.length) this.scheduleNudges();
-      await this.proxy.set(proxyConfigFor(gateways, this.config.nodeName, this.config.proxy));
+      const proxyDropped: Dropped[] = [];
+      await this.proxy.set(proxyConfigFor(gateways, this.config.nodeName, { ...this.config.proxy, nodeIP: this.config.nodeIP }, (d) => proxyDropped.push(d)));
+      this.reportRefused([...(next.dropped ?? []), ...refused, ...this.tunnel.refused(), ...proxyDropped]);
       // Healthy: the plan is in the kernel (on a gateway, the tunnel device is up with its peers).
       this.backendUp = true;
       if (next.role !== this.current.role || next.activeNode !== this.current.activeNode) {
