@@ -345,6 +345,10 @@ const annotationSizes: Check = (t, out) => {
 
 /** What a repository URL may carry: never a password, and for https no user either. */
 const repository: Check = (t, out) => {
+  // Argo CD refuses a path outside the repository; Flux would clamp it to the repository's root.
+  if (t.gitops.path.split('/').some((seg) => seg === '..' || seg === '.')) {
+    out.push(error(['spec', 'gitops', 'path'], `gitops.path ${quote(t.gitops.path)} has a "." or ".." segment; write the bundle's path from the repository root, such as dist/${t.cluster}`));
+  }
   const path = ['spec', 'gitops', 'repoURL'];
   const url = t.gitops.repoURL;
   const fix = 'they would be committed to dist/ in the GitOps objects: remove them from the URL and give Flux gitops.flux.secretRef, or Argo CD repository credentials';
