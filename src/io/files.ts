@@ -217,12 +217,11 @@ function deferSignals(): () => void {
     for (const s of DEFERRED_SIGNALS) process.off(s, onSignal);
   };
   for (const s of DEFERRED_SIGNALS) process.on(s, onSignal);
-  // Keep listening until signals that arrived during the write have been delivered.
-  return () => void setTimeout(remove, SIGNAL_DRAIN_MS).unref();
+  // A signal that arrived during the write is delivered in a poll phase of the event loop. The first
+  // setImmediate may still run before the next poll; the second runs after it, and until then the
+  // pending immediates keep the process alive.
+  return () => void setImmediate(() => setImmediate(remove));
 }
-
-/** How long after a write signals that arrived during it are still awaited (they come within a loop turn). */
-const SIGNAL_DRAIN_MS = 100;
 
 function findForeignFile(dir: string): string | undefined {
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
