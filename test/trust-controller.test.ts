@@ -14,27 +14,11 @@ import { ingressAddress } from '../src/runtime/controller/exposure.ts';
 import type { Gateway, NodeLike } from '../src/runtime/gateway.ts';
 import { encodeHealth, HEALTH_ANNOTATION, type Heartbeat, heartbeatFromLease, leaseName, MAX_LEASE_SECONDS, parseHealth, parseHeartbeat } from '../src/runtime/heartbeat.ts';
 import { LeaderElector } from '../src/runtime/leader-election.ts';
+import { HOSTILE_CIDRS, HOSTILE_INTERNAL_IPS } from './hostile-values.ts';
 
 const KEY = Buffer.alloc(32, 'honest').toString('base64');
 const EVIL_KEY = Buffer.alloc(32, 'evil').toString('base64');
 const NOW = Date.parse('2026-12-02T06:00:00Z');
-
-/** InternalIPs a node can give itself: the kubelet writes them and the API does not check them. */
-export const HOSTILE_INTERNAL_IPS = [
-  '192.168.1.13\nnetns exec rgt sh -c "id > /tmp/raven-pwned"',
-  '10.0.0.1 dev lo',
-  '0.0.0.0/1',
-  '10.0.0.010',
-  'evil.example.com',
-  '-f',
-  '127.0.0.1',
-  'fe80::1%eth0',
-  '::ffff:10.0.0.1',
-  '0.0.0.0',
-  '',
-];
-/** Pod ranges as Nodes, Calico blocks and annotations can carry them. */
-export const HOSTILE_CIDRS = ['0.0.0.0/0', '0.0.0.0/1', '128.0.0.0/1', '::/0', '10.99.0.0/24 table main', '10.99.1.0/24\nroute add default via 1.2.3.4', '169.254.0.0/16', '127.0.0.0/8', '224.0.0.0/4', 'fe80::/64', '10.99.2.5/24', '10.99.3.0/33', 'ten.zero/8'];
 
 const node = (name: string, ips: string[], cidrs: string[]): NodeLike => ({
   metadata: { name },
