@@ -17,7 +17,12 @@ import { normalize, type RawTopology } from '../src/topology/normalize.js';
 import { MAX_FILE_BYTES, MAX_NESTING, parseSource } from '../src/topology/source.js';
 
 const SEED_TEXT = readFileSync(fileURLToPath(new URL('../topologies/seed.yaml', import.meta.url)), 'utf8');
-const BOUND_MS = 2000;
+/**
+ * Loose on purpose: CI shares 2 cores with the rest of the suite (real-kernel tests, child
+ * processes), and a 30,000-item file already takes ~6 s there. Quadratic behaviour at that size
+ * (10^9 steps) still blows past it; speed itself is measured by `npm run bench`.
+ */
+const BOUND_MS = 8000;
 
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
 
@@ -252,7 +257,7 @@ test('30,000 regions with no relay are checked in bounded time, one finding each
   assert.is(o.errors.length, 30_000);
   assert.match(o.lines[0]!, /^regions\.yaml:13:29: error: region "r0" is under NAT and no other region is reachable/);
   const ms = checkMs(text);
-  assert.ok(ms < 1000, `checks took ${ms.toFixed(0)} ms`);
+  assert.ok(ms < 4000, `checks took ${ms.toFixed(0)} ms`);
 });
 
 test('a region with 30,000 member nodes and endpoints is checked in bounded time', () => {
@@ -261,7 +266,7 @@ test('a region with 30,000 member nodes and endpoints is checked in bounded time
   const o = load('members.yaml', utf8(text), 3 * BOUND_MS);
   assert.equal(o.errors.map((d) => d.message.replace(/;.*/, '')), ['endpoint node "stray" is not a member of region "qingdao"']);
   const ms = checkMs(text);
-  assert.ok(ms < 1000, `checks took ${ms.toFixed(0)} ms`);
+  assert.ok(ms < 4000, `checks took ${ms.toFixed(0)} ms`);
 });
 
 /** readSources: what the CLI sees before any YAML. */
