@@ -11,7 +11,39 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { RouteTable } from '../src/runtime/agent/route-table.ts';
 import { WireGuard } from '../src/runtime/agent/wireguard.ts';
+import type { CommandRunner } from '../src/runtime/agent/command-runner.ts';
+import type { PeerPlan } from '../src/runtime/agent/plan.ts';
 import { canUseNetns, haveWireGuard, leftovers, pair, RecordingRunner, sh } from './netns.ts';
+
+test('one bad peer (a garbage key, a hostname endpoint, an unparsable range, one wg rejects) is refused alone: every other peer is set', async () => {
+  const calls: string[][] = [];
+  const rejected = Buffer.alloc(32, 'rejected').toString('base64');
+  const fake: CommandRunner = {
+    run: async (cmd, args) => {
+      calls.push([cmd, ...args]);
+      if (args.includes('dump')) return { code: 0, stdout: 'private\tpublic\t4500\toff\n', stderr: '' };
+      if (args.includes(rejected)) return { code: 1, stdout: '', stderr: 'Unable to modify interface: Invalid argument' };
+      return { code: 0, stdout: '', stderr: '' };
+    },
+  };
+  const wg = new WireGuard({ device: 'raven-wg0', port: 4500, mtu: 1420, stateDir: '/nonexistent', runner: fake });
+  const peer = (gateway: string, publicKey: string, extra: Partial<PeerPlan> = {}): PeerPlan => ({ gateway, node: gateway, publicKey, allowedIPs: ['10.99.1.0/24'], path: 'direct', relaysFor: [], localSubnets: [], ...extra });
+  const good = Buffer.alloc(32, 'good').toString('base64');
+  const r = await wg.setPeers([
+    peer('gw-garbage', 'AAAA; wg set raven-wg0 private-key /etc/shadow'),
+    peer('gw-hostname', Buffer.alloc(32, 'h').toString('base64'), { endpoint: 'lb.example.com:4500' }),
+    peer('gw-octal', Buffer.alloc(32, 'o').toString('base64'), { endpoint: '203.0.113.010:4500' }),
+    peer('gw-rejected', rejected),
+    peer('gw-range', Buffer.alloc(32, 'r').toString('base64'), { allowedIPs: ['10.98.0.0/24', '10.97.0.0/24,0.0.0.0/0'] }),
+    peer('gw-good', good, { endpoint: '203.0.113.10:4500', keepaliveSeconds: 5 }),
+  ]);
+  assert.equal(r.set, ['gw-range', 'gw-good']);
+  assert.equal(wg.refused.map((d) => d.source), ['gw-garbage', 'gw-hostname', 'gw-octal', 'gw-range', 'gw-rejected']);
+  const sets = calls.filter((c) => c.includes('set'));
+  assert.ok(sets.some((c) => c.includes(good) && c.includes('203.0.113.10:4500')), 'the good peer is set');
+  assert.ok(sets.every((c) => !c.some((a) => a.includes('example.com') || a.includes('shadow') || a.includes('0.0.0.0/0'))), 'nothing refused reaches wg');
+  assert.ok(sets.some((c) => c.includes(Buffer.alloc(32, 'r').toString('base64')) && c.at(-1) === '10.98.0.0/24'), 'a peer keeps its good ranges');
+});
 
 
 if (!canUseNetns() || !haveWireGuard()) {
