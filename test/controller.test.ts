@@ -65,7 +65,9 @@ test('a LoadBalancer region gets a Service per active endpoint, and its publicIP
   const svc = await waitFor(async () => (await cluster.core.listNamespacedService({ namespace: 'raven-system' })).items.find((x) => x.metadata?.name === 'raven-tunnel-cloud-cloud-gw-1'), 5000, 'the tunnel LoadBalancer Service');
   assert.is(svc.spec?.type, 'LoadBalancer');
   assert.equal(svc.spec?.ports?.map((p) => [p.protocol, p.port]), [['UDP', 4500]]);
-  const slice = await cluster.kc.makeApiClient(k8s.DiscoveryV1Api).readNamespacedEndpointSlice({ name: 'raven-tunnel-cloud-cloud-gw-1', namespace: 'raven-system' });
+  // The controller creates the Service, then its EndpointSlice: the slice may land a moment later.
+  const discovery = cluster.kc.makeApiClient(k8s.DiscoveryV1Api);
+  const slice = await waitFor(() => discovery.readNamespacedEndpointSlice({ name: 'raven-tunnel-cloud-cloud-gw-1', namespace: 'raven-system' }), 5000, 'the tunnel EndpointSlice');
   assert.equal(slice.endpoints.map((e) => e.addresses), [['10.0.0.10']]);
   let gw = await cluster.gateway('gw-cloud');
   assert.is(gw.status?.activeEndpoints?.find((e) => e.type === 'tunnel')?.publicIP, undefined, 'no address before the cloud assigns one');
