@@ -106,7 +106,8 @@ export async function labUp(o: UpOptions, io: Io): Promise<{ state: LabState; co
  * `makeProxyCerts`). Every node's directory holds the tunnel CA (`ca.crt`); nodes of exposed regions
  * (proxy servers) the server pair, the HTTPS front's client CA (`client-ca.crt`) and the node CA
  * (`node-ca.crt`); nodes of the other regions only their own region's client pair (`client.crt`,
- * CN gw-<region>), so no node can speak for another region. `kubelet-client.crt` (a client of the
+ * CN gw-<region>), so no node can speak for another region. Nodes whose DaemonSet mounts no proxy
+ * Secret (no gateway candidates) get nothing, as in a cluster. `kubelet-client.crt` (a client of the
  * HTTPS front) stays in the lab's proxy-ca directory.
  */
 function writeProxyCerts(state: LabState, plan: LabPlan, objects: readonly k8s.KubernetesObject[]): void {
@@ -117,6 +118,8 @@ function writeProxyCerts(state: LabState, plan: LabPlan, objects: readonly k8s.K
   const edges = plan.regions.filter((r) => !exposedGateways.has(r.gateway)).map((r) => r.gateway);
   makeProxyCerts(dir, { serverNames: ['localhost', ...servers.map((n) => n.name)], serverIPs: ['127.0.0.1', ...servers.flatMap((n) => [n.lanIP, ...(n.publicIP ? [n.publicIP] : [])])], gateways: edges });
   for (const n of plan.nodes) {
+    // Only where the compiled DaemonSet mounts the region's proxy Secret (its gateway candidates).
+    if (!agentMounts(objects, n.name).proxySecret) continue;
     const to = join(state.nodeDir(n.name), 'proxy-certs');
     mkdirSync(to, { recursive: true, mode: 0o700 });
     const gw = plan.regions.find((r) => r.name === n.region)!.gateway;
