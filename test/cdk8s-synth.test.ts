@@ -1,4 +1,4 @@
-/** `cdk8s synth` (the CLI the product's CI runs) produces exactly the committed dist/. */
+/** `cdk8s synth`, the raw cdk8s route (`npm run synth` is `raven synth`, below), produces exactly the committed dist/. */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
