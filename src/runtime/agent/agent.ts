@@ -14,6 +14,7 @@ import { serveEndpoints } from '../http-endpoints.js';
 import { code } from '../leader-election.js';
 import type { Logger } from '../log.js';
 import { Counter, Gauge, Registry } from '../metrics.js';
+import { type Clock, DueTimes, systemClock, Timers } from '../timers.js';
 import type { CommandRunner } from './command-runner.js';
 import type { AgentConfig } from './config.js';
 import { effectiveMTU, plan, type NodePlan } from './plan.js';
@@ -37,6 +38,13 @@ export const TUNNEL_PROBES_PER_ROUND = 16;
  * early and often, since the gateway we dial may need a few hundred ms to come up.
  */
 export const NUDGE_DELAYS_MS = [150, 400, 800, 1500, 2500];
+/**
+ * Nudges due closer together than this are one nudge (it re-initiates every peer still silent, so
+ * it serves every change before it): however often peers change, at most 26 are pending.
+ */
+export const NUDGE_SPACING_MS = 100;
+/** After a failed sync, the next one is tried this much later (or sooner, on an event). */
+export const SYNC_RETRY_MS = 1000;
 /** Kinds of refused values, pre-initialised in `raven_agent_refused_values` so dashboards see zeros. */
 const REFUSAL_KINDS = ['gateway-name', 'endpoint', 'node', 'node-ip', 'subnet', 'subnet-conflict', 'public-ip', 'port', 'public-key', 'peer', 'route'];
 /** Backends that give up on a peer (IPsec) are nudged this often (in tunnel probe rounds). */
@@ -54,6 +62,11 @@ export async function applyPlan(next: NodePlan, tunnel: Tunnel, routes: RouteTab
   else if (await tunnel.running()) await tunnel.down();
   const diff = await routes.set(next.routes);
   return { changed, refused: diff.refused.map((r) => ({ source: 'route', kind: 'route', reason: `${shown(r.route.dst)}: ${r.reason}` })) };
+}
+
+export interface AgentOptions {
+  /** Time for every loop, the heartbeat's rate and observation stamps. @default systemClock */
+  readonly clock?: Clock;
 }
 
 export class Agent {
@@ -87,13 +100,18 @@ export class Agent {
   private syncing?: Promise<void>;
   private again = false;
   private stopped = false;
-  private timers: NodeJS.Timeout[] = [];
+  private readonly clock: Clock;
+  /** One slot per loop (heartbeat, probe, tunnel-probe, nudge, retry, watch-restart): never more. */
+  private readonly timers: Timers;
+  private readonly nudgesDue = new DueTimes(NUDGE_SPACING_MS);
   private servers: { close(): void }[] = [];
   /** Bound ports of /healthz and /readyz (and /metrics), and of the metrics address. */
   port = 0;
   metricsPort = 0;
 
-  constructor(private readonly kc: k8s.KubeConfig, private readonly config: AgentConfig, private readonly runner: CommandRunner, private readonly log: Logger) {
+  constructor(private readonly kc: k8s.KubeConfig, private readonly config: AgentConfig, private readonly runner: CommandRunner, private readonly log: Logger, options: AgentOptions = {}) {
+    this.clock = options.clock ?? systemClock;
+    this.timers = new Timers(this.clock);
     this.routes = new RouteTable(runner, { ...DEFAULT_ROUTE_TABLE, ...(config.netns && { netns: config.netns }) });
     this.tunnel = makeTunnel({
       backend: config.vpnDriver,
@@ -128,7 +146,7 @@ export class Agent {
     inf.on('error', (err) => {
       if (this.stopped) return;
       this.log.warn('gateway watch failed; restarting', { error: (err as Error)?.message, retryMs: delay });
-      this.timers.push(setTimeout(() => void inf.start().catch(() => undefined), delay));
+      this.timers.set('watch-restart', delay, () => void inf.start().catch(() => undefined));
       delay = Math.min(delay * 2, 10_000);
     });
     for (const e of ['add', 'update', 'delete'] as const) inf.on(e, () => this.trigger());
@@ -199,7 +217,8 @@ export class Agent {
       this.backendUp = false;
       this.syncs.inc({ result: 'error' });
       this.log.error('failed to apply plan', { error: (err as Error).message });
-      this.timers.push(setTimeout(() => this.trigger(), 1000));
+      // One retry pending is enough: a sync recomputes everything.
+      this.timers.setIfIdle('retry', SYNC_RETRY_MS, () => this.trigger());
     }
   }
 
@@ -218,7 +237,20 @@ export class Agent {
 
   /** Peers we dial may have sent their first initiation to a gateway that did not know us yet. */
   private scheduleNudges(): void {
-    for (const delay of NUDGE_DELAYS_MS) this.timers.push(setTimeout(() => this.nudgeNow(), delay));
+    const now = this.clock.now();
+    for (const delay of NUDGE_DELAYS_MS) this.nudgesDue.add(now + delay);
+    this.armNudge();
+  }
+
+  /** One timer for the earliest nudge due; each nudge re-arms it for the next. */
+  private armNudge(): void {
+    const at = this.nudgesDue.next();
+    if (at === undefined) return;
+    this.timers.set('nudge', at - this.clock.now(), () => {
+      this.nudgesDue.takeUntil(Math.max(at, this.clock.now()));
+      this.nudgeNow();
+      this.armNudge();
+    });
   }
 
   private nudgeNow(): void {
@@ -283,7 +315,7 @@ export class Agent {
           }),
         );
       }
-      if (!this.stopped) this.timers.push(setTimeout(() => void tick(), TUNNEL_PROBE_PERIOD_MS));
+      this.timers.set('tunnel-probe', TUNNEL_PROBE_PERIOD_MS, () => void tick());
     };
     void tick();
   }
@@ -297,11 +329,11 @@ export class Agent {
     const tick = async (): Promise<void> => {
       if (this.stopped) return;
       const candidate = this.isCandidate();
-      const started = Date.now();
+      const started = this.clock.now();
       await this.beatNow();
       // Fixed rate, not fixed delay: a slow renewal must not push the next one toward expiry.
       const period = candidate ? CANDIDATE_RENEW_MS : MEMBER_RENEW_MS;
-      if (!this.stopped) this.timers.push(setTimeout(() => void tick(), Math.max(0, period - (Date.now() - started))));
+      this.timers.set('heartbeat', period - (this.clock.now() - started), () => void tick());
     };
     void tick();
   }
@@ -338,7 +370,7 @@ export class Agent {
         // A gateway that just stopped answering is reported now, not at the next renewal.
         if (now && !now.reachable && now.lanReachable && (!before || before.reachable || before.node !== now.node)) void this.beatNow();
       } else this.observation = undefined;
-      if (!this.stopped) this.timers.push(setTimeout(() => void tick(), PROBE_PERIOD_MS));
+      this.timers.set('probe', PROBE_PERIOD_MS, () => void tick());
     };
     void tick();
   }
@@ -359,13 +391,13 @@ export class Agent {
     const probeActive = async (): Promise<boolean> => (await this.ping(activeIP)) || this.ping(activeIP);
     const [reachable, witnessed] = await Promise.all([probeActive(), witness ? this.ping(witness) : Promise.resolve(undefined)]);
     const lanReachable = witnessed ?? reachable;
-    this.observation = { node: active, reachable, lanReachable, observedAt: Date.now() };
+    this.observation = { node: active, reachable, lanReachable, observedAt: this.clock.now() };
     this.activeReachable.set(reachable ? 1 : 0);
   }
 
   /** The IPv4 default route's gateway (cached for 30 s), for standbys with no other member to ask. */
   private async defaultGateway(): Promise<string | undefined> {
-    if (this.gatewayCache && Date.now() - this.gatewayCache.at < 30_000) return this.gatewayCache.ip;
+    if (this.gatewayCache && this.clock.now() - this.gatewayCache.at < 30_000) return this.gatewayCache.ip;
     const args = ['-4', '-json', 'route', 'show', 'default'];
     const r = await this.runner.run('ip', this.config.netns ? ['-n', this.config.netns, ...args] : args);
     let ip: string | undefined;
@@ -374,7 +406,7 @@ export class Agent {
     } catch {
       ip = undefined;
     }
-    this.gatewayCache = { ip, at: Date.now() };
+    this.gatewayCache = { ip, at: this.clock.now() };
     return ip;
   }
 
@@ -414,11 +446,16 @@ export class Agent {
     }
   }
 
+  /** Timers armed and not yet run: one per loop at most, however long the agent has run. */
+  get pendingTimers(): number {
+    return this.timers.size;
+  }
+
   /** Stops and removes everything this agent put on the node. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    for (const t of this.timers) clearTimeout(t);
+    this.timers.stop();
     await this.informer?.stop();
     await this.syncing;
     await this.routes.cleanUp();
