@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { compile, validateSources } from './compile.js';
 import { readSources, writeTree } from './io/files.js';
 import { type Diagnostic, formatDiagnostic, hasErrors, printable } from './topology/diagnostics.js';
+import { VERSION } from './version.js';
 
 const USAGE = `usage:
   raven validate FILE...             check topology files; errors go to stderr as file:line:col
@@ -23,6 +24,7 @@ const USAGE = `usage:
                                      serve an in-process Kubernetes API (plain HTTP, no auth) until
                                      SIGINT/SIGTERM; write a kubeconfig for it to FILE; --crds loads
                                      every CustomResourceDefinition in DIR's YAML files (repeatable)
+  raven --version                    print this release's version (package.json's)
 
 FILE may be a directory: its *.yaml files are used.
 exit codes: 0 ok, 1 invalid input, 2 usage error`;
@@ -50,6 +52,10 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         return await (await import('./runtime/agent/main.js')).runAgent(rest);
       case 'proxy':
         return await (await import('./runtime/proxy/main.js')).runProxy(rest);
+      case '--version':
+      case '-v':
+        io.stdout(VERSION + '\n');
+        return 0;
       case undefined:
       case 'help':
       case '--help':

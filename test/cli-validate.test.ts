@@ -49,6 +49,13 @@ function workdir(name: string): string {
   return d;
 }
 
+test('raven --version prints package.json version alone and exits 0; the usage lists it', () => {
+  const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  const r = raven('--version');
+  assert.equal(r, { status: 0, stdout: `${version}\n`, stderr: '' });
+  assert.match(raven('--help').stdout, /^  raven --version /m);
+});
+
 test('validate exits 0 for the seed topology and says so on stdout', () => {
   const r = raven('validate', SEED);
   assert.is(r.status, 0, show(r));

@@ -2,6 +2,7 @@
  * Names, ports and limits shared by the compiler, the controller and the agent.
  * Values marked "Raven" keep OpenYurt compatibility; change them only together with OpenYurt.
  */
+import { VERSION } from '../version.js';
 
 export const GATEWAY_GROUP = 'raven.openyurt.io';
 export const GATEWAY_VERSION = 'v1beta1';
@@ -70,4 +71,5 @@ export const BACKEND_OVERHEAD: Readonly<Record<'wireguard' | 'ipsec', number>> =
 /** The smallest MTU an IPv6 link may have (RFC 8200). */
 export const IPV6_MIN_MTU = 1280;
 
-export const DEFAULT_IMAGE = 'ghcr.io/raven-gitops/raven:0.1.0';
+/** The image of the controller and the agent when a topology names none: this release's tag. */
+export const DEFAULT_IMAGE = `ghcr.io/raven-gitops/raven:${VERSION}`;

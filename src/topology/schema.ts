@@ -5,6 +5,7 @@
  */
 
 import { DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_PATTERN } from './k8s-names.js';
+import { DEFAULT_IMAGE } from './constants.js';
 import { DNS1123_SUBDOMAIN_MAX, MAX_CLUSTER_NAME_LENGTH } from './limits.js';
 
 export const TOPOLOGY_API_VERSION = 'raven-gitops.io/v1alpha1';
@@ -141,7 +142,7 @@ const region = {
 const image = {
   type: 'string',
   pattern: '^[a-z0-9][-a-z0-9._/:]*(@sha256:[a-f0-9]{64}|:[A-Za-z0-9_][-A-Za-z0-9_.]{0,127})$',
-  'x-hint': 'a pinned image reference such as ghcr.io/raven-gitops/raven:0.1.0 (a tag or @sha256 digest is required)',
+  'x-hint': `a pinned image reference such as ${DEFAULT_IMAGE} (a tag or @sha256 digest is required)`,
 } as const;
 
 export const topologySchema = {
@@ -178,8 +179,8 @@ export const topologySchema = {
           type: 'object',
           additionalProperties: false,
           properties: {
-            agent: { ...image, default: 'ghcr.io/raven-gitops/raven:0.1.0' },
-            controller: { ...image, default: 'ghcr.io/raven-gitops/raven:0.1.0' },
+            agent: { ...image, default: DEFAULT_IMAGE },
+            controller: { ...image, default: DEFAULT_IMAGE },
           },
         },
         gitops: {
