@@ -2,9 +2,9 @@ import { Construct } from 'constructs';
 import { k8s } from 'cdk8s-plus-27';
 import { PROXY_INTERNAL_INSECURE_PORT, PROXY_INTERNAL_SECURE_PORT } from '../topology/constants.js';
 import type { Topology } from '../topology/model.js';
+import { PROXY_SERVICE_NAME } from '../runtime/controller/proxy-entry.js';
 
-/** Raven's name, so OpenYurt's raven-proxy-dns setup keeps working unchanged. */
-export const PROXY_SERVICE_NAME = 'x-raven-proxy-internal-svc';
+export { PROXY_SERVICE_NAME };
 
 export interface ProxyServiceProps {
   readonly topology: Topology;
@@ -27,7 +27,9 @@ export function proxyServicePorts(t: Topology): k8s.ServicePort[] {
 
 /**
  * The in-cluster entry of the L7 proxy: cloud components (kube-apiserver, Prometheus) reach edge
- * nodes' ports through it. Selector-less: the controller points it at the active proxy endpoints.
+ * nodes' ports through it. Selector-less: the controller keeps its EndpointSlices
+ * (`x-raven-proxy-internal-svc-ipv4`/`-ipv6`) pointing at the nodes of the active proxy endpoints
+ * of exposed regions, on these ports' target ports (src/runtime/controller/proxy-entry.ts).
  */
 export class ProxyService extends Construct {
   constructor(scope: Construct, id: string, props: ProxyServiceProps) {

@@ -1,7 +1,8 @@
 /**
  * The gateway controller process: watches Gateways, Nodes, agent heartbeat Leases and raven-cfg;
- * reconciles one Gateway per key through a deduplicating work queue; writes status, events and
- * membership labels. All decisions are made by the pure functions in election.ts, membership.ts
+ * reconciles one Gateway per key through a deduplicating work queue (plus one cluster-wide key,
+ * PROXY_ENTRY_KEY, for the L7 proxy's in-cluster entry); writes status, events, membership labels
+ * and EndpointSlices. All decisions are made by the pure functions in election.ts, membership.ts
  * and status.ts; this file only gathers their inputs and writes their outputs.
  */
 import { isDeepStrictEqual } from 'node:util';
@@ -18,12 +19,13 @@ import { assignNodes } from '../membership.js';
 import { Counter, Gauge, Histogram, Registry } from '../metrics.js';
 import { WorkQueue } from '../workqueue.js';
 import { elect, electionEvents, type Features, keyChangeEvents, publishedKeys } from './election.js';
-import { desiredExposure, EXPOSURE_GATEWAY_LABEL, type Exposed, type ServiceLike, withPublicAddresses } from './exposure.js';
+import { desiredExposure, EXPOSURE_GATEWAY_LABEL, type Exposed, type ServiceLike, SLICE_SERVICE_LABEL, withPublicAddresses } from './exposure.js';
+import { desiredProxyEntry, type EndpointSliceLike, ownedSliceFields, PROXY_ENTRY_KEY, PROXY_SERVICE_NAME, SLICE_MANAGED_BY_LABEL, SLICE_MANAGER } from './proxy-entry.js';
 import { type BlockAffinityLike, gatewayStatusWithDrops } from './status.js';
 
 export const RAVEN_CFG = 'raven-cfg';
 export const CONTROLLER_LEASE = 'raven-controller';
-const PHASES = ['read', 'status', 'events', 'labels', 'exposure'] as const;
+const PHASES = ['read', 'status', 'events', 'labels', 'exposure', 'proxy-entry'] as const;
 /** Kinds of refused values, pre-initialised in `raven_controller_refused_values`. */
 const REFUSAL_KINDS = ['gateway-name', 'endpoint', 'node', 'node-ip', 'subnet', 'public-ip', 'port', 'public-key', 'config'];
 
@@ -65,6 +67,10 @@ export class GatewayController {
   private leases?: Cache<k8s.V1Lease>;
   private configMaps?: Cache<k8s.V1ConfigMap>;
   private services?: Cache<k8s.V1Service>;
+  /** Our EndpointSlices of the L7 proxy's Service (by the managed-by label), to write only differences. */
+  private proxySlices?: Cache<k8s.V1EndpointSlice>;
+  /** Why the proxy entry has no slice, last logged (undefined while it has one). */
+  private proxyEntryNone?: string;
   private blockAffinities?: Cache<k8s.KubernetesObject>;
   private readonly discovery: k8s.DiscoveryV1Api;
   private readonly informers: Cache<k8s.KubernetesObject>[] = [];
@@ -147,18 +153,29 @@ export class GatewayController {
     this.nodes = this.watch('nodes', '/api/v1/nodes', () => this.core.listNode());
     this.leases = this.watch('leases', `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases`, () => coordination.listNamespacedLease({ namespace: ns }));
     this.configMaps = this.watch('configmaps', `/api/v1/namespaces/${ns}/configmaps`, () => this.core.listNamespacedConfigMap({ namespace: ns }));
-    this.services = this.watch('services', `/api/v1/namespaces/${ns}/services`, () => this.core.listNamespacedService({ namespace: ns, labelSelector: EXPOSURE_GATEWAY_LABEL }), EXPOSURE_GATEWAY_LABEL);
+    // Every Service of our namespace: the exposure Services (by label) and the proxy's entry (by name).
+    this.services = this.watch('services', `/api/v1/namespaces/${ns}/services`, () => this.core.listNamespacedService({ namespace: ns }));
     const serviceChanged = (svc: k8s.V1Service): void => {
       const gw = svc.metadata?.labels?.[EXPOSURE_GATEWAY_LABEL];
       if (gw) this.enqueue(gw);
+      if (svc.metadata?.name === PROXY_SERVICE_NAME) this.queue.add(PROXY_ENTRY_KEY);
     };
     this.services.on('add', serviceChanged);
     this.services.on('update', serviceChanged);
     this.services.on('delete', serviceChanged);
+    const managed = `${SLICE_MANAGED_BY_LABEL}=${SLICE_MANAGER}`;
+    this.proxySlices = this.watch('endpointslices', `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices`, () => this.discovery.listNamespacedEndpointSlice({ namespace: ns, labelSelector: managed }), managed);
+    // A slice edited or deleted by someone else is put back.
+    const sliceChanged = (): void => this.queue.add(PROXY_ENTRY_KEY);
+    this.proxySlices.on('add', sliceChanged);
+    this.proxySlices.on('update', sliceChanged);
+    this.proxySlices.on('delete', sliceChanged);
 
     const gatewayChanged = (g: k8s.KubernetesObject): void => {
       this.assignment = undefined;
       this.enqueue(g.metadata!.name!);
+      // Status (active endpoints, node addresses) or exposeType may have changed: the proxy entry follows.
+      this.queue.add(PROXY_ENTRY_KEY);
     };
     this.gateways.on('add', gatewayChanged);
     this.gateways.on('update', gatewayChanged);
@@ -239,6 +256,7 @@ export class GatewayController {
 
   private enqueueAll(): void {
     for (const g of this.gateways?.list() ?? []) this.enqueue(g.metadata!.name!);
+    this.queue.add(PROXY_ENTRY_KEY);
   }
 
   /** A node change can affect the Gateway it belongs to, the one it is labelled for, and any naming it. */
@@ -276,7 +294,7 @@ export class GatewayController {
         this.errors.inc({ phase });
         this.reconciles.inc({ result: 'error' });
         const retryMs = this.queue.addRateLimited(key);
-        this.log.warn('failed to reconcile gateway; retrying', { gateway: key, phase, error: (err as Error).message, retryMs });
+        this.log.warn(key === PROXY_ENTRY_KEY ? 'failed to reconcile the L7 proxy entry; retrying' : 'failed to reconcile gateway; retrying', { key, phase, error: (err as Error).message, retryMs });
       } finally {
         this.duration.observe((performance.now() - started) / 1000);
         this.queue.done(key);
@@ -316,6 +334,7 @@ export class GatewayController {
   }
 
   async reconcile(name: string): Promise<void> {
+    if (name === PROXY_ENTRY_KEY) return this.reconcileProxyEntry();
     const observableAt = this.triggeredAt.get(name);
     this.triggeredAt.delete(name);
     // Parsed: spec endpoints and old status with only values that are well-formed, in canonical form.
@@ -370,6 +389,50 @@ export class GatewayController {
     await this.phase('labels', () => this.syncLabels(name, new Set(members.map((m) => m.metadata.name)), nodes));
     await this.phase('exposure', () => this.syncExposure(name, desiredExposure(gw, result.active, status.nodes, this.opts.namespace)));
     this.scheduleExpiry(name, result.active.map((e) => e.nodeName), heartbeats, now);
+  }
+
+  /**
+   * The L7 proxy's in-cluster entry, one key for the whole cluster: computed from every cached
+   * Gateway's status, so it converges after each Gateway's own reconcile has written its status.
+   */
+  private async reconcileProxyEntry(): Promise<void> {
+    const service = this.services?.get(PROXY_SERVICE_NAME, this.opts.namespace) as unknown as ServiceLike | undefined;
+    const gateways = this.gatewayList().flatMap((g) => parseGateway(g).gateway ?? []);
+    const entry = desiredProxyEntry({ gateways, l7Proxy: this.features().l7Proxy, service, namespace: this.opts.namespace });
+    this.reportRefused(PROXY_ENTRY_KEY, entry.dropped);
+    if (entry.none !== this.proxyEntryNone) {
+      if (entry.none) this.log.info('L7 proxy entry has no endpoints', { service: PROXY_SERVICE_NAME, reason: entry.none });
+      this.proxyEntryNone = entry.none;
+    }
+    await this.phase('proxy-entry', () => this.syncProxySlices(entry.slices));
+  }
+
+  /** Creates, updates and deletes the proxy entry's EndpointSlices; writes nothing when they already match. */
+  private async syncProxySlices(desired: readonly EndpointSliceLike[]): Promise<void> {
+    const ns = this.opts.namespace;
+    const existing = new Map((this.proxySlices?.list() ?? []).filter((s) => s.metadata?.labels?.[SLICE_SERVICE_LABEL] === PROXY_SERVICE_NAME).map((s) => [s.metadata!.name!, s]));
+    for (const d of desired) {
+      const name = d.metadata.name;
+      const have = existing.get(name);
+      existing.delete(name);
+      const addresses = d.endpoints.map((e) => e.addresses[0]).join(',');
+      if (have && sameJSON(ownedSliceFields(have), ownedSliceFields(d))) continue;
+      if (have && have.addressType === d.addressType) {
+        await this.discovery.patchNamespacedEndpointSlice(
+          { name, namespace: ns, body: { metadata: { labels: d.metadata.labels }, endpoints: d.endpoints, ports: d.ports } },
+          k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+        );
+      } else {
+        // addressType is immutable: a slice of another family under our name is replaced.
+        if (have) await ignoring([404], this.discovery.deleteNamespacedEndpointSlice({ name, namespace: ns }));
+        await ignoring([409], this.discovery.createNamespacedEndpointSlice({ namespace: ns, body: d as unknown as k8s.V1EndpointSlice }));
+      }
+      this.log.info('pointed the L7 proxy entry at the active proxy endpoints', { slice: name, addresses });
+    }
+    for (const name of existing.keys()) {
+      await ignoring([404], this.discovery.deleteNamespacedEndpointSlice({ name, namespace: ns }));
+      this.log.info('removed an EndpointSlice of the L7 proxy entry', { slice: name });
+    }
   }
 
   /** Heartbeats expire without any event: re-check the Gateway the moment its active's heartbeat lapses. */
@@ -476,7 +539,7 @@ export class GatewayController {
     try {
       return await f();
     } catch (err) {
-      const verb = { read: 'read state', status: 'write status', events: 'record events', labels: 'label nodes', exposure: 'expose endpoints' }[phase];
+      const verb = { read: 'read state', status: 'write status', events: 'record events', labels: 'label nodes', exposure: 'expose endpoints', 'proxy-entry': 'point the L7 proxy entry at its endpoints' }[phase];
       const wrapped = new Error(`failed to ${verb}: ${describe(err)}`, { cause: err });
       (wrapped as Error & { phase: string }).phase = phase;
       throw wrapped;

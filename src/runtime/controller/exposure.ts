@@ -11,7 +11,13 @@ import type { Gateway, GatewayEndpoint, GatewayNodeInfo } from '../gateway.js';
 export const EXPOSURE_GATEWAY_LABEL = 'raven-gitops.io/gateway';
 export const EXPOSURE_TYPE_LABEL = 'raven.openyurt.io/gateway-type';
 export const EXPOSURE_NODE_LABEL = 'raven.openyurt.io/endpoints-name';
-const SLICE_SERVICE_LABEL = 'kubernetes.io/service-name';
+/** The label tying an EndpointSlice to its Service (kube-proxy reads it). */
+export const SLICE_SERVICE_LABEL = 'kubernetes.io/service-name';
+
+/** An EndpointSlice's `addressType` for a canonical address. */
+export function addressType(address: string): 'IPv4' | 'IPv6' {
+  return address.includes(':') ? 'IPv6' : 'IPv4';
+}
 
 export interface ServiceLike {
   metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string>; resourceVersion?: string };
@@ -53,7 +59,7 @@ export function desiredExposure(gw: Gateway, active: readonly GatewayEndpoint[],
         apiVersion: 'discovery.k8s.io/v1',
         kind: 'EndpointSlice',
         metadata: { name, namespace, labels: { ...labels, [SLICE_SERVICE_LABEL]: name } },
-        addressType: address.includes(':') ? 'IPv6' : 'IPv4',
+        addressType: addressType(address),
         endpoints: [{ addresses: [address], nodeName: e.nodeName, conditions: { ready: true } }],
         ports: [{ name: e.type, protocol, port: e.port }],
       },
