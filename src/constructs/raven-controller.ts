@@ -42,7 +42,9 @@ export class RavenController extends Construct {
         // Agent heartbeats (read) and the leader-election Lease (write).
         { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'list', 'watch', 'create'] },
         { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['update', 'patch'], resourceNames: [CONTROLLER_NAME] },
-        // LoadBalancer Services fronting active endpoints, and the EndpointSlices pointing them at the node.
+        // LoadBalancer Services fronting active endpoints, and the EndpointSlices pointing them at the node;
+        // the L7 proxy's x-raven-proxy-internal-svc is read here, and its EndpointSlices (-ipv4/-ipv6)
+        // written here too. Namespaced only: nothing outside the raven namespace.
         { apiGroups: [''], resources: ['services'], verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'] },
         { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'] },
       ],
