@@ -152,6 +152,30 @@ test('the controller runs two replicas with a fixed selector and a service accou
   }
 });
 
+test('every container has a read-only root filesystem: the agent writes only its state dir and wireguard-go\'s sockets (hostPaths), the controller nowhere', () => {
+  const writable = (pod: any): string[] => {
+    const volumes = new Map(pod.volumes?.map((v: any) => [v.name, v]) ?? []);
+    return pod.containers[0].volumeMounts?.filter((m: any) => !m.readOnly).map((m: any) => `${m.mountPath} <- ${JSON.stringify((volumes.get(m.name) as any)?.hostPath ?? volumes.get(m.name))}`) ?? [];
+  };
+  const sets = of('DaemonSet');
+  const deployments = of('Deployment');
+  assert.ok(sets.length >= 4 && deployments.length >= 2);
+  for (const ds of sets) {
+    const pod = ds.spec.template.spec;
+    assert.equal(pod.containers[0].securityContext, { privileged: true, readOnlyRootFilesystem: true }, ds.metadata.name);
+    assert.equal(writable(pod), [
+      '/var/lib/raven <- {"path":"/var/lib/raven","type":"DirectoryOrCreate"}',
+      '/var/run/wireguard <- {"path":"/var/run/wireguard","type":"DirectoryOrCreate"}',
+    ], `${ds.metadata.name}: writable mounts`);
+  }
+  for (const d of deployments) {
+    const pod = d.spec.template.spec;
+    assert.equal(pod.containers[0].securityContext, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } }, d.metadata.name);
+    assert.equal(writable(pod), [], `${d.metadata.name}: no writable mount`);
+    assert.is(pod.volumes, undefined);
+  }
+});
+
 test('RBAC is least-privilege: no wildcards, no secrets, writes only where the runtime needs them', () => {
   const rules = [...of('ClusterRole'), ...of('Role')].flatMap((r) => r.rules.map((rule: any) => ({ role: `${r.kind}/${r.metadata.name}`, ...rule })));
   for (const r of rules) {

@@ -7,6 +7,13 @@ import { AGENT_CONFIG } from './raven-config.js';
 /** Host directory where the agent keeps state that must survive restarts (the WireGuard private key). */
 export const AGENT_STATE_DIR = '/var/lib/raven';
 
+/**
+ * wireguard-go's UAPI sockets (`<dev>.sock`; the path is compiled into wireguard-go and `wg`). A
+ * hostPath, not an emptyDir: a userspace device and its wireguard-go may outlive the agent's pod,
+ * and the next agent must find the socket to adopt the device.
+ */
+export const WIREGUARD_RUN_DIR = '/var/run/wireguard';
+
 /** Which nodes a DaemonSet runs on, by name: only these, or all but these. */
 export interface NodePlacement {
   readonly operator: 'In' | 'NotIn';
@@ -40,14 +47,20 @@ export class AgentDaemonSet extends Construct {
     super(scope, id);
     const t = props.topology;
     const labels = { ...props.labels, ...props.selector };
+    // The root filesystem is read-only; these two are all the agent and what it starts write: the
+    // state dir (WireGuard key, PID files, the L7 proxy's config, charon's config, vici socket and
+    // log; charon's own /run is a tmpfs in its private mount namespace) and wireguard-go's sockets.
+    // Nothing writes to /tmp, so there is no emptyDir.
     const mounts: k8s.VolumeMount[] = [
       { name: 'config', mountPath: '/etc/raven/agent', readOnly: true },
       { name: 'state', mountPath: AGENT_STATE_DIR },
+      { name: 'wireguard-run', mountPath: WIREGUARD_RUN_DIR },
       { name: 'lib-modules', mountPath: '/lib/modules', readOnly: true },
     ];
     const volumes: k8s.Volume[] = [
       { name: 'config', configMap: { name: AGENT_CONFIG } },
       { name: 'state', hostPath: { path: AGENT_STATE_DIR, type: 'DirectoryOrCreate' } },
+      { name: 'wireguard-run', hostPath: { path: WIREGUARD_RUN_DIR, type: 'DirectoryOrCreate' } },
       { name: 'lib-modules', hostPath: { path: '/lib/modules', type: 'Directory' } },
     ];
     if (props.psk) {
@@ -104,7 +117,7 @@ export class AgentDaemonSet extends Construct {
                 },
                 // Privileged: routes, rules and sysctls need NET_ADMIN, and userspace WireGuard and
                 // strongSwan's userspace ESP need /dev/net/tun, which only a privileged container may open.
-                securityContext: { privileged: true },
+                securityContext: { privileged: true, readOnlyRootFilesystem: true },
                 volumeMounts: mounts,
               },
             ],
