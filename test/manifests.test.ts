@@ -176,6 +176,15 @@ test('every container has a read-only root filesystem: the agent writes only its
   }
 });
 
+test('memory is sized from the soak: agents request what they use (more where the L7 proxy may run), limits keep headroom over the peak', () => {
+  for (const ds of of('DaemonSet')) {
+    const pod = ds.spec.template.spec;
+    const proxy = pod.volumes.some((v: any) => v.name === 'proxy-certs');
+    assert.equal(pod.containers[0].resources, { requests: { cpu: '50m', memory: proxy ? '160Mi' : '112Mi' }, limits: { memory: '256Mi' } }, ds.metadata.name);
+  }
+  for (const d of of('Deployment')) assert.equal(d.spec.template.spec.containers[0].resources, { requests: { cpu: '50m', memory: '112Mi' }, limits: { memory: '512Mi' } }, d.metadata.name);
+});
+
 test('RBAC is least-privilege: no wildcards, no secrets, writes only where the runtime needs them', () => {
   const rules = [...of('ClusterRole'), ...of('Role')].flatMap((r) => r.rules.map((rule: any) => ({ role: `${r.kind}/${r.metadata.name}`, ...rule })));
   for (const r of rules) {

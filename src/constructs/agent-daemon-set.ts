@@ -110,9 +110,13 @@ export class AgentDaemonSet extends Construct {
                 ],
                 livenessProbe: { httpGet: { path: '/healthz', port: k8s.IntOrString.fromString('health') }, periodSeconds: 10, failureThreshold: 3 },
                 readinessProbe: { httpGet: { path: '/readyz', port: k8s.IntOrString.fromString('health') }, periodSeconds: 5 },
-                // No CPU limit: throttling a tunnel endpoint shows up as packet loss.
+                // No CPU limit: throttling a tunnel endpoint shows up as packet loss. Memory from
+                // `npm run bench:soak` (README, Benchmarks): the pod's cgroup holds the agent and what
+                // it starts. Requests: the agent and wireguard-go at steady state (~102 MiB), plus the
+                // L7 proxy (~56 MiB) where a proxy Secret is mounted. Limit: ≥ 50 % over the
+                // largest pod's peak (agent + proxy + wireguard-go, 156 MiB).
                 resources: {
-                  requests: { cpu: k8s.Quantity.fromString('50m'), memory: k8s.Quantity.fromString('64Mi') },
+                  requests: { cpu: k8s.Quantity.fromString('50m'), memory: k8s.Quantity.fromString(props.proxySecret ? '160Mi' : '112Mi') },
                   limits: { memory: k8s.Quantity.fromString('256Mi') },
                 },
                 // Privileged: routes, rules and sysctls need NET_ADMIN, and userspace WireGuard and

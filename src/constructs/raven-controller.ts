@@ -96,8 +96,11 @@ export class RavenController extends Construct {
                 ports: [{ name: 'http', containerPort: CONTROLLER_HTTP_PORT, protocol: 'TCP' }],
                 livenessProbe: { httpGet: { path: '/healthz', port: k8s.IntOrString.fromString('http') }, periodSeconds: 10 },
                 readinessProbe: { httpGet: { path: '/readyz', port: k8s.IntOrString.fromString('http') }, periodSeconds: 5 },
+                // Memory from `npm run bench:soak` (README, Benchmarks): the request is the steady
+                // state (~100 MiB); the limit leaves room for caches that grow with Nodes and Leases,
+                // which the 6-node lab does not measure.
                 resources: {
-                  requests: { cpu: k8s.Quantity.fromString('50m'), memory: k8s.Quantity.fromString('64Mi') },
+                  requests: { cpu: k8s.Quantity.fromString('50m'), memory: k8s.Quantity.fromString('112Mi') },
                   limits: { memory: k8s.Quantity.fromString('512Mi') },
                 },
                 securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
