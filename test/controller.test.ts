@@ -54,6 +54,8 @@ test('each region gets its first candidate elected, with OpenYurt-shaped status'
 
 test('the controller answers /healthz and /readyz', async () => {
   for (const path of ['/healthz', '/readyz']) assert.is((await fetch(`http://127.0.0.1:${controller.port}${path}`)).status, 200, path);
+  const m = await controller.metrics();
+  assert.ok(metric(m, 'nodejs_heap_size_used_bytes') > 0 && metric(m, 'process_resident_memory_bytes') > metric(m, 'nodejs_heap_size_used_bytes'), 'process memory is exported');
 });
 
 test('a LoadBalancer region gets a Service per active endpoint, and its publicIP from the ingress', async () => {

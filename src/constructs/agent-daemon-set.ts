@@ -1,18 +1,11 @@
 import { Construct } from 'constructs';
 import { k8s } from 'cdk8s-plus-27';
-import { AGENT_HEALTH_PORT, AGENT_METRICS_PORT, IPSEC_SECRET_DIR, PROXY_CERT_DIR, PROXY_CERTS_VOLUME, PSK_FILE_NAME, PSK_VOLUME } from '../topology/constants.js';
+import { AGENT_HEALTH_PORT, AGENT_METRICS_PORT, IPSEC_SECRET_DIR, PROXY_CERT_DIR, PROXY_CERTS_VOLUME, PSK_FILE_NAME, PSK_VOLUME, WIREGUARD_RUN_DIR } from '../topology/constants.js';
 import type { SecretKeyRef, Topology } from '../topology/model.js';
 import { AGENT_CONFIG } from './raven-config.js';
 
 /** Host directory where the agent keeps state that must survive restarts (the WireGuard private key). */
 export const AGENT_STATE_DIR = '/var/lib/raven';
-
-/**
- * wireguard-go's UAPI sockets (`<dev>.sock`; the path is compiled into wireguard-go and `wg`). A
- * hostPath, not an emptyDir: a userspace device and its wireguard-go may outlive the agent's pod,
- * and the next agent must find the socket to adopt the device.
- */
-export const WIREGUARD_RUN_DIR = '/var/run/wireguard';
 
 /** Which nodes a DaemonSet runs on, by name: only these, or all but these. */
 export interface NodePlacement {
@@ -60,6 +53,8 @@ export class AgentDaemonSet extends Construct {
     const volumes: k8s.Volume[] = [
       { name: 'config', configMap: { name: AGENT_CONFIG } },
       { name: 'state', hostPath: { path: AGENT_STATE_DIR, type: 'DirectoryOrCreate' } },
+      // wireguard-go's UAPI sockets (the path is compiled into wireguard-go and `wg`): a hostPath, not
+      // an emptyDir, so the next agent finds the socket of a device it adopts.
       { name: 'wireguard-run', hostPath: { path: WIREGUARD_RUN_DIR, type: 'DirectoryOrCreate' } },
       { name: 'lib-modules', hostPath: { path: '/lib/modules', type: 'Directory' } },
     ];

@@ -16,7 +16,7 @@ import { ExecRunner } from '../runtime/agent/command-runner.js';
 import { isAlive, signal } from '../runtime/agent/owned-process.js';
 import type { Gateway } from '../runtime/gateway.js';
 import { formatDiagnostic, hasErrors } from '../topology/diagnostics.js';
-import { GATEWAY_GROUP, GATEWAY_VERSION, PSK_FILE_NAME } from '../topology/constants.js';
+import { GATEWAY_GROUP, GATEWAY_VERSION, PSK_FILE_NAME, WIREGUARD_RUN_DIR } from '../topology/constants.js';
 import { agentMounts } from './agent-mounts.js';
 import { checkLab, type CheckOptions, failures, type PairResult } from './check.js';
 import { ravenCommand } from '../runtime/raven-command.js';
@@ -263,7 +263,7 @@ export async function labDown(o: { name: string; runDir: string }, io: Io): Prom
   await state.stop('controller', 3000);
   for (const pid of strays(state)) signal(pid, 'SIGKILL');
   const removed = await removeNetwork(`rl-${o.name}`, runner);
-  for (const n of record?.plan.nodes ?? []) rmSync(`/var/run/wireguard/${n.device}.sock`, { force: true });
+  for (const n of record?.plan.nodes ?? []) rmSync(`${WIREGUARD_RUN_DIR}/${n.device}.sock`, { force: true });
   state.remove();
   io.stdout(`lab ${o.name}: down (${agents.length} agents stopped, ${removed.length} namespaces removed)\n`);
 }

@@ -85,6 +85,26 @@ export class Histogram implements Family {
   }
 }
 
+/** A gauge read at scrape time (process figures), never stored. */
+export class CollectedGauge implements Family {
+  readonly type = 'gauge' as const;
+  constructor(readonly name: string, readonly help: string, private readonly read: () => number) {}
+  render(): string[] {
+    return [`${this.name} ${this.read()}`];
+  }
+}
+
+/**
+ * Memory of this process, as Prometheus' Node.js clients name it: RSS alone cannot tell a heap that
+ * is still warming up from one that leaks, so soaks and dashboards get the heap too.
+ */
+export function registerProcessMetrics(r: Registry): void {
+  r.register(new CollectedGauge('process_resident_memory_bytes', 'Resident memory size in bytes.', () => process.memoryUsage.rss()));
+  r.register(new CollectedGauge('nodejs_heap_size_used_bytes', 'V8 heap in use, in bytes.', () => process.memoryUsage().heapUsed));
+  r.register(new CollectedGauge('nodejs_heap_size_total_bytes', 'V8 heap allocated, in bytes.', () => process.memoryUsage().heapTotal));
+  r.register(new CollectedGauge('nodejs_external_memory_bytes', 'Memory of C++ objects bound to JavaScript (buffers included), in bytes.', () => process.memoryUsage().external));
+}
+
 export class Registry {
   private readonly families: Family[] = [];
   register<F extends Family>(f: F): F {

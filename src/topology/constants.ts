@@ -73,3 +73,6 @@ export const IPV6_MIN_MTU = 1280;
 
 /** The image of the controller and the agent when a topology names none: this release's tag. */
 export const DEFAULT_IMAGE = `ghcr.io/raven-gitops/raven:${VERSION}`;
+
+/** wireguard-go's UAPI sockets (`<dir>/<device>.sock`): global per host, so a hostPath in the agent pod. */
+export const WIREGUARD_RUN_DIR = '/var/run/wireguard';

@@ -13,7 +13,7 @@ import { type ActiveGatewayObservation, CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW
 import { serveEndpoints } from '../http-endpoints.js';
 import { code } from '../leader-election.js';
 import type { Logger } from '../log.js';
-import { Counter, Gauge, Registry } from '../metrics.js';
+import { Counter, Gauge, Registry, registerProcessMetrics } from '../metrics.js';
 import { type Clock, DueTimes, systemClock, Timers } from '../timers.js';
 import type { CommandRunner } from './command-runner.js';
 import type { AgentConfig } from './config.js';
@@ -127,6 +127,7 @@ export class Agent {
     this.proxy = new ProxyRunner(config.stateDir, config.netns, log);
     this.coordination = kc.makeApiClient(k8s.CoordinationV1Api);
     for (const result of ['success', 'error']) this.syncs.init({ result });
+    registerProcessMetrics(this.registry);
   }
 
   async run(): Promise<void> {

@@ -7,6 +7,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { WIREGUARD_RUN_DIR } from '../../topology/constants.js';
 import { canonicalIP, canonicalSubnet, type Dropped, isWireGuardKey, shown } from '../canonical.js';
 import { type CommandRunner, mustRun } from './command-runner.js';
 import { isAlive, stopOwnedProcess } from './owned-process.js';
@@ -94,7 +95,7 @@ export class WireGuard {
   private async startUserspace(): Promise<void> {
     // The UAPI socket (/var/run/wireguard/<dev>.sock) is global, not per netns: a stale one from a
     // killed wireguard-go would make the new one fail, and it is ours (the device name is ours).
-    rmSync(`/var/run/wireguard/${this.opts.device}.sock`, { force: true });
+    rmSync(`${WIREGUARD_RUN_DIR}/${this.opts.device}.sock`, { force: true });
     const [cmd, args] = this.ns('wireguard-go', ['-f', this.opts.device]);
     // Detached: the device must outlive an agent restart; the PID file lets the next agent stop it.
     const child = spawn(cmd, args, { detached: true, stdio: 'ignore', env: { ...process.env, ...USERSPACE_ENV } });
@@ -206,7 +207,7 @@ export class WireGuard {
       if (pid > 0) await stopOwnedProcess(pid, () => isOurWireguardGo(pid, this.opts.device), 2000);
       rmSync(this.pidFile, { force: true });
     }
-    rmSync(`/var/run/wireguard/${this.opts.device}.sock`, { force: true });
+    rmSync(`${WIREGUARD_RUN_DIR}/${this.opts.device}.sock`, { force: true });
   }
 }
 

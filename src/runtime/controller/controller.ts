@@ -16,7 +16,7 @@ import { serveEndpoints } from '../http-endpoints.js';
 import { code, LeaderElector } from '../leader-election.js';
 import type { Logger } from '../log.js';
 import { assignNodes } from '../membership.js';
-import { Counter, Gauge, Histogram, Registry } from '../metrics.js';
+import { Counter, Gauge, Histogram, Registry, registerProcessMetrics } from '../metrics.js';
 import { WorkQueue } from '../workqueue.js';
 import { elect, electionEvents, type Features, keyChangeEvents, publishedKeys } from './election.js';
 import { desiredExposure, EXPOSURE_GATEWAY_LABEL, type Exposed, type ServiceLike, SLICE_SERVICE_LABEL, withPublicAddresses } from './exposure.js';
@@ -90,6 +90,7 @@ export class GatewayController {
     this.custom = kc.makeApiClient(k8s.CustomObjectsApi);
     this.discovery = kc.makeApiClient(k8s.DiscoveryV1Api);
     for (const phase of PHASES) this.errors.init({ phase });
+    registerProcessMetrics(this.registry);
     for (const result of ['success', 'error']) this.reconciles.init({ result });
     for (const type of ['tunnel', 'proxy']) {
       this.elections.init({ type });

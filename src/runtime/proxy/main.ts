@@ -14,7 +14,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { serveEndpoints } from '../http-endpoints.js';
-import { Counter, Gauge, Registry } from '../metrics.js';
+import { Counter, Gauge, Registry, registerProcessMetrics } from '../metrics.js';
 import { createLogger } from '../log.js';
 import { runUntilSignal } from '../run-until-signal.js';
 import { CERT_FILES, DROPPED_KINDS, nodeCAFile, type ProxySettings, readProxyConfig } from './config.js';
@@ -34,6 +34,7 @@ export async function runProxy(args: readonly string[]): Promise<number> {
   const cert = (name: string): Buffer => readFileSync(join(config.certDir, name));
   const nodes = { node: (n: string) => config.nodes.get(n) };
   const registry = new Registry();
+  registerProcessMetrics(registry);
   const tunnels = registry.register(new Gauge('raven_proxy_tunnels_connected', 'Tunnel connections up: edge clients connected (server), servers reached (client).'));
   const dropped = registry.register(new Counter('raven_proxy_config_items_dropped_total', 'Items of the proxy configuration refused (bad node name, address, port or server), by kind.'));
   for (const kind of DROPPED_KINDS) dropped.init({ kind });
