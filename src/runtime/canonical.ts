@@ -62,6 +62,18 @@ export function canonicalSubnet(v: unknown): Parsed<string> {
   return ok(`${base.toString()}/${len}`);
 }
 
+/**
+ * A tunnel endpoint exactly as the plan renders it from parsed values: `203.0.113.10:4500` or
+ * `[2001:db8::1]:4500`, with the address canonical (`203.0.113.010:4500` is refused, not read as .8).
+ */
+export function canonicalEndpoint(v: unknown): Parsed<{ readonly host: string; readonly port: number }> {
+  const m = typeof v === 'string' ? (/^\[([0-9a-f:.]+)\]:(\d{1,5})$/.exec(v) ?? /^([0-9.]+):(\d{1,5})$/.exec(v)) : null;
+  const ip = m ? canonicalIP(m[1]) : undefined;
+  const port = Number(m?.[2]);
+  if (!m || !ip?.ok || ip.value !== m[1] || !(port >= 1 && port <= 65535) || String(port) !== m[2]) return no(`${shown(v)} is not ip:port`);
+  return ok({ host: ip.value, port });
+}
+
 export function canonicalPort(v: unknown): Parsed<number> {
   return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 65535 ? ok(v) : no(`${shown(v)} is not a port (1-65535)`);
 }
@@ -77,6 +89,10 @@ export function wireGuardKey(v: unknown): Parsed<string> {
 
 export function isWireGuardKey(v: unknown): v is string {
   return typeof v === 'string' && WG_KEY.test(v);
+}
+
+export function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** One refused value: where it was, and why. Counted in metrics by `kind`, logged with the rest. */

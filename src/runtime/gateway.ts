@@ -4,7 +4,7 @@
  * (membership, election, status) is testable without a cluster.
  */
 import type { EndpointType } from '../topology/model.js';
-import { canonicalIP, canonicalPort, canonicalSubnet, type Dropped, objectName, shown, wireGuardKey } from './canonical.js';
+import { canonicalIP, canonicalPort, canonicalSubnet, type Dropped, isObject, objectName, shown, wireGuardKey } from './canonical.js';
 
 /**
  * Key in the active tunnel endpoint's `config` (a free-form map in OpenYurt's schema): JSON
@@ -203,9 +203,6 @@ function parseNodeEntry(raw: unknown, where: string, drop: (kind: string, reason
   return [{ nodeName: name.value, privateIP, subnets: [...subnets].sort() }];
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function isStringMap(v: unknown): v is Record<string, string> {
   return isObject(v) && Object.values(v).every((x) => typeof x === 'string');

@@ -7,7 +7,7 @@
  * tolerantly: a malformed annotation yields `undefined` fields, never an exception.
  */
 
-import { isWireGuardKey, objectName, shown } from './canonical.js';
+import { isObject, isWireGuardKey, objectName, shown } from './canonical.js';
 
 export const LEASE_PREFIX = 'raven-agent-';
 export const HEALTH_ANNOTATION = 'raven-gitops.io/health';
@@ -167,9 +167,6 @@ export function parseHealth(text: string | undefined, now = Date.now()): AgentHe
   };
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function num(v: unknown, min = -Infinity, max = Infinity): number | undefined {
   return typeof v === 'number' && Number.isFinite(v) && v >= min && v <= max ? v : undefined;

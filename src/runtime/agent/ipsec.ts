@@ -25,7 +25,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, isIP } from 'node:net';
 import { isAbsolute, join } from 'node:path';
-import { canonicalIP, type Dropped, shown } from '../canonical.js';
+import { canonicalEndpoint, type Dropped, shown } from '../canonical.js';
 import { type CommandRunner, mustRun } from './command-runner.js';
 import { isAlive, stopOwnedProcess } from './owned-process.js';
 import { IPSEC_MAX_MTU, type PeerPlan } from './plan.js';
@@ -497,13 +497,11 @@ function cidr(s: string, what: string): string {
   return s;
 }
 
-/** `ip:port` with the address in canonical form (`203.0.113.010` is refused, not read as octal). */
+/** `ip:port` with the address in canonical form (see `canonicalEndpoint`). */
 function endpoint(s: string): { host: string; port: number } {
-  const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(s) ?? /^([0-9.]+):(\d+)$/.exec(s);
-  const port = Number(m?.[2]);
-  const ip = m ? canonicalIP(m[1]) : undefined;
-  if (!m || !ip?.ok || ip.value !== m[1] || !(port >= 1 && port <= 65535)) throw new Error(`ipsec: endpoint ${shown(s)} is not ip:port`);
-  return { host: m[1]!, port };
+  const ep = canonicalEndpoint(s);
+  if (!ep.ok) throw new Error(`ipsec: endpoint ${ep.reason}`);
+  return ep.value;
 }
 
 /** Writes through a fresh 0600 file and renames it into place, so the PSK is never readable by others. */

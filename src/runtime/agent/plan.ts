@@ -9,7 +9,7 @@
  * rules (Raven issue #136).
  */
 import ipaddr from 'ipaddr.js';
-import { type Cidr, parseCidr } from '../../topology/cidr.js';
+import { type Cidr, overlaps, parseCidr } from '../../topology/cidr.js';
 import { BACKEND_OVERHEAD } from '../../topology/constants.js';
 import { type Dropped, isWireGuardKey, objectName, sortDropped } from '../canonical.js';
 import { type Gateway, type GatewayEndpoint, parseGateway, STANDBY_KEYS_CONFIG } from '../gateway.js';
@@ -247,7 +247,7 @@ function refuseConflicts(all: readonly Region[], mine: Region, dropped: Dropped[
   for (const c of claims) {
     // A host route of exactly a dialled address (forwardNodeIP on a node whose InternalIP is its
     // public one) is fine: gateways never send it into the tunnel (see `isHostRoute`).
-    const hit = local.find((x) => overlapping(c.cidr, x.cidr)) ?? underlay.find((x) => overlapping(c.cidr, x.cidr) && !(c.cidr.first === c.cidr.last && x.cidr.first === c.cidr.first));
+    const hit = local.find((x) => overlaps(c.cidr, x.cidr)) ?? underlay.find((x) => overlaps(c.cidr, x.cidr) && !(c.cidr.first === c.cidr.last && x.cidr.first === c.cidr.first));
     if (hit) refuse(c.region, c.cidr.text, `it overlaps the ${hit.what}`);
   }
   // Two CIDRs that overlap are equal or one holds the other. A range holding another region's is
@@ -267,10 +267,6 @@ function refuseConflicts(all: readonly Region[], mine: Region, dropped: Dropped[
     const bad = refused.get(r.name);
     return bad ? { ...r, subnets: r.subnets.filter((s) => !bad.has(s)), ...withAnchor({ ...r.gw, status: { ...r.gw.status, nodes: (r.gw.status?.nodes ?? []).map((n) => ({ ...n, subnets: n.subnets.filter((s) => !bad.has(s)) })) } }, r.active) } : r;
   });
-}
-
-function overlapping(a: Cidr, b: Cidr): boolean {
-  return a.family === b.family && a.first <= b.last && b.first <= a.last;
 }
 
 /** Pairs of overlapping ranges claimed by different regions: one sort, then a sweep over open ranges. */

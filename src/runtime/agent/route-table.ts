@@ -5,6 +5,7 @@
  * process. `cleanUp()` removes exactly our table's routes and our rules.
  */
 import ipaddr from 'ipaddr.js';
+import { canonicalIP } from '../canonical.js';
 import { type CommandRunner, mustRun } from './command-runner.js';
 import type { RoutePlan } from './plan.js';
 
@@ -125,7 +126,8 @@ export function routeProblem(r: RoutePlan): string | null {
   if (!dst) return `destination ${JSON.stringify(r.dst)} is not a CIDR`;
   const v6 = dst.includes(':');
   if (r.via !== undefined) {
-    if (!ipaddr.isValid(r.via) || canonicalAddress(r.via) !== r.via || r.via.includes(':') !== v6) return `next hop ${JSON.stringify(r.via)} is not an ${v6 ? 'IPv6' : 'IPv4'} address`;
+    const via = canonicalIP(r.via);
+    if (!via.ok || via.value !== r.via || r.via.includes(':') !== v6) return `next hop ${JSON.stringify(r.via)} is not an ${v6 ? 'IPv6' : 'IPv4'} address`;
   } else if (r.dev === undefined || !DEVICE.test(r.dev)) return `device ${JSON.stringify(r.dev)} is not an interface name`;
   if (!Number.isInteger(r.mtu) || r.mtu < 0 || r.mtu > 65535 || (r.mtu > 0 && r.mtu < 68)) return `MTU ${JSON.stringify(r.mtu)} is not valid`;
   return null;
@@ -138,14 +140,6 @@ export function renderRoute(r: RoutePlan, table: number): string {
   const next = r.via !== undefined ? `via ${r.via}` : `dev ${r.dev}`;
   // onlink on dev routes is unnecessary; mtu lock stops PMTU discovery from raising it above the tunnel's.
   return `route replace ${normalizeCidr(r.dst)} ${next} table ${table}${r.mtu ? ` mtu lock ${r.mtu}` : ''}`;
-}
-
-function canonicalAddress(text: string): string | undefined {
-  try {
-    return ipaddr.parse(text).toString();
-  } catch {
-    return undefined;
-  }
 }
 
 /** What must change to turn `current` into `desired`. Pure. Malformed desired routes are refused, not diffed. */

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { WIREGUARD_RUN_DIR } from '../../topology/constants.js';
-import { canonicalIP, canonicalSubnet, type Dropped, isWireGuardKey, shown } from '../canonical.js';
+import { canonicalEndpoint, canonicalSubnet, type Dropped, isWireGuardKey, shown } from '../canonical.js';
 import { type CommandRunner, mustRun } from './command-runner.js';
 import { isAlive, stopOwnedProcess } from './owned-process.js';
 import type { PeerPlan, StagedPeer } from './plan.js';
@@ -220,7 +220,7 @@ export class WireGuard {
 function wellFormed<P extends { gateway: string; publicKey?: string; endpoint?: string; allowedIPs: readonly string[]; keepaliveSeconds?: number }>(p: P, refused: Dropped[]): (P & { publicKey: string })[] {
   const refuse = (reason: string): [] => (refused.push({ source: p.gateway, kind: 'peer', reason }), []);
   if (!isWireGuardKey(p.publicKey)) return refuse(`public key ${shown(p.publicKey, 60)} is not a WireGuard key`);
-  if (p.endpoint !== undefined && !canonicalEndpoint(p.endpoint)) return refuse(`endpoint ${shown(p.endpoint)} is not ip:port`);
+  if (p.endpoint !== undefined && !canonicalEndpoint(p.endpoint).ok) return refuse(`endpoint ${shown(p.endpoint)} is not ip:port`);
   if (p.keepaliveSeconds !== undefined && !(Number.isInteger(p.keepaliveSeconds) && p.keepaliveSeconds >= 1 && p.keepaliveSeconds <= 65535)) return refuse(`keepalive ${shown(p.keepaliveSeconds)} is out of range`);
   const allowedIPs = p.allowedIPs.filter((a) => {
     const c = canonicalSubnet(a);
@@ -231,14 +231,6 @@ function wellFormed<P extends { gateway: string; publicKey?: string; endpoint?: 
   return [{ ...p, publicKey: p.publicKey, allowedIPs }];
 }
 
-/** `203.0.113.10:4500` or `[2001:db8::1]:4500`, exactly as rendered from parsed values. */
-function canonicalEndpoint(text: string): boolean {
-  const m = /^\[([0-9a-f:.]+)\]:(\d{1,5})$/.exec(text) ?? /^([0-9.]+):(\d{1,5})$/.exec(text);
-  if (!m) return false;
-  const ip = canonicalIP(m[1]);
-  const port = Number(m[2]);
-  return ip.ok && ip.value === m[1] && port >= 1 && port <= 65535 && String(port) === m[2];
-}
 
 function sameConfig(have: CurrentPeer | undefined, allowed: readonly string[], keepalive: number | undefined, endpoint: string | undefined): boolean {
   return !!have && have.allowedIPs.join(',') === allowed.join(',') && (have.keepaliveSeconds ?? 0) === (keepalive ?? 0) && (!endpoint || have.endpoint === endpoint);
