@@ -7,7 +7,8 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import { GATEWAY_GROUP, GATEWAY_VERSION } from '../../topology/constants.js';
-import { countByKind, type Dropped, shown, sortDropped } from '../canonical.js';
+import { type Dropped, shown } from '../canonical.js';
+import { Refusals } from '../refusals.js';
 import type { Gateway } from '../gateway.js';
 import { type ActiveGatewayObservation, CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, encodeHealth, HEALTH_ANNOTATION, leaseName, MEMBER_LEASE_SECONDS, MEMBER_RENEW_MS, type PeerHealth } from '../heartbeat.js';
 import { serveEndpoints } from '../http-endpoints.js';
@@ -78,9 +79,7 @@ export class Agent {
   private readonly peerRtt = this.registry.register(new Gauge('raven_agent_peer_rtt_seconds', 'Latest probe round trip through the tunnel, per remote gateway.'));
   private readonly peerLoss = this.registry.register(new Gauge('raven_agent_peer_probe_loss_ratio', 'Share of the last 10 tunnel probes lost, per remote gateway.'));
   private readonly activeReachable = this.registry.register(new Gauge('raven_agent_active_gateway_reachable', 'On standbys: 1 when the active gateway answers probes.'));
-  private readonly refusedGauge = this.registry.register(new Gauge('raven_agent_refused_values', 'Values from Gateways (addresses, ranges, ports, keys, peers, routes) refused in the last plan, by kind.'));
-  /** The refusals last logged, so each is logged once, when it appears. */
-  private refusedLogged = new Set<string>();
+  private readonly refusals: Refusals;
 
   private readonly routes: RouteTable;
   private readonly tunnel: Tunnel;
@@ -128,6 +127,8 @@ export class Agent {
     this.coordination = kc.makeApiClient(k8s.CoordinationV1Api);
     for (const result of ['success', 'error']) this.syncs.init({ result });
     registerProcessMetrics(this.registry);
+    const gauge = this.registry.register(new Gauge('raven_agent_refused_values', 'Values from Gateways (addresses, ranges, ports, keys, peers, routes) refused in the last plan, by kind.'));
+    this.refusals = new Refusals(gauge, REFUSAL_KINDS, (d) => this.log.warn('refused a value from the cluster', { source: d.source, kind: d.kind, reason: d.reason }));
   }
 
   async run(): Promise<void> {
@@ -203,7 +204,8 @@ export class Agent {
       if (changed.length) this.scheduleNudges();
       const proxyDropped: Dropped[] = [];
       await this.proxy.set(proxyConfigFor(gateways, this.config.nodeName, { ...this.config.proxy, nodeIP: this.config.nodeIP }, (d) => proxyDropped.push(d)));
-      this.reportRefused([...(next.dropped ?? []), ...refused, ...this.tunnel.refused(), ...proxyDropped]);
+      // Values the plan or an executor refused (see Refusals).
+      this.refusals.set('plan', [...(next.dropped ?? []), ...refused, ...this.tunnel.refused(), ...proxyDropped]);
       // Healthy: the plan is in the kernel (on a gateway, the tunnel device is up with its peers).
       this.backendUp = true;
       if (next.role !== this.current.role || next.activeNode !== this.current.activeNode) {
@@ -221,19 +223,6 @@ export class Agent {
       // One retry pending is enough: a sync recomputes everything.
       this.timers.setIfIdle('retry', SYNC_RETRY_MS, () => this.trigger());
     }
-  }
-
-  /**
-   * Values the plan or an executor refused: a gauge per kind, and one warning per refusal when it
-   * first appears (a hostile value must not flood the log on every sync).
-   */
-  private reportRefused(items: readonly Dropped[]): void {
-    const all = sortDropped(items);
-    const counts = countByKind(all);
-    for (const kind of new Set([...REFUSAL_KINDS, ...counts.keys()])) this.refusedGauge.set(counts.get(kind) ?? 0, { kind });
-    const now = new Set(all.map((d) => `${d.source}\0${d.kind}\0${d.reason}`));
-    for (const d of all) if (!this.refusedLogged.has(`${d.source}\0${d.kind}\0${d.reason}`)) this.log.warn('refused a value from the cluster', { source: d.source, kind: d.kind, reason: d.reason });
-    this.refusedLogged = now;
   }
 
   /** Peers we dial may have sent their first initiation to a gateway that did not know us yet. */

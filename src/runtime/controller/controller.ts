@@ -9,7 +9,8 @@ import { isDeepStrictEqual } from 'node:util';
 import * as k8s from '@kubernetes/client-node';
 import { GATEWAY_GROUP, GATEWAY_LABEL, GATEWAY_VERSION } from '../../topology/constants.js';
 import type { Gateway, NodeLike } from '../gateway.js';
-import { countByKind, type Dropped, sortDropped } from '../canonical.js';
+import type { Dropped } from '../canonical.js';
+import { Refusals } from '../refusals.js';
 import { parseGateway } from '../gateway.js';
 import { expiresAt, type Heartbeat, heartbeatFromLease, parseHeartbeat } from '../heartbeat.js';
 import { serveEndpoints } from '../http-endpoints.js';
@@ -51,10 +52,13 @@ export class GatewayController {
   private readonly failovers = this.registry.register(new Counter('raven_controller_failovers_total', 'Active endpoints replaced after becoming unusable, by type.'));
   private readonly decision = this.registry.register(new Histogram('raven_controller_decision_latency_seconds', 'From a failure becoming observable to the new status being written.', [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5]));
   private readonly leader = this.registry.register(new Gauge('raven_controller_leader', '1 when this replica is the leader.'));
-  private readonly refusedGauge = this.registry.register(new Gauge('raven_controller_refused_values', 'Values from Gateways, Nodes, Services and Calico blocks left out of Gateway status, by kind.'));
+  private readonly refusals = new Refusals(
+    this.registry.register(new Gauge('raven_controller_refused_values', 'Values from Gateways, Nodes, Services and Calico blocks left out of Gateway status, by kind.')),
+    REFUSAL_KINDS,
+    (d, gateway) => this.log.warn('refused a value', { gateway, source: d.source, kind: d.kind, reason: d.reason }),
+  );
   private readonly refusedLeases = this.registry.register(new Gauge('raven_controller_refused_heartbeats', 'Heartbeat Leases not believed (holder is not the node, renewal in the future, bad name).'));
-  /** Refused values per Gateway (from its last reconcile) and per heartbeat Lease, each logged once when it appears. */
-  private readonly refused = new Map<string, readonly Dropped[]>();
+  /** Refused heartbeat Leases and their reasons, each logged once when it appears. */
   private refusedLeaseReasons = new Map<string, string>();
   /** The WireGuard key last published for each node, so a change is an event even across failovers. */
   private readonly knownKeys = new Map<string, string>();
@@ -323,16 +327,6 @@ export class GatewayController {
     return out;
   }
 
-  /** Refused values of one Gateway: logged once when they appear, counted by kind over all Gateways. */
-  private reportRefused(gateway: string, items: readonly Dropped[]): void {
-    const before = new Set((this.refused.get(gateway) ?? []).map((d) => `${d.source}\0${d.kind}\0${d.reason}`));
-    const all = sortDropped(items);
-    for (const d of all) if (!before.has(`${d.source}\0${d.kind}\0${d.reason}`)) this.log.warn('refused a value', { gateway, source: d.source, kind: d.kind, reason: d.reason });
-    if (all.length) this.refused.set(gateway, all);
-    else this.refused.delete(gateway);
-    const counts = countByKind([...this.refused.values()].flat());
-    for (const kind of new Set([...REFUSAL_KINDS, ...counts.keys()])) this.refusedGauge.set(counts.get(kind) ?? 0, { kind });
-  }
 
   async reconcile(name: string): Promise<void> {
     if (name === PROXY_ENTRY_KEY) return this.reconcileProxyEntry();
@@ -343,7 +337,7 @@ export class GatewayController {
     const gw = parsed.gateway;
     const nodes = this.nodeList();
     if (!gw) {
-      this.reportRefused(name, []);
+      this.refusals.set(name, []);
       await this.phase('labels', () => this.syncLabels(name, new Set(), nodes));
       await this.phase('exposure', () => this.syncExposure(name, []));
       return;
@@ -365,7 +359,7 @@ export class GatewayController {
     const dropped: Dropped[] = [...parsed.dropped];
     const exposedActive = withPublicAddresses(gw, result.active, ownServices, dropped);
     const { status, dropped: fromNodes } = gatewayStatusWithDrops(gw, members, exposedActive, blocks);
-    this.reportRefused(name, [...dropped, ...fromNodes]);
+    this.refusals.set(name, [...dropped, ...fromNodes]);
     const before = gw.status?.activeEndpoints ?? [];
 
     if (!isDeepStrictEqual(normalizeStatus(gw.status), normalizeStatus(status))) {
@@ -400,7 +394,7 @@ export class GatewayController {
     const service = this.services?.get(PROXY_SERVICE_NAME, this.opts.namespace) as unknown as ServiceLike | undefined;
     const gateways = this.gatewayList().flatMap((g) => parseGateway(g).gateway ?? []);
     const entry = desiredProxyEntry({ gateways, l7Proxy: this.features().l7Proxy, service, namespace: this.opts.namespace });
-    this.reportRefused(PROXY_ENTRY_KEY, entry.dropped);
+    this.refusals.set(PROXY_ENTRY_KEY, entry.dropped);
     if (entry.none !== this.proxyEntryNone) {
       if (entry.none) this.log.info('L7 proxy entry has no endpoints', { service: PROXY_SERVICE_NAME, reason: entry.none });
       this.proxyEntryNone = entry.none;
