@@ -1,5 +1,7 @@
 /** /healthz, /readyz and /metrics on one small HTTP server. */
 import { createServer, type Server } from 'node:http';
+import ipaddr from 'ipaddr.js';
+import { objectName, shown } from './canonical.js';
 import type { Registry } from './metrics.js';
 
 export interface Endpoints {
@@ -8,13 +10,21 @@ export interface Endpoints {
   readonly metrics: Registry;
 }
 
-/** `addr` is `host:port`, `:port` (all interfaces) or a bare port; port 0 picks a free one. */
+/** `host:port`, `[v6]:port`, `:port` or `port`, with a port 0-65535 (0 = any free port). */
+export function parseListenAddr(text: unknown): { host: string; port: number } {
+  if (typeof text !== 'string') throw new Error(`invalid address ${shown(text)}`);
+  const m = /^(?:(\[[0-9a-fA-F:.]+\]|[^:[\]]*):)?(\d{1,5})$/.exec(text);
+  const port = Number(m?.[2]);
+  if (!m || port > 65535) throw new Error(`invalid address ${shown(text)}: write host:port, :port or port (0-65535)`);
+  const host = (m[1] ?? '').replace(/^\[|\]$/g, '');
+  if (host && host !== '*' && !ipaddr.isValid(host) && objectName(host).ok === false && host !== 'localhost') throw new Error(`invalid address ${shown(text)}: the host is neither an IP address nor a name`);
+  return { host: host === '*' ? '' : host, port };
+}
+
+/** A listen address for `serveEndpoints`: as `parseListenAddr`, an empty host meaning all addresses. */
 export function parseAddr(addr: string): { host: string; port: number } {
-  const m = /^(.*):(\d+)$/.exec(addr) ?? /^()(\d+)$/.exec(addr);
-  if (!m) throw new Error(`invalid address "${addr}": write host:port, :port or port`);
-  const port = Number(m[2]);
-  if (port > 65535) throw new Error(`invalid address "${addr}": port must be 0-65535`);
-  return { host: m[1] || '0.0.0.0', port };
+  const { host, port } = parseListenAddr(addr);
+  return { host: host || '0.0.0.0', port };
 }
 
 export async function serveEndpoints(addr: string, e: Endpoints): Promise<{ server: Server; port: number }> {

@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { canonicalIP, canonicalPort, type Dropped, objectName, shown } from '../canonical.js';
+import { parseListenAddr } from '../http-endpoints.js';
 
 /** Where a pod's ServiceAccount finds the cluster CA: the default CA for nodes' TLS. */
 export const SERVICE_ACCOUNT_CA = '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt';
@@ -86,17 +87,6 @@ export interface ProxySettings {
 export const DROPPED_KINDS = ['node', 'node-ip', 'port', 'server'] as const;
 
 const WILDCARDS = new Set(['', '0.0.0.0', '::', '[::]', '*']);
-
-/** `host:port`, `[v6]:port`, `:port` or `port`, with a port 0-65535 (0 = any free port). */
-export function parseListenAddr(text: unknown): { host: string; port: number } {
-  if (typeof text !== 'string') throw new Error(`invalid address ${shown(text)}`);
-  const m = /^(?:(\[[0-9a-fA-F:.]+\]|[^:[\]]*):)?(\d{1,5})$/.exec(text);
-  const port = Number(m?.[2]);
-  if (!m || port > 65535) throw new Error(`invalid address ${shown(text)}: write host:port, :port or port (0-65535)`);
-  const host = (m[1] ?? '').replace(/^\[|\]$/g, '');
-  if (host && host !== '*' && !ipaddr.isValid(host) && objectName(host).ok === false && host !== 'localhost') throw new Error(`invalid address ${shown(text)}: the host is neither an IP address nor a name`);
-  return { host: host === '*' ? '' : host, port };
-}
 
 /**
  * Where a front listens: a configured concrete host as is; a configured host that is empty or a
