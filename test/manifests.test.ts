@@ -162,7 +162,7 @@ test('every container has a read-only root filesystem: the agent writes only its
   assert.ok(sets.length >= 4 && deployments.length >= 2);
   for (const ds of sets) {
     const pod = ds.spec.template.spec;
-    assert.equal(pod.containers[0].securityContext, { privileged: true, readOnlyRootFilesystem: true }, ds.metadata.name);
+    assert.equal(pod.containers[0].securityContext, { privileged: true, runAsUser: 0, runAsGroup: 0, readOnlyRootFilesystem: true }, `${ds.metadata.name}: root explicitly, the image's default user being non-root`);
     assert.equal(writable(pod), [
       '/var/lib/raven <- {"path":"/var/lib/raven","type":"DirectoryOrCreate"}',
       '/var/run/wireguard <- {"path":"/var/run/wireguard","type":"DirectoryOrCreate"}',
@@ -226,6 +226,20 @@ test('cluster-scoped objects carry no namespace and system namespaces are never 
     for (const o of of(kind)) assert.is(o.metadata.namespace, undefined, `${kind}/${o.metadata.name}`);
   }
   assert.not.ok(of('Namespace').some((n) => n.metadata.name === 'kube-system'));
+});
+
+test('the namespace the compiler creates admits the privileged host-network agents under Pod Security Admission', () => {
+  const namespaces = of('Namespace');
+  assert.ok(namespaces.length > 0);
+  for (const ns of namespaces) {
+    const psa = Object.fromEntries(Object.entries(ns.metadata.labels ?? {}).filter(([k]) => k.startsWith('pod-security.kubernetes.io/')));
+    assert.equal(psa, {
+      'pod-security.kubernetes.io/audit': 'privileged',
+      'pod-security.kubernetes.io/enforce': 'privileged',
+      'pod-security.kubernetes.io/enforce-version': 'latest',
+      'pod-security.kubernetes.io/warn': 'privileged',
+    }, ns.metadata.name);
+  }
 });
 
 test('Flux applies the layers in order and health-checks the runtime', () => {

@@ -116,7 +116,8 @@ export class AgentDaemonSet extends Construct {
                 },
                 // Privileged: routes, rules and sysctls need NET_ADMIN, and userspace WireGuard and
                 // strongSwan's userspace ESP need /dev/net/tun, which only a privileged container may open.
-                securityContext: { privileged: true, readOnlyRootFilesystem: true },
+                // Root, explicitly: the image's default user is the controller's non-root 65532.
+                securityContext: { privileged: true, runAsUser: 0, runAsGroup: 0, readOnlyRootFilesystem: true },
                 volumeMounts: mounts,
               },
             ],

@@ -1,6 +1,5 @@
 import { ApiObject, Chart } from 'cdk8s';
 import { Construct } from 'constructs';
-import { k8s } from 'cdk8s-plus-27';
 import type { Topology } from '../topology/model.js';
 import { ArgoCdApplication } from './argocd-application.js';
 import { FluxSync, type Layer } from './flux-sync.js';
@@ -10,6 +9,7 @@ import { RavenAgent } from './raven-agent.js';
 import { RavenConfig } from './raven-config.js';
 import { RavenController } from './raven-controller.js';
 import { RavenGateway } from './raven-gateway.js';
+import { RavenNamespace } from './raven-namespace.js';
 
 /** Where each object lands: the three synced layers, plus bootstrap objects applied once by hand. */
 export type Bundle = Layer | 'bootstrap';
@@ -47,12 +47,9 @@ export class RavenClusterChart extends Chart {
 
     new GatewayCrd(crds, 'gateway-crd');
 
-    if (!SYSTEM_NAMESPACES.has(t.namespace)) {
-      const ns = new k8s.KubeNamespace(runtime, 'namespace', { metadata: { name: t.namespace } });
-      // Deleting the namespace would cut every cross-region connection; never prune it automatically.
-      ns.metadata.addAnnotation('argocd.argoproj.io/sync-options', 'Delete=false');
-      ns.metadata.addAnnotation('kustomize.toolkit.fluxcd.io/prune', 'disabled');
-    }
+    // A system namespace is the cluster's: its Pod Security labels are the cluster's business
+    // (README, Deploy to a cluster, says which the agents need).
+    if (!SYSTEM_NAMESPACES.has(t.namespace)) new RavenNamespace(runtime, 'namespace', { name: t.namespace });
     new RavenConfig(runtime, 'config', { topology: t, labels });
     new RavenController(runtime, 'controller', { topology: t, labels });
     new RavenAgent(runtime, 'agent', { topology: t, labels });
