@@ -10,6 +10,11 @@ import { VERSION } from './version.js';
 const USAGE = `usage:
   raven validate FILE...             check topology files; errors go to stderr as file:line:col
   raven synth FILE... --out DIR      compile topology files into DIR (replaced atomically)
+  raven certs FILE [--out DIR] [--psk-file F] [--client-ca F] [--node-ca F] [--server-san S]...
+                                     the Secrets the cluster needs that never go into git: the IPsec
+                                     PSK (ipsec) and each region's raven-proxy-<region> (l7Proxy),
+                                     as YAML on stdout (| kubectl apply -f -) or files in DIR
+                                     (raven certs --help)
   raven controller [--kubeconfig FILE] [--leader-elect] ...
                                      run the gateway controller (raven controller --help for flags)
   raven agent [--node-name N] [--node-ip IP] ...
@@ -44,6 +49,8 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         return validate(rest, io);
       case 'synth':
         return await synth(rest, io);
+      case 'certs':
+        return await certs(rest, io);
       case 'lab':
         return await lab(rest, io);
       case 'controller':
@@ -113,6 +120,104 @@ async function synth(args: readonly string[], io: Io): Promise<number> {
   }
   writeTree(values.out, result.files);
   io.stdout(`wrote ${result.files.size} files for ${result.topologies.map((t) => t.cluster).join(', ')} to ${printable(values.out)}\n`);
+  return 0;
+}
+
+const CERTS_USAGE = `usage: raven certs FILE [options]
+  Makes, for the one cluster of topology FILE, the Secrets its agent DaemonSets mount and that must
+  never be in git or dist/: the IPsec PSK Secret (backend ipsec) and, with l7Proxy, one
+  raven-proxy-<region> per region with gateway candidates (a new tunnel CA: exposed regions get the
+  server pair, client-ca.crt and node-ca.crt; the others a client pair with CN gw-<region>).
+  Names, keys and the namespace are read from the compiled DaemonSets.
+
+  --out DIR           write secret-<name>.yaml files (mode 0600) into DIR instead of stdout;
+                      refused inside dist/ or a git work tree, and never over an existing file
+  --psk-file FILE     use this PSK (one line) instead of 32 new random bytes (hex)
+  --client-ca FILE    CA of kube-apiserver's kubelet client certificate (client-ca.crt); required
+                      when l7Proxy is on and a region is exposed
+  --node-ca FILE      the cluster CA, which signs kubelets' serving certificates (node-ca.crt);
+                      required when l7Proxy is on and a region is exposed
+  --server-san S      another IP address or DNS name for the proxy server certificate (repeatable):
+                      a LoadBalancer region's address, a node's LAN address
+  --days N            validity of the tunnel CA and its certificates (default 365)
+
+  raven certs topologies/seed.yaml --client-ca ca.crt --node-ca ca.crt | kubectl apply -f -`;
+
+async function certs(args: readonly string[], io: Io): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    io.stdout(CERTS_USAGE + '\n');
+    return 0;
+  }
+  try {
+    return await makeCerts(args, io);
+  } catch (err) {
+    if (!(err instanceof UsageError || isParseArgsError(err))) throw err;
+    io.stderr(`raven: ${(err as Error).message}\n(raven certs --help for the options)\n`);
+    return 2;
+  }
+}
+
+async function makeCerts(args: readonly string[], io: Io): Promise<number> {
+  const { positionals, values } = parseArgs({
+    args: [...args],
+    options: {
+      out: { type: 'string' },
+      'psk-file': { type: 'string' },
+      'client-ca': { type: 'string' },
+      'node-ca': { type: 'string' },
+      'server-san': { type: 'string', multiple: true },
+      days: { type: 'string' },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length !== 1) throw new UsageError(positionals.length ? 'certs takes one topology file: the Secrets are for one cluster' : 'no topology file given');
+  const days = values.days === undefined ? undefined : Number(values.days);
+  if (days !== undefined && (!/^\d+$/.test(values.days!) || days < 1 || days > 36500)) throw new UsageError(`--days must be a whole number of days, 1-36500, not "${values.days}"`);
+  const read = readSources(positionals);
+  const result = read.overLimit ? { diagnostics: [], topologies: [] } : compile(read.sources);
+  const all = [...read.diagnostics, ...result.diagnostics];
+  report(all, io);
+  if (hasErrors(all) || !result.files) {
+    io.stderr(`no Secrets made${values.out ? `, nothing written to ${printable(values.out)}` : ''}\n`);
+    return 1;
+  }
+  if (result.topologies.length !== 1) throw new UsageError(`certs takes one cluster; ${printable(positionals[0]!)} defines ${result.topologies.length} (${result.topologies.map((t) => t.cluster).join(', ')})`);
+  const t = result.topologies[0]!;
+  const { clusterObjects, makeSecrets, missingInputs, outDirProblem, planSecrets, readCA, readPsk, renderSecrets, writeSecrets } = await import('./certs.js');
+  const plan = planSecrets(t, clusterObjects(result.files, t.cluster));
+  const missing = missingInputs(plan, { ...(values['client-ca'] && { clientCA: '' }), ...(values['node-ca'] && { nodeCA: '' }) });
+  if (missing.length) throw new UsageError(missing.join('\nraven: '));
+  if (values.out) {
+    const problem = outDirProblem(values.out);
+    if (problem) throw new Error(`refusing to write Secrets: ${problem}; choose a directory outside, or pipe to kubectl apply -f -`);
+  }
+  const servers = plan.proxy.some((p) => p.role === 'server');
+  const note = (s: string): void => io.stderr(`raven certs: ${s}\n`);
+  if (values['psk-file'] && !plan.psk) note(`--psk-file ignored: cluster ${t.cluster} uses ${t.vpn.backend}, which needs no PSK Secret`);
+  if (!servers) for (const flag of ['client-ca', 'node-ca', 'server-san'] as const) if (values[flag]) note(`--${flag} ignored: no exposed region runs the L7 proxy server`);
+  const extraSans = values['server-san'] ?? [];
+  const unknown = extraSans.length ? [] : plan.addressUnknown;
+  if (unknown.length) note(`region${unknown.length === 1 ? '' : 's'} ${unknown.join(', ')} ${unknown.length === 1 ? 'has' : 'have'} no public IP in the topology (LoadBalancer): add the address edges dial with --server-san, or their proxies will not verify the server certificate`);
+  const secrets = makeSecrets(plan, {
+    ...(values['psk-file'] && plan.psk && { psk: readPsk(values['psk-file']) }),
+    ...(servers && values['client-ca'] && { clientCA: readCA(values['client-ca'], '--client-ca') }),
+    ...(servers && values['node-ca'] && { nodeCA: readCA(values['node-ca'], '--node-ca') }),
+    ...(servers && { extraSans }),
+    ...(days !== undefined && { days }),
+  });
+  if (secrets.length === 0) {
+    note(`cluster ${t.cluster} needs no Secret (${t.vpn.backend}${t.l7Proxy ? '' : ', no L7 proxy'})`);
+    return 0;
+  }
+  const names = secrets.map((s) => s.metadata.name).join(', ');
+  if (values.out) {
+    const files = writeSecrets(values.out, secrets, printable(t.source));
+    note(`wrote ${files.length} Secret${files.length === 1 ? '' : 's'} of cluster ${t.cluster} (namespace ${plan.namespace}: ${names}) to ${printable(values.out)}, mode 0600`);
+  } else {
+    io.stdout(renderSecrets(secrets, printable(t.source)));
+    note(`${secrets.length} Secret${secrets.length === 1 ? '' : 's'} of cluster ${t.cluster} (namespace ${plan.namespace}: ${names}) on stdout`);
+  }
   return 0;
 }
 
