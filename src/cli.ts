@@ -184,7 +184,7 @@ async function makeCerts(args: readonly string[], io: Io): Promise<number> {
   }
   if (result.topologies.length !== 1) throw new UsageError(`certs takes one cluster; ${printable(positionals[0]!)} defines ${result.topologies.length} (${result.topologies.map((t) => t.cluster).join(', ')})`);
   const t = result.topologies[0]!;
-  const { clusterObjects, makeSecrets, missingInputs, outDirProblem, planSecrets, readCA, readPsk, renderSecrets, writeSecrets } = await import('./certs.js');
+  const { clusterObjects, makeSecrets, missingInputs, outDirProblem, parseSan, planSecrets, readCA, readPsk, renderSecrets, writeSecrets } = await import('./certs.js');
   const plan = planSecrets(t, clusterObjects(result.files, t.cluster));
   const missing = missingInputs(plan, { ...(values['client-ca'] && { clientCA: '' }), ...(values['node-ca'] && { nodeCA: '' }) });
   if (missing.length) throw new UsageError(missing.join('\nraven: '));
@@ -197,6 +197,10 @@ async function makeCerts(args: readonly string[], io: Io): Promise<number> {
   if (values['psk-file'] && !plan.psk) note(`--psk-file ignored: cluster ${t.cluster} uses ${t.vpn.backend}, which needs no PSK Secret`);
   if (!servers) for (const flag of ['client-ca', 'node-ca', 'server-san'] as const) if (values[flag]) note(`--${flag} ignored: no exposed region runs the L7 proxy server`);
   const extraSans = values['server-san'] ?? [];
+  for (const san of extraSans) {
+    const parsed = parseSan(san);
+    if ('problem' in parsed) throw new UsageError(`--server-san ${printable(san)}: ${parsed.problem}`);
+  }
   const unknown = extraSans.length ? [] : plan.addressUnknown;
   if (unknown.length) note(`region${unknown.length === 1 ? '' : 's'} ${unknown.join(', ')} ${unknown.length === 1 ? 'has' : 'have'} no public IP in the topology (LoadBalancer): add the address edges dial with --server-san, or their proxies will not verify the server certificate`);
   const secrets = makeSecrets(plan, {

@@ -186,8 +186,9 @@ test('--psk-file keeps an existing PSK, less its trailing newline; --server-san 
   assert.not.match(r.stderr, /LoadBalancer/, 'no warning once the address is given');
 
   const bad = await certs('topologies/retail-eu.yaml', ...CAS, '--server-san', 'not a name');
-  assert.is(bad.code, 1);
+  assert.is(bad.code, 2);
   assert.is(bad.stdout, '');
+  assert.match(bad.stderr, /--server-san not a name: "not a name" is neither an IP address nor a DNS name/);
 });
 
 test('without --client-ca or --node-ca, a cluster with an exposed proxy region gets an error naming the flag and no Secret', async () => {
