@@ -7,9 +7,11 @@ import { DEFAULT_RUN_DIR, LabState } from './state.js';
 
 export const LAB_USAGE = `usage: (up, fail, restore and down need root)
   raven lab up TOPOLOGY [--name N] [--nodes-per-region 2] [--symmetric-nat] [--wan-loss PCT]
-                        [--same-edge-lan] [--wait 90s | --no-wait]
+                        [--same-edge-lan] [--wait 90s | --no-wait] [--image ARCHIVE]
                                      build the topology's cluster on this machine and wait until
-                                     every pair that should connect does
+                                     every pair that should connect does; with --image, run the
+                                     controller and agents from that OCI archive (npm run image)
+                                     with runc, as the compiled manifests say
   raven lab check [NAME] [--verbose] [--count 3]
                                      ping every pod pair and node pair; exit 1 if any that should
                                      connect does not
@@ -37,6 +39,7 @@ export async function labCommand(sub: string, args: readonly string[], io: Io): 
       'no-wait': { type: 'boolean' },
       verbose: { type: 'boolean' },
       count: { type: 'string' },
+      image: { type: 'string' },
     },
   });
   const runDir = values['run-dir'] ?? DEFAULT_RUN_DIR;
@@ -63,6 +66,7 @@ export async function labCommand(sub: string, args: readonly string[], io: Io): 
           wanLossPercent: number('wan-loss', values['wan-loss'], 0, 0, 100),
           sameEdgeLAN: values['same-edge-lan'] ?? false,
           waitMs: waitS * 1000,
+          ...(values.image && { image: values.image }),
         },
         io,
       );

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
 import { compile } from '../compile.js';
@@ -23,7 +23,9 @@ import { ravenCommand } from '../runtime/raven-command.js';
 import { buildNetwork, labNamespaces, removeNetwork, setNodeLinks } from './network.js';
 import { makeProxyCerts } from '../runtime/proxy/certs.js';
 import { checkLabName, type LabNode, labNode, type LabOptions, type LabPlan, planLab } from './plan.js';
+import { deletePods, startAgentPod, startControllerPods } from './pods.js';
 import { labsIn, type LabRecord, LabState } from './state.js';
+import { unpackImage } from './containers.js';
 
 export interface Io {
   readonly stdout: (s: string) => void;
@@ -36,6 +38,8 @@ export interface UpOptions extends Omit<LabOptions, 'name'> {
   readonly runDir: string;
   /** Wait until every pair that should connect does (ms; 0 = do not wait). */
   readonly waitMs: number;
+  /** An OCI archive (`npm run image`): run the controller and agents from it, with runc, as the compiled manifests say. */
+  readonly image?: string;
 }
 
 const runner = new ExecRunner();
@@ -61,7 +65,7 @@ export async function labUp(o: UpOptions, io: Io): Promise<{ state: LabState; co
   const leftover = await labNamespaces(plan.prefix, runner);
   if (leftover.length) throw new Error(`namespaces of an earlier lab "${name}" are still here (${leftover.slice(0, 3).join(', ')}...); run raven lab down ${name} first`);
 
-  const record: LabRecord = {
+  let record: LabRecord = {
     plan,
     topologyFile: o.file,
     cluster: topology.cluster,
@@ -74,19 +78,26 @@ export async function labUp(o: UpOptions, io: Io): Promise<{ state: LabState; co
   };
   state.create(record);
   try {
+    if (o.image) {
+      const image = await unpackImage(resolve(o.image), join(state.dir, 'image'), runner);
+      record = { ...record, image: { archive: resolve(o.image), ref: image.ref, digest: image.digest, rootfs: image.rootfs, config: image.config } };
+      state.create(record);
+    }
     const objects = [...result.files.entries()]
       .filter(([path]) => path.startsWith(`${topology.cluster}/`) && /\/(crds|runtime|gateways)\//.test(path) && !path.endsWith('/kustomization.yaml'))
       .flatMap(([, text]) => parseAllDocuments(text).map((d) => d.toJS() as k8s.KubernetesObject));
     writeFileSync(state.objectsFile, objects.map((x) => stringify(x)).join('---\n'));
     if (record.backend === 'ipsec') writeFileSync(state.pskFile, randomBytes(24).toString('hex'), { mode: 0o600 });
-    writeAgentConfigs(state, plan.nodes, objects);
+    writeAgentConfigs(state, plan.nodes, objects, record.image === undefined);
     if (record.backend === 'ipsec') writePskFiles(state, plan.nodes, objects);
     if (topology.l7Proxy) writeProxyCerts(state, plan, objects);
 
     await buildNetwork(plan, runner);
     await startSupervisor(state);
-    for (const n of plan.nodes) startAgent(state, record, n);
-    io.stdout(`lab ${name}: ${plan.nodes.length} nodes in ${plan.regions.length} regions (${record.backend}); control plane and agents started in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+    if (record.image) await startControllerPods(state, record, runner);
+    for (const n of plan.nodes) await startAgent(state, record, n);
+    const from = record.image ? `, every process from image ${record.image.ref} (${record.image.digest.slice(0, 19)})` : '';
+    io.stdout(`lab ${name}: ${plan.nodes.length} nodes in ${plan.regions.length} regions (${record.backend}); control plane and agents started in ${((Date.now() - t0) / 1000).toFixed(1)} s${from}\n`);
     if (o.waitMs <= 0) return { state };
     const results = await waitConnected(state, o.waitMs);
     const bad = failures(results);
@@ -152,14 +163,18 @@ export function pskFileOf(state: LabState, n: LabNode): string {
   return join(state.nodeDir(n.name), 'ipsec', PSK_FILE_NAME);
 }
 
-/** The compiled raven-agent-config, as the DaemonSet mounts it, with health and metrics on free loopback ports. */
-function writeAgentConfigs(state: LabState, nodes: readonly LabNode[], objects: readonly k8s.KubernetesObject[]): void {
+/**
+ * The compiled raven-agent-config, as the DaemonSet mounts it. Agents run as processes of this
+ * machine's (not in containers) share its ports, so then health and metrics move to free loopback ports.
+ */
+function writeAgentConfigs(state: LabState, nodes: readonly LabNode[], objects: readonly k8s.KubernetesObject[], sharedPorts: boolean): void {
   const cm = objects.find((x) => x.kind === 'ConfigMap' && x.metadata?.name === 'raven-agent-config') as k8s.V1ConfigMap | undefined;
   if (!cm?.data) throw new Error('the compiled output has no raven-agent-config ConfigMap');
   for (const n of nodes) {
     const dir = join(state.nodeDir(n.name), 'config');
     mkdirSync(dir, { recursive: true });
-    for (const [k, v] of Object.entries({ ...cm.data, 'health-probe-addr': '127.0.0.1:0', 'metric-bind-addr': '127.0.0.1:0' })) writeFileSync(join(dir, k), v);
+    const data = sharedPorts ? { ...cm.data, 'health-probe-addr': '127.0.0.1:0', 'metric-bind-addr': '127.0.0.1:0' } : cm.data;
+    for (const [k, v] of Object.entries(data)) writeFileSync(join(dir, k), v);
   }
 }
 
@@ -176,7 +191,9 @@ async function startSupervisor(state: LabState): Promise<void> {
   }
 }
 
-export function startAgent(state: LabState, record: LabRecord, n: LabNode): void {
+/** Starts the node's agent: as a process of this machine, or (`--image`) as its DaemonSet's container. */
+export async function startAgent(state: LabState, record: LabRecord, n: LabNode): Promise<void> {
+  if (record.image) return startAgentPod(state, record, n, runner);
   const dir = state.nodeDir(n.name);
   const out = openSync(state.log(`agent-${n.name}`), 'a');
   const [cmd, ...args] = ravenCommand();
@@ -242,7 +259,7 @@ export async function labRestore(state: LabState, nodeName: string): Promise<voi
   const n = labNode(record.plan, nodeName);
   if (state.livePid(`agent-${n.name}`)) throw new Error(`node "${n.name}" is not failed: its agent is running`);
   await setNodeLinks(record.plan, n, true, runner);
-  startAgent(state, record, n);
+  await startAgent(state, record, n);
   rmSync(state.failedFile(n.name), { force: true });
 }
 
@@ -256,11 +273,14 @@ export async function labDown(o: { name: string; runDir: string }, io: Io): Prom
   checkLabName(o.name);
   const state = new LabState(o.runDir, o.name);
   const record = state.exists() ? state.read() : undefined;
-  const agents = state.recorded().filter((w) => w.startsWith('agent-'));
+  const recorded = state.recorded();
+  const agents = recorded.filter((w) => w.startsWith('agent-'));
   await Promise.all(agents.map((a) => state.stop(a, 5000)));
   for (const n of record?.plan.nodes ?? []) for (const pid of state.tunnelPids(n.name)) signal(pid, 'SIGKILL');
+  await Promise.all(recorded.filter((w) => /^controller(-\d+)?$/.test(w)).map((c) => state.stop(c, 3000)));
+  await deletePods(state, runner);
+  await Promise.all(recorded.filter((w) => w.startsWith('fwd-')).map((f) => state.stop(f, 1000)));
   await state.stop('supervisor', 5000);
-  await state.stop('controller', 3000);
   for (const pid of strays(state)) signal(pid, 'SIGKILL');
   const removed = await removeNetwork(`rl-${o.name}`, runner);
   for (const n of record?.plan.nodes ?? []) rmSync(`${WIREGUARD_RUN_DIR}/${n.device}.sock`, { force: true });

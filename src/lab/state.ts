@@ -6,6 +6,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isAlive, signal, stopOwnedProcess } from '../runtime/agent/owned-process.js';
+import type { ImageConfig } from './oci-spec.js';
 import type { LabPlan } from './plan.js';
 
 export const DEFAULT_RUN_DIR = '/run/raven-lab';
@@ -20,6 +21,14 @@ export interface LabRecord {
   readonly natTraversal: boolean;
   readonly l3Tunnel: boolean;
   readonly createdAt: string;
+  /** Set when the lab runs the controller and agents from a container image (`lab up --image`). */
+  readonly image?: {
+    readonly archive: string;
+    readonly ref: string;
+    readonly digest: string;
+    readonly rootfs: string;
+    readonly config: ImageConfig;
+  };
 }
 
 export class LabState {

@@ -4,8 +4,9 @@
  * `raven controller` as a child process. Writes ready.json when all of that is up; on SIGTERM it
  * stops the controller, then the API server.
  */
-import { spawn } from 'node:child_process';
-import { openSync, readFileSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { chmodSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Server } from 'node:net';
 import * as k8s from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import { startApiServer } from '../runtime/apiserver/index.js';
@@ -13,6 +14,7 @@ import { createLogger } from '../runtime/log.js';
 import { runUntilSignal } from '../runtime/run-until-signal.js';
 import { ravenCommand } from '../runtime/raven-command.js';
 import { pskSecretRef } from './agent-mounts.js';
+import { apiSocket } from './pods.js';
 import type { LabState } from './state.js';
 
 /** Node objects for the plan, as a kubelet would register them (Ready, InternalIP, pod ranges). */
@@ -39,23 +41,51 @@ export async function serveLab(state: LabState): Promise<void> {
     throw err;
   }
   writeFileSync(state.kubeconfig, api.kubeconfigYaml({ name: `raven-lab-${state.name}`, namespace: record.namespace }), { mode: 0o600 });
-  const out = openSync(state.log('controller'), 'a');
-  const controller = spawn(ravenCommand()[0], [ravenCommand()[1], 'controller', '--kubeconfig', state.kubeconfig, '--namespace', record.namespace, '--http-addr', '127.0.0.1:0'], {
-    stdio: ['ignore', out, out],
-    env: { ...process.env, RAVEN_LAB_DIR: state.dir },
-  });
-  state.writePid('controller', controller.pid!);
-  writeFileSync(state.readyFile, JSON.stringify({ apiUrl: api.url, pid: process.pid, controllerPid: controller.pid }) + '\n');
-  log.info('lab control plane up', { api: api.url, controller: controller.pid ?? 0 });
-  controller.on('exit', (code, signal) => log.warn('controller exited', { code: code ?? '', signal: signal ?? '' }));
+  // With --image, `lab up` runs the controller Deployment's pods; they reach the API through its socket.
+  const socket = record.image ? await serveSocket(apiSocket(state), api.port) : undefined;
+  const controller = record.image ? undefined : startController(state, record.namespace);
+  writeFileSync(state.readyFile, JSON.stringify({ apiUrl: api.url, pid: process.pid, controllerPid: controller?.pid }) + '\n');
+  log.info('lab control plane up', { api: api.url, controller: controller?.pid ?? 'from the image' });
+  controller?.on('exit', (code, signal) => log.warn('controller exited', { code: code ?? '', signal: signal ?? '' }));
   await runUntilSignal(async () => {
-    if (controller.exitCode === null && controller.signalCode === null) {
+    if (controller && controller.exitCode === null && controller.signalCode === null) {
       const exited = new Promise((r) => controller.once('exit', r));
       controller.kill('SIGTERM');
       await exited;
     }
+    socket?.close();
     await api.close();
   }, log, 'stopping the lab control plane');
+}
+
+/** The controller as a process of this machine, talking to the API by the lab's kubeconfig. */
+function startController(state: LabState, namespace: string): ChildProcess {
+  const out = openSync(state.log('controller'), 'a');
+  const [cmd, entry] = ravenCommand();
+  const controller = spawn(cmd, [entry, 'controller', '--kubeconfig', state.kubeconfig, '--namespace', namespace, '--http-addr', '127.0.0.1:0'], {
+    stdio: ['ignore', out, out],
+    env: { ...process.env, RAVEN_LAB_DIR: state.dir },
+  });
+  state.writePid('controller', controller.pid!);
+  return controller;
+}
+
+/** The API's TCP port, also on a Unix socket: a path reaches across network namespaces, a port does not. */
+async function serveSocket(path: string, port: number): Promise<Server> {
+  rmSync(path, { force: true });
+  const server = createServer((client) => {
+    const upstream = connect(port, '127.0.0.1');
+    const end = (): void => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(path, () => resolve()));
+  chmodSync(path, 0o600);
+  return server;
 }
 
 /** The compiled objects (namespaces first), the Nodes as kubelets would register them, and (IPsec) the PSK Secret. */
