@@ -149,7 +149,7 @@ function labSuite(backend: 'wireguard' | 'ipsec'): void {
     const tunnelPids = state.tunnelPids(gw.name);
     assert.is(tunnelPids.length, 1, 'one tunnel daemon');
     await state.stop(`agent-${gw.name}`, 0, 'SIGKILL');
-    startAgent(state, record(), gw);
+    await startAgent(state, record(), gw);
     const log = (): string => readFileSync(state.log(`agent-${gw.name}`), 'utf8').split('serving health').slice(2).join('');
     await waitFor(async () => /plan applied|keeping the tunnel/.test(log()), 20_000, () => `the restarted agent to apply a plan\n${logs()}`);
     await waitFor(async () => !failures(await labCheck(state, { count: 1, kinds: ['pod'] })).length, 30_000, 'connectivity after the agent restart');
