@@ -242,6 +242,16 @@ test('the namespace the compiler creates admits the privileged host-network agen
   }
 });
 
+test('neither Argo CD nor Flux ever prunes or deletes the Gateway CRD (deleting it would delete every Gateway)', () => {
+  const crds = all.filter(({ obj }) => obj.kind === 'CustomResourceDefinition');
+  assert.ok(crds.length > 0);
+  for (const { file, obj } of crds) {
+    const a = obj.metadata.annotations ?? {};
+    assert.is(a['argocd.argoproj.io/sync-options'], 'Prune=false,Delete=false', file);
+    assert.is(a['kustomize.toolkit.fluxcd.io/prune'], 'disabled', file);
+  }
+});
+
 test('Flux applies the layers in order and health-checks the runtime', () => {
   const ks = of('Kustomization').filter((k) => k.metadata.name.startsWith('raven-seed-'));
   assert.equal(ks.map((k) => [k.metadata.name, k.spec.dependsOn?.[0]?.name ?? null]), [

@@ -62,14 +62,21 @@ const labelSelectorSchema: JsonSchema = {
   },
 };
 
-/** The Gateway CRD (`gateways.raven.openyurt.io`), v1beta1 served and stored, cluster-scoped. */
+/**
+ * The Gateway CRD (`gateways.raven.openyurt.io`), v1beta1 served and stored, cluster-scoped. Never
+ * pruned or deleted by Argo CD or Flux: deleting a CRD deletes every object of it, so a CRD dropped
+ * from a bundle (or an Application deleted) would remove every Gateway and cut every region off.
+ */
 export class GatewayCrd extends Construct {
   constructor(scope: Construct, id: string) {
     super(scope, id);
     new ApiObject(this, 'crd', {
       apiVersion: 'apiextensions.k8s.io/v1',
       kind: 'CustomResourceDefinition',
-      metadata: { name: `gateways.${GATEWAY_GROUP}` },
+      metadata: {
+        name: `gateways.${GATEWAY_GROUP}`,
+        annotations: { 'argocd.argoproj.io/sync-options': 'Prune=false,Delete=false', 'kustomize.toolkit.fluxcd.io/prune': 'disabled' },
+      },
       spec: {
         group: GATEWAY_GROUP,
         names: { kind: 'Gateway', listKind: 'GatewayList', plural: 'gateways', singular: 'gateway', shortNames: ['gw'], categories: ['yurt', 'raven'] },
