@@ -86,9 +86,11 @@ function imageSuite(backend: 'wireguard' | 'ipsec'): void {
       assert.is(limit, String(256 * 1024 * 1024), 'the DaemonSet memory limit is enforced');
     }
     for (const region of record.plan.regions) {
-      const active = await activeOf(region.name);
-      const init = pidOf(`agent-${active}`);
-      assert.ok(descendants(init).some((p) => daemon.test(argv(p)[0] ?? '')), `the tunnel daemon of ${active} runs inside its agent's pod`);
+      // The active gateway can change right after the lab connects (heartbeats settle): ask again until its pod holds the daemon.
+      await waitFor(async () => {
+        const active = await activeOf(region.name);
+        return active && descendants(pidOf(`agent-${active}`)).some((p) => daemon.test(argv(p)[0] ?? '')) ? true : undefined;
+      }, 10_000, () => `the tunnel daemon of ${region.name}'s active gateway inside its agent's pod\n${logs()}`);
     }
     const controllers = state.recorded().filter((w) => /^controller-\d+$/.test(w));
     assert.is(controllers.length, 2, 'both replicas of the Deployment');
