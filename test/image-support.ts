@@ -6,14 +6,14 @@
  * (~/.cache/raven-image) takes a few seconds; a cold one runs mmdebstrap (30–60 s, a download).
  * unpackImage() turns an archive into an OCI runtime bundle (config.json + rootfs/) with umoci.
  */
-import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { buildImage, PACKAGES_FILE } from '../scripts/image.ts';
+import { unpackImage as unpackLabImage } from '../src/lab/containers.ts';
+import { ExecRunner } from '../src/runtime/agent/command-runner.ts';
 
-const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /** package.json's version: the archive's ref name (`oci-archive:<archive>:<version>`). */
@@ -67,11 +67,10 @@ export interface Bundle {
 
 /** Unpacks `archive` (ref `ref`) into `<dir>/layout` and the bundle `<dir>/bundle` (root only). */
 export async function unpackImage(archive: string, dir: string, ref = IMAGE_REF): Promise<Bundle> {
-  const layout = join(dir, 'layout');
+  // The lab's own unpacking (the one `raven lab up --image` runs), then umoci's config.json beside it.
+  const image = await unpackLabImage(archive, dir, new ExecRunner());
+  if (image.ref !== ref) throw new Error(`${archive} holds ref ${image.ref}, not ${ref}`);
   const bundle = join(dir, 'bundle');
-  mkdirSync(layout, { recursive: true });
-  await run('tar', ['-xf', archive, '-C', layout]);
-  await run('umoci', ['unpack', '--image', `${layout}:${ref}`, bundle]);
   const config = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8')) as Bundle['config'];
   return { dir: bundle, rootfs: join(bundle, 'rootfs'), config };
 }

@@ -238,9 +238,9 @@ function volumeMounts(c: k8s.V1Container, pod: k8s.V1PodSpec, at: Placement): Oc
       if (optional) continue;
       throw new ManifestError(`container ${c.name}: volume "${m.name}" (${describe(volume)}) does not exist on node ${at.nodeName}; the pod would not start`);
     }
+    if (m.subPath && !/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/.test(m.subPath)) throw new ManifestError(`container ${c.name}: subPath "${m.subPath}" must be a relative path`);
     const readOnly = m.readOnly === true || volume.secret !== undefined || volume.configMap !== undefined;
     const source = m.subPath ? `${dir}/${m.subPath}` : dir;
-    if (m.subPath && !/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/.test(m.subPath)) throw new ManifestError(`container ${c.name}: subPath "${m.subPath}" must be a relative path`);
     out.push({ destination: m.mountPath, type: 'bind', source, options: ['rbind', readOnly ? 'ro' : 'rw', 'nosuid', 'nodev'] });
   }
   return out;

@@ -14,7 +14,6 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as k8s from '@kubernetes/client-node';
-import { parseAllDocuments, stringify } from 'yaml';
 import type { CommandRunner } from '../runtime/agent/command-runner.js';
 import { mustRun } from '../runtime/agent/command-runner.js';
 import { agentMounts, placesOn } from './agent-mounts.js';
@@ -39,32 +38,6 @@ export function runcOf(state: LabState, runner: CommandRunner): Runc {
   return new Runc(join(state.dir, 'runc'), runner);
 }
 
-/** The compiled objects the lab created in its API. */
-function objectsOf(state: LabState): k8s.KubernetesObject[] {
-  return parseAllDocuments(readFileSync(state.objectsFile, 'utf8')).map((d) => d.toJS() as k8s.KubernetesObject);
-}
-
-/** The kubeconfig every pod gets: the API on its own loopback. */
-function podKubeconfig(state: LabState, namespace: string): string {
-  const file = join(state.dir, 'pod-kubeconfig');
-  if (!existsSync(file)) {
-    const name = `raven-lab-${state.name}`;
-    writeFileSync(
-      file,
-      stringify({
-        apiVersion: 'v1',
-        kind: 'Config',
-        clusters: [{ name, cluster: { server: `http://127.0.0.1:${POD_API_PORT}`, 'insecure-skip-tls-verify': true } }],
-        users: [{ name, user: { token: 'raven-lab' } }],
-        contexts: [{ name, context: { cluster: name, user: name, namespace } }],
-        'current-context': name,
-      }),
-      { mode: 0o644 },
-    );
-  }
-  return file;
-}
-
 /** Starts the forwarder from 127.0.0.1:6443 in `netns` to the lab API's socket, once per namespace. */
 async function ensureApiForwarder(state: LabState, netns: string): Promise<void> {
   const what = `fwd-${netns}`;
@@ -81,8 +54,9 @@ function baseEnv(state: LabState): string[] {
   return [`KUBECONFIG=${POD_KUBECONFIG}`, `RAVEN_LAB_DIR=${state.dir}`];
 }
 
-function kubeconfigMount(state: LabState, namespace: string): OciMount {
-  return { destination: POD_KUBECONFIG, type: 'bind', source: podKubeconfig(state, namespace), options: ['bind', 'ro'] };
+/** The kubeconfig the control plane wrote for pods (`state.podKubeconfig`). */
+function kubeconfigMount(state: LabState): OciMount {
+  return { destination: POD_KUBECONFIG, type: 'bind', source: state.podKubeconfig, options: ['bind', 'ro'] };
 }
 
 function required<T>(value: T | undefined, what: string): T {
@@ -100,7 +74,7 @@ function imageOf(record: LabRecord): NonNullable<LabRecord['image']> {
  * node's network namespace. Records the container's first process as `agent-<node>`.
  */
 export async function startAgentPod(state: LabState, record: LabRecord, node: LabNode, runner: CommandRunner): Promise<void> {
-  const objects = objectsOf(state);
+  const objects = state.objects();
   const sets = objects.filter((o): o is k8s.V1DaemonSet => o.kind === 'DaemonSet').filter((ds) => placesOn(ds, node.name));
   if (sets.length !== 1) throw new ManifestError(`node ${node.name}: ${sets.length} agent DaemonSets would run there, not one`);
   const ds = sets[0]!;
@@ -127,7 +101,7 @@ export async function startAgentPod(state: LabState, record: LabRecord, node: La
     cgroupsPath: `/${record.plan.prefix}-${id}`,
     volumeDir,
     extraEnv: baseEnv(state),
-    extraMounts: [kubeconfigMount(state, record.namespace)],
+    extraMounts: [kubeconfigMount(state)],
     privilegedCapabilities: currentCapabilities(),
   };
   const spec = withName(`DaemonSet ${ds.metadata?.name}`, () => containerSpec(imageOf(record).config, pod, 'agent', placement));
@@ -141,7 +115,7 @@ export async function startAgentPod(state: LabState, record: LabRecord, node: La
  * as `controller-<i>`.
  */
 export async function startControllerPods(state: LabState, record: LabRecord, runner: CommandRunner): Promise<number> {
-  const deployment = objectsOf(state).find((o): o is k8s.V1Deployment => o.kind === 'Deployment' && o.metadata?.name === 'raven-controller');
+  const deployment = state.objects().find((o): o is k8s.V1Deployment => o.kind === 'Deployment' && o.metadata?.name === 'raven-controller');
   const pod = required(deployment?.spec?.template.spec, 'the compiled output has no raven-controller Deployment');
   const replicas = deployment!.spec!.replicas ?? 1;
   for (let i = 0; i < replicas; i++) {
@@ -161,7 +135,7 @@ export async function startControllerPods(state: LabState, record: LabRecord, ru
       cgroupsPath: `/${record.plan.prefix}-${id}`,
       volumeDir: (v) => (v.emptyDir ? emptyDir(podDir, v.name) : undefined),
       extraEnv: baseEnv(state),
-      extraMounts: [kubeconfigMount(state, record.namespace)],
+      extraMounts: [kubeconfigMount(state)],
       privilegedCapabilities: currentCapabilities(),
     };
     const spec = withName('Deployment raven-controller', () => containerSpec(imageOf(record).config, pod, 'controller', placement));

@@ -5,6 +5,8 @@
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { KubernetesObject } from '@kubernetes/client-node';
+import { parseAllDocuments } from 'yaml';
 import { isAlive, signal, stopOwnedProcess } from '../runtime/agent/owned-process.js';
 import type { ImageConfig } from './oci-spec.js';
 import type { LabPlan } from './plan.js';
@@ -46,6 +48,14 @@ export class LabState {
   }
   get objectsFile(): string {
     return join(this.dir, 'objects.yaml');
+  }
+  /** The compiled objects `up` created in the lab's API (objects.yaml). */
+  objects(): KubernetesObject[] {
+    return parseAllDocuments(readFileSync(this.objectsFile, 'utf8')).map((d) => d.toJS() as KubernetesObject);
+  }
+  /** The kubeconfig mounted into `--image` pods: the API at 127.0.0.1:6443 of their own namespace. */
+  get podKubeconfig(): string {
+    return join(this.dir, 'pod-kubeconfig');
   }
   get pskFile(): string {
     return join(this.dir, 'psk');

@@ -8,13 +8,12 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import * as k8s from '@kubernetes/client-node';
-import { parseAllDocuments } from 'yaml';
 import { startApiServer } from '../runtime/apiserver/index.js';
 import { createLogger } from '../runtime/log.js';
 import { runUntilSignal } from '../runtime/run-until-signal.js';
 import { ravenCommand } from '../runtime/raven-command.js';
 import { pskSecretRef } from './agent-mounts.js';
-import { apiSocket } from './pods.js';
+import { apiSocket, POD_API_PORT } from './pods.js';
 import type { LabState } from './state.js';
 
 /** Node objects for the plan, as a kubelet would register them (Ready, InternalIP, pod ranges). */
@@ -31,7 +30,7 @@ function nodeObjects(record: ReturnType<LabState['read']>): k8s.V1Node[] {
 export async function serveLab(state: LabState): Promise<void> {
   const log = createLogger(`lab/${state.name}`);
   const record = state.read();
-  const objects = parseAllDocuments(readFileSync(state.objectsFile, 'utf8')).map((d) => d.toJS() as k8s.KubernetesObject);
+  const objects = state.objects();
   const crds = objects.filter((o) => o.kind === 'CustomResourceDefinition');
   const api = await startApiServer({ crds });
   try {
@@ -42,6 +41,7 @@ export async function serveLab(state: LabState): Promise<void> {
   }
   writeFileSync(state.kubeconfig, api.kubeconfigYaml({ name: `raven-lab-${state.name}`, namespace: record.namespace }), { mode: 0o600 });
   // With --image, `lab up` runs the controller Deployment's pods; they reach the API through its socket.
+  if (record.image) writeFileSync(state.podKubeconfig, api.kubeconfigYaml({ name: `raven-lab-${state.name}`, namespace: record.namespace, server: `http://127.0.0.1:${POD_API_PORT}` }), { mode: 0o644 });
   const socket = record.image ? await serveSocket(apiSocket(state), api.port) : undefined;
   const controller = record.image ? undefined : startController(state, record.namespace);
   writeFileSync(state.readyFile, JSON.stringify({ apiUrl: api.url, pid: process.pid, controllerPid: controller?.pid }) + '\n');

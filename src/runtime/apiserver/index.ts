@@ -41,7 +41,8 @@ export interface ApiServer {
   readonly port: number;
   readonly host: string;
   /** A kubeconfig (cluster, token user, context "raven-lab", namespace default) pointing at this server. */
-  kubeconfigYaml(options?: { name?: string; namespace?: string }): string;
+  /** `server` replaces the URL, for clients that reach this server through a forwarder. */
+  kubeconfigYaml(options?: { name?: string; namespace?: string; server?: string }): string;
   readonly faults: Faults;
   /** Current global resourceVersion. */
   resourceVersion(): string;
@@ -90,12 +91,12 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Ap
     port,
     host,
     faults,
-    kubeconfigYaml: ({ name = 'raven-lab', namespace = 'default' } = {}) =>
+    kubeconfigYaml: ({ name = 'raven-lab', namespace = 'default', server = url } = {}) =>
       stringify({
         apiVersion: 'v1',
         kind: 'Config',
         // client-node refuses plain http unless insecure-skip-tls-verify is set; kubectl ignores it for http.
-        clusters: [{ name, cluster: { server: url, 'insecure-skip-tls-verify': true } }],
+        clusters: [{ name, cluster: { server, 'insecure-skip-tls-verify': true } }],
         users: [{ name, user: { token: 'raven-lab' } }],
         contexts: [{ name, context: { cluster: name, user: name, namespace } }],
         'current-context': name,
