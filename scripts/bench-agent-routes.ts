@@ -4,9 +4,9 @@
  * change. Each figure is the median of 7 runs. Prints JSON lines {"name","value","unit"}.
  */
 import { spawnSync } from 'node:child_process';
-import { ExecRunner } from '../src/runtime/agent/command-runner.ts';
-import type { RoutePlan } from '../src/runtime/agent/plan.ts';
-import { RouteTable } from '../src/runtime/agent/route-table.ts';
+import { ExecRunner } from '../src/platform/command-runner.ts';
+import type { RoutePlan } from '../src/agent/plan.ts';
+import { RouteTable } from '../src/agent/dataplane/route-table.ts';
 
 const ns = `rgb-${process.pid}`;
 const run = (args: string[]): void => {

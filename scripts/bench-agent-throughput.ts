@@ -8,10 +8,10 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ExecRunner } from '../src/runtime/agent/command-runner.ts';
-import { RouteTable } from '../src/runtime/agent/route-table.ts';
-import { WireGuard } from '../src/runtime/agent/wireguard.ts';
-import { pair, sh } from '../test/netns.ts';
+import { ExecRunner } from '../src/platform/command-runner.ts';
+import { RouteTable } from '../src/agent/dataplane/route-table.ts';
+import { WireGuard } from '../src/agent/dataplane/wireguard.ts';
+import { pair, sh } from '../test/support/netns.ts';
 import { type Pods, report, startPods } from './throughput-support.ts';
 
 const ns = pair('tp');

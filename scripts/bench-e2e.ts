@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { failures } from '../src/lab/check.ts';
 import { gateways, labCheck, labDown, labFail, labRestore, labUp } from '../src/lab/lab.ts';
-import type { LabNode } from '../src/lab/plan.ts';
+import type { LabNode } from '../src/lab/layout.ts';
 import type { LabState } from '../src/lab/state.ts';
 
 const rounds = Number(process.argv[process.argv.indexOf('--rounds') + 1]) || 4;

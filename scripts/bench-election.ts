@@ -3,11 +3,11 @@
  * Gateway) over 10,000 nodes in 1,000 Gateways. Prints JSON lines {"name","value","unit"}.
  * Half the Gateways select members by node-pool label, half name them explicitly.
  */
-import type { Gateway, NodeLike } from '../src/runtime/gateway.ts';
-import type { Heartbeat } from '../src/runtime/heartbeat.ts';
-import { assignNodes } from '../src/runtime/membership.ts';
-import { elect } from '../src/runtime/controller/election.ts';
-import { gatewayStatus } from '../src/runtime/controller/status.ts';
+import type { Gateway, NodeLike } from '../src/contract/gateway.ts';
+import type { Heartbeat } from '../src/contract/heartbeat.ts';
+import { assignNodes } from '../src/controller/membership.ts';
+import { elect } from '../src/controller/election.ts';
+import { gatewayStatus } from '../src/controller/status.ts';
 
 const GATEWAYS = 1000;
 const PER = 10;

@@ -7,8 +7,8 @@
  * Prints JSON lines {"name","value","unit"}: median and max over the runs.
  */
 import * as k8s from '@kubernetes/client-node';
-import { type Cluster, NODES, startCluster, startController, waitFor } from '../test/cluster-harness.ts';
-import type { AgentHealth } from '../src/runtime/heartbeat.ts';
+import { type Cluster, NODES, startCluster, startController, waitFor } from '../test/support/cluster-harness.ts';
+import type { AgentHealth } from '../src/contract/heartbeat.ts';
 
 const RUNS = Number(process.env.BENCH_FAILOVER_RUNS ?? 10);
 const cluster: Cluster = await startCluster();

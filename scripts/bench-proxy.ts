@@ -10,9 +10,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent, createServer, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeProxyCerts } from '../src/runtime/proxy/certs.ts';
-import { ProxyFront } from '../src/runtime/proxy/front.ts';
-import { TunnelClient, TunnelHub } from '../src/runtime/proxy/tunnel.ts';
+import { makeProxyCerts } from '../src/proxy/certs.ts';
+import { ProxyFront } from '../src/proxy/front.ts';
+import { TunnelClient, TunnelHub } from '../src/proxy/reverse-tunnel.ts';
 
 if (process.argv[2] === '--serve') {
   // Child: the node, and the proxy in front of it.

@@ -5,7 +5,7 @@
  * and the median reported. Figures go to stdout as JSON lines, {"name","value","unit"}; progress
  * and notes go to stderr.
  *
- *   synth   compile([{path, bytes}]) from src/compile.ts: parse, validate, construct, toJson, YAML
+ *   synth   compile([{path, bytes}]) from src/compiler/compile.ts: parse, validate, construct, toJson, YAML
  *           (wall, peak RSS), then writeTree of the result into a fresh temp dir (its own figure)
  *   plain   toYaml() of the same objects (parsed back from the compiled tree beforehand, so only
  *           stringifying is timed) — the floor synth is compared against
@@ -68,8 +68,8 @@ const maxRssMiB = (): number => process.resourceUsage().maxRSS / 1024; // maxRSS
 
 /** Child: the full in-process compile, then writeTree, timed separately. */
 async function childSynth(topologyFile: string, outDir: string): Promise<ChildResult> {
-  const { compile } = await import('../src/compile.ts');
-  const { writeTree } = await import('../src/io/files.ts');
+  const { compile } = await import('../src/compiler/compile.ts');
+  const { writeTree } = await import('../src/compiler/files.ts');
   const bytes = readFileSync(topologyFile);
   const baselineMiB = maxRssMiB();
 
@@ -93,7 +93,7 @@ async function childSynth(topologyFile: string, outDir: string): Promise<ChildRe
 /** Child: only toYaml() of every object, with the compiler's own options. */
 async function childPlain(objectsFile: string): Promise<ChildResult> {
   // The compiler's toYaml (same stringify options); importing it loads the same modules synth does.
-  const { toYaml } = await import('../src/gitops/bundle.ts');
+  const { toYaml } = await import('../src/compiler/bundle.ts');
   const objects = JSON.parse(readFileSync(objectsFile, 'utf8')) as unknown[];
   const baselineMiB = maxRssMiB();
 
@@ -167,9 +167,9 @@ function emit(name: string, value: number, unit: string): void {
 
 async function parent(): Promise<number> {
   const { generateTopology } = await import('./gen-topology.ts');
-  const { compile } = await import('../src/compile.ts');
+  const { compile } = await import('../src/compiler/compile.ts');
   const { formatDiagnostic } = await import('../src/topology/diagnostics.ts');
-  const { header, toYaml } = await import('../src/gitops/bundle.ts');
+  const { header, toYaml } = await import('../src/compiler/bundle.ts');
   const { parseAllDocuments } = await import('yaml');
 
   const tmp = mkdtempSync(join(tmpdir(), 'raven-bench-'));

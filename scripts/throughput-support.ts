@@ -3,7 +3,7 @@
  * (10.99.1.1 in a, 10.99.2.1 in b), an iperf3 server in b, 4 s TCP runs from a, and the report.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { sh } from '../test/netns.ts';
+import { sh } from '../test/support/netns.ts';
 
 export interface Pods {
   /** One 4 s iperf3 TCP run from a's pod to b's, in Mbit/s. */

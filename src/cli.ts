@@ -2,8 +2,8 @@
  * `raven` command line. Exit codes: 0 success; 1 invalid input or failure; 2 usage error.
  */
 import { parseArgs } from 'node:util';
-import { compile, validateSources } from './compile.js';
-import { readSources, writeTree } from './io/files.js';
+import { compile, validateSources } from './compiler/compile.js';
+import { readSources, writeTree } from './compiler/files.js';
 import { type Diagnostic, formatDiagnostic, hasErrors, printable } from './topology/diagnostics.js';
 import { VERSION } from './version.js';
 
@@ -54,11 +54,11 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       case 'lab':
         return await lab(rest, io);
       case 'controller':
-        return await (await import('./runtime/controller/main.js')).runController(rest);
+        return await (await import('./controller/main.js')).runController(rest);
       case 'agent':
-        return await (await import('./runtime/agent/main.js')).runAgent(rest);
+        return await (await import('./agent/main.js')).runAgent(rest);
       case 'proxy':
-        return await (await import('./runtime/proxy/main.js')).runProxy(rest);
+        return await (await import('./proxy/main.js')).runProxy(rest);
       case '--version':
       case '-v':
         io.stdout(VERSION + '\n');
@@ -184,7 +184,7 @@ async function makeCerts(args: readonly string[], io: Io): Promise<number> {
   }
   if (result.topologies.length !== 1) throw new UsageError(`certs takes one cluster; ${printable(positionals[0]!)} defines ${result.topologies.length} (${result.topologies.map((t) => t.cluster).join(', ')})`);
   const t = result.topologies[0]!;
-  const { clusterObjects, makeSecrets, missingInputs, outDirProblem, parseSan, planSecrets, readCA, readPsk, renderSecrets, writeSecrets } = await import('./certs.js');
+  const { clusterObjects, makeSecrets, missingInputs, outDirProblem, parseSan, planSecrets, readCA, readPsk, renderSecrets, writeSecrets } = await import('./compiler/certs.js');
   const plan = planSecrets(t, clusterObjects(result.files, t.cluster));
   const missing = missingInputs(plan, { ...(values['client-ca'] && { clientCA: '' }), ...(values['node-ca'] && { nodeCA: '' }) });
   if (missing.length) throw new UsageError(missing.join('\nraven: '));
@@ -254,7 +254,7 @@ async function lab(args: readonly string[], io: Io): Promise<number> {
   if (!values.kubeconfig) throw new UsageError('lab apiserver needs --kubeconfig FILE');
   const port = values.port === undefined ? 0 : Number(values.port);
   if (!/^\d+$/.test(values.port ?? '0') || port > 65535) throw new UsageError(`--port must be 0-65535, not "${values.port}"`);
-  const { startApiServer, loadCrds } = await import('./runtime/apiserver/index.js');
+  const { startApiServer, loadCrds } = await import('./testkit/apiserver/index.js');
   const { writeFileSync } = await import('node:fs');
   const crds = loadCrds(values.crds ?? []);
   const api = await startApiServer({ port, ...(values.host ? { host: values.host } : {}), crds });

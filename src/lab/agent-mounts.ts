@@ -3,7 +3,7 @@
  * gives each agent exactly the files a cluster would, read from the compiled objects (pure).
  */
 import type * as k8s from '@kubernetes/client-node';
-import { PROXY_CERTS_VOLUME, PSK_VOLUME } from '../topology/constants.js';
+import { PROXY_CERTS_VOLUME, PSK_VOLUME } from '../contract/names.js';
 
 export interface AgentMounts {
   readonly daemonSet: string;

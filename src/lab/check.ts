@@ -5,10 +5,10 @@
  * (nodes too with forwardNodeIP) when the topology enables the L3 tunnel: a region left without an
  * active gateway makes its pairs fail, which is what a check is for.
  */
-import type { CommandRunner } from '../runtime/agent/command-runner.js';
-import { plan as nodePlan } from '../runtime/agent/plan.js';
-import type { Gateway } from '../runtime/gateway.js';
-import type { LabNode } from './plan.js';
+import type { CommandRunner } from '../platform/command-runner.js';
+import { plan as nodePlan } from '../agent/plan.js';
+import type { Gateway } from '../contract/gateway.js';
+import type { LabNode } from './layout.js';
 import type { LabRecord } from './state.js';
 
 export interface PairResult {

@@ -6,9 +6,9 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { CommandRunner } from '../runtime/agent/command-runner.js';
-import { mustRun } from '../runtime/agent/command-runner.js';
-import { isObject } from '../runtime/canonical.js';
+import type { CommandRunner } from '../platform/command-runner.js';
+import { mustRun } from '../platform/command-runner.js';
+import { isObject } from '../contract/canonical.js';
 import type { ImageConfig, OciSpec } from './oci-spec.js';
 
 export interface UnpackedImage {

@@ -5,9 +5,9 @@
  * configures it. Removal deletes exactly the namespaces whose names carry the lab's prefix; their
  * links go with them.
  */
-import type { CommandRunner } from '../runtime/agent/command-runner.js';
-import { mustRun } from '../runtime/agent/command-runner.js';
-import { type LabNode, type LabPlan, WAN_ROUTER_IP } from './plan.js';
+import type { CommandRunner } from '../platform/command-runner.js';
+import { mustRun } from '../platform/command-runner.js';
+import { type LabNode, type LabPlan, WAN_ROUTER_IP } from './layout.js';
 
 /** Commands as data: `ip` batches per namespace (undefined = root), sysctls and nft rulesets. */
 export interface NetworkScript {

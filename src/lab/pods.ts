@@ -14,12 +14,12 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as k8s from '@kubernetes/client-node';
-import type { CommandRunner } from '../runtime/agent/command-runner.js';
-import { mustRun } from '../runtime/agent/command-runner.js';
+import type { CommandRunner } from '../platform/command-runner.js';
+import { mustRun } from '../platform/command-runner.js';
 import { agentMounts, placesOn } from './agent-mounts.js';
 import { Runc } from './containers.js';
 import { capabilitiesOf, containerSpec, ManifestError, type OciMount, type Placement } from './oci-spec.js';
-import type { LabNode } from './plan.js';
+import type { LabNode } from './layout.js';
 import type { LabRecord, LabState } from './state.js';
 
 /** The API's address inside every pod's network namespace. */

@@ -7,9 +7,9 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { join } from 'node:path';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
-import { isAlive, signal, stopOwnedProcess } from '../runtime/agent/owned-process.js';
+import { isAlive, signal, stopOwnedProcess } from '../platform/owned-process.js';
 import type { ImageConfig } from './oci-spec.js';
-import type { LabPlan } from './plan.js';
+import type { LabPlan } from './layout.js';
 
 export const DEFAULT_RUN_DIR = '/run/raven-lab';
 

@@ -10,15 +10,15 @@ import {
   BACKEND_OVERHEAD,
   IPV6_MIN_MTU,
   MAX_TUNNEL_REPLICAS,
-} from './constants.js';
+} from '../contract/names.js';
 import { type Cidr, findOverlaps, parseCidr, parseIp, unroutableReason } from './cidr.js';
-import { MEMBER_NODES_ANNOTATION, proxySecretName } from './constants.js';
+import { MEMBER_NODES_ANNOTATION, proxySecretName } from '../contract/names.js';
 import { labelKeyProblem } from './k8s-names.js';
 import { DNS1123_SUBDOMAIN_MAX, LABEL_VALUE_MAX, MAX_ANNOTATIONS_BYTES } from './limits.js';
 import type { Endpoint, Region, Topology } from './model.js';
 import { endpointsOfType, isReachable } from './model.js';
-import { EXPOSURE_NODE_LABEL, exposureName } from '../runtime/controller/exposure.js';
-import { LEASE_PREFIX, leaseName } from '../runtime/heartbeat.js';
+import { EXPOSURE_NODE_LABEL, exposureName } from '../controller/exposure.js';
+import { LEASE_PREFIX, leaseName } from '../contract/heartbeat.js';
 
 export interface Finding {
   readonly path: readonly PathSegment[];
@@ -325,7 +325,7 @@ const derivedNames: Check = (t, out, where) => {
 
 /** Bytes of the annotations other than member nodes and pod CIDRs we write on a Gateway (sync wave, ...). */
 const OTHER_GATEWAY_ANNOTATION_BYTES = 1024;
-/** The key RavenGateway writes pod CIDRs under (src/constructs/raven-gateway.ts, POD_CIDRS_ANNOTATION). */
+/** The key RavenGateway writes pod CIDRs under (src/compiler/constructs/raven-gateway.ts, POD_CIDRS_ANNOTATION). */
 const POD_CIDRS_ANNOTATION_KEY = 'raven-gitops.io/pod-cidrs';
 
 /** A Gateway's annotations must fit Kubernetes' total annotation size; member nodes are listed in one. */

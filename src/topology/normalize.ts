@@ -7,7 +7,7 @@ import {
   DEFAULT_IMAGE,
   DEFAULT_PROXY_PORT,
   NODEPOOL_LABEL,
-} from './constants.js';
+} from '../contract/names.js';
 import type { Endpoint, EndpointType, Region, Topology } from './model.js';
 import { gatewayName } from './model.js';
 

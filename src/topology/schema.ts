@@ -5,7 +5,7 @@
  */
 
 import { DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_PATTERN } from './k8s-names.js';
-import { DEFAULT_IMAGE } from './constants.js';
+import { DEFAULT_IMAGE } from '../contract/names.js';
 import { DNS1123_SUBDOMAIN_MAX, MAX_CLUSTER_NAME_LENGTH } from './limits.js';
 
 export const TOPOLOGY_API_VERSION = 'raven-gitops.io/v1alpha1';

@@ -1,0 +1,456 @@
+/**
+ * The node agent process: watches Gateways, turns them into this node's plan, applies it to the
+ * kernel (routes; the tunnel: WireGuard or IPsec), and keeps its heartbeat Lease fresh with its
+ * health, its public key and what it sees: on gateways, every tunnel peer (handshake age, probe RTT
+ * and loss); on standbys, the active gateway. A sync is level-based: every trigger recomputes the
+ * whole plan and the executors apply only differences.
+ */
+import * as k8s from '@kubernetes/client-node';
+import { GATEWAY_GROUP, GATEWAY_VERSION } from '../contract/names.js';
+import { type Dropped, shown } from '../contract/canonical.js';
+import { Refusals } from '../platform/refusals.js';
+import type { Gateway } from '../contract/gateway.js';
+import { type ActiveGatewayObservation, CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, encodeHealth, HEALTH_ANNOTATION, leaseName, MEMBER_LEASE_SECONDS, MEMBER_RENEW_MS, type PeerHealth } from '../contract/heartbeat.js';
+import { serveEndpoints } from '../platform/http-endpoints.js';
+import { code } from '../controller/leader-election.js';
+import type { Logger } from '../platform/log.js';
+import { Counter, Gauge, Registry, registerProcessMetrics } from '../platform/metrics.js';
+import { type Clock, DueTimes, systemClock, Timers } from '../platform/timers.js';
+import type { CommandRunner } from '../platform/command-runner.js';
+import type { AgentConfig } from '../contract/agent-config.js';
+import { effectiveMTU, plan, type NodePlan } from './plan.js';
+import { parsePingRtt, ProbeWindow, roundRobin } from './probes.js';
+import { DEFAULT_ROUTE_TABLE, RouteTable } from './dataplane/route-table.js';
+import { proxyConfigFor, ProxyRunner } from './proxy-role.js';
+import { makeTunnel, type Tunnel } from './dataplane/tunnel.js';
+
+/**
+ * Standby probes of the active gateway: often enough to report a dead gateway well inside a second.
+ * A lost probe is retried at once, and only two losses in a row count: one dropped ping on a busy
+ * node must not move the gateway.
+ */
+export const PROBE_PERIOD_MS = 250;
+export const PROBE_TIMEOUT_MS = 200;
+/** Gateways probe their tunnel peers each round, at most this many per round (round-robin). */
+export const TUNNEL_PROBE_PERIOD_MS = 1000;
+export const TUNNEL_PROBES_PER_ROUND = 16;
+/**
+ * After a peer change, peers we dial that have not answered since are re-initiated at these delays:
+ * early and often, since the gateway we dial may need a few hundred ms to come up.
+ */
+export const NUDGE_DELAYS_MS = [150, 400, 800, 1500, 2500];
+/**
+ * Nudges due closer together than this are one nudge (it re-initiates every peer still silent, so
+ * it serves every change before it): however often peers change, at most 26 are pending.
+ */
+export const NUDGE_SPACING_MS = 100;
+/** After a failed sync, the next one is tried this much later (or sooner, on an event). */
+export const SYNC_RETRY_MS = 1000;
+/** Kinds of refused values, pre-initialised in `raven_agent_refused_values` so dashboards see zeros. */
+const REFUSAL_KINDS = ['gateway-name', 'endpoint', 'node', 'node-ip', 'subnet', 'subnet-conflict', 'public-ip', 'port', 'public-key', 'peer', 'route'];
+/** Backends that give up on a peer (IPsec) are nudged this often (in tunnel probe rounds). */
+export const MAINTENANCE_ROUNDS = 5;
+
+/**
+ * Puts a plan into the kernel: on a gateway the tunnel (up, with its probe address and peers), on
+ * a warm standby the tunnel without routes into it, elsewhere no tunnel of ours; then the routes.
+ * Idempotent; returns the gateways whose peers changed.
+ */
+export async function applyPlan(next: NodePlan, tunnel: Tunnel, routes: RouteTable): Promise<{ changed: string[]; refused: Dropped[] }> {
+  let changed: string[] = [];
+  // A warm standby (WireGuard) keeps a tunnel with its would-be peers; routes decide who carries traffic.
+  if (next.role === 'gateway' || next.peers.length > 0) changed = await tunnel.apply(next);
+  else if (await tunnel.running()) await tunnel.down();
+  const diff = await routes.set(next.routes);
+  return { changed, refused: diff.refused.map((r) => ({ source: 'route', kind: 'route', reason: `${shown(r.route.dst)}: ${r.reason}` })) };
+}
+
+export interface AgentOptions {
+  /** Time for every loop, the heartbeat's rate and observation stamps. @default systemClock */
+  readonly clock?: Clock;
+}
+
+export class Agent {
+  readonly registry = new Registry();
+  private readonly syncs = this.registry.register(new Counter('raven_agent_sync_total', 'Plan applications by result.'));
+  private readonly routesGauge = this.registry.register(new Gauge('raven_agent_routes', 'Routes in the agent\'s table.'));
+  private readonly peersGauge = this.registry.register(new Gauge('raven_agent_tunnel_peers', 'Tunnel peers on this node.'));
+  private readonly handshakeAge = this.registry.register(new Gauge('raven_agent_peer_handshake_age_seconds', 'Seconds since the last handshake, per remote gateway.'));
+  private readonly peerRtt = this.registry.register(new Gauge('raven_agent_peer_rtt_seconds', 'Latest probe round trip through the tunnel, per remote gateway.'));
+  private readonly peerLoss = this.registry.register(new Gauge('raven_agent_peer_probe_loss_ratio', 'Share of the last 10 tunnel probes lost, per remote gateway.'));
+  private readonly activeReachable = this.registry.register(new Gauge('raven_agent_active_gateway_reachable', 'On standbys: 1 when the active gateway answers probes.'));
+  private readonly refusals: Refusals;
+
+  private readonly routes: RouteTable;
+  private readonly tunnel: Tunnel;
+  private readonly proxy: ProxyRunner;
+  private readonly probes = new ProbeWindow();
+  private probeCursor = 0;
+  private probeRounds = 0;
+  private beating?: Promise<void>;
+  private beatAgain = false;
+  private gatewayCache?: { ip: string | undefined; at: number };
+  private holding = false;
+  private readonly coordination: k8s.CoordinationV1Api;
+  private informer?: k8s.Informer<k8s.KubernetesObject> & k8s.ObjectCache<k8s.KubernetesObject>;
+  private current: NodePlan = { role: 'outside', routes: [], peers: [], staged: [], mtu: 0 };
+  private backendUp = false;
+  private observation?: ActiveGatewayObservation;
+  private syncing?: Promise<void>;
+  private again = false;
+  private stopped = false;
+  private readonly clock: Clock;
+  /** One slot per loop (heartbeat, probe, tunnel-probe, nudge, retry, watch-restart): never more. */
+  private readonly timers: Timers;
+  private readonly nudgesDue = new DueTimes(NUDGE_SPACING_MS);
+  private servers: { close(): void }[] = [];
+  /** Bound ports of /healthz and /readyz (and /metrics), and of the metrics address. */
+  port = 0;
+  metricsPort = 0;
+
+  constructor(private readonly kc: k8s.KubeConfig, private readonly config: AgentConfig, private readonly runner: CommandRunner, private readonly log: Logger, options: AgentOptions = {}) {
+    this.clock = options.clock ?? systemClock;
+    this.timers = new Timers(this.clock);
+    this.routes = new RouteTable(runner, { ...DEFAULT_ROUTE_TABLE, ...(config.netns && { netns: config.netns }) });
+    this.tunnel = makeTunnel({
+      backend: config.vpnDriver,
+      node: config.nodeName,
+      device: config.device,
+      port: config.vpnPort,
+      mtu: effectiveMTU({ backend: config.vpnDriver, mtu: config.tunnelMTU, underlayMTU: config.underlayMTU }),
+      stateDir: config.stateDir,
+      runner,
+      ...(config.netns && { netns: config.netns }),
+      ...(config.psk && { psk: config.psk }),
+    });
+    this.proxy = new ProxyRunner(config.stateDir, config.netns, log);
+    this.coordination = kc.makeApiClient(k8s.CoordinationV1Api);
+    for (const result of ['success', 'error']) this.syncs.init({ result });
+    registerProcessMetrics(this.registry);
+    const gauge = this.registry.register(new Gauge('raven_agent_refused_values', 'Values from Gateways (addresses, ranges, ports, keys, peers, routes) refused in the last plan, by kind.'));
+    this.refusals = new Refusals(gauge, REFUSAL_KINDS, (d) => this.log.warn('refused a value from the cluster', { source: d.source, kind: d.kind, reason: d.reason }));
+  }
+
+  async run(): Promise<void> {
+    // Both addresses serve all three paths: the DaemonSet probes health-probe-addr and Prometheus
+    // scrapes metric-bind-addr, as in Raven.
+    const endpoints = { healthy: () => !this.stopped, ready: () => !!this.informer, metrics: this.registry };
+    const health = await serveEndpoints(this.config.healthAddr, endpoints);
+    const metrics = this.config.metricsAddr === this.config.healthAddr ? health : await serveEndpoints(this.config.metricsAddr, endpoints);
+    this.servers = [...new Set([health.server, metrics.server])];
+    this.port = health.port;
+    this.metricsPort = metrics.port;
+    const custom = this.kc.makeApiClient(k8s.CustomObjectsApi);
+    const inf = k8s.makeInformer<k8s.KubernetesObject>(this.kc, `/apis/${GATEWAY_GROUP}/${GATEWAY_VERSION}/gateways`, () =>
+      custom.listClusterCustomObject({ group: GATEWAY_GROUP, version: GATEWAY_VERSION, plural: 'gateways' }) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>,
+    );
+    let delay = 100;
+    inf.on('error', (err) => {
+      if (this.stopped) return;
+      this.log.warn('gateway watch failed; restarting', { error: (err as Error)?.message, retryMs: delay });
+      this.timers.set('watch-restart', delay, () => void inf.start().catch(() => undefined));
+      delay = Math.min(delay * 2, 10_000);
+    });
+    for (const e of ['add', 'update', 'delete'] as const) inf.on(e, () => this.trigger());
+    await inf.start();
+    this.informer = inf;
+    this.trigger();
+    this.heartbeatLoop();
+    this.probeLoop();
+    this.tunnelProbeLoop();
+  }
+
+  /** Level-based: one sync at a time; triggers during a sync cause exactly one more. */
+  private trigger(): void {
+    if (this.stopped) return;
+    if (this.syncing) {
+      this.again = true;
+      return;
+    }
+    this.syncing = this.sync().finally(() => {
+      this.syncing = undefined;
+      if (this.again) {
+        this.again = false;
+        this.trigger();
+      }
+    });
+  }
+
+  private async sync(): Promise<void> {
+    const gateways = (this.informer?.list() ?? []) as unknown as Gateway[];
+    const next = plan(gateways, {
+      node: this.config.nodeName,
+      backend: this.config.vpnDriver,
+      device: this.config.device,
+      natTraversal: this.config.natTraversal,
+      forwardNodeIP: this.config.forwardNodeIP,
+      mtu: this.config.tunnelMTU,
+      underlayMTU: this.config.underlayMTU,
+      warmStandby: true,
+    });
+    // A gateway that lost its role with no successor named (its own heartbeat lapsed, say, across
+    // an agent restart) keeps its tunnel and routes: nothing else would carry the region's traffic,
+    // and tearing down would only make the re-election slower. So does a warm standby, whose
+    // sessions make it the quickest successor. Either steps down once a successor is named.
+    if (next.role === 'standby' && !next.activeNode && (await this.tunnel.running().catch(() => false))) {
+      if (!this.holding) this.log.info('no active gateway in the region; keeping the tunnel until one is elected', { gateway: next.gateway ?? '' });
+      this.holding = true;
+      this.backendUp = true;
+      return;
+    }
+    this.holding = false;
+    try {
+      const { changed, refused } = await applyPlan(next, this.tunnel, this.routes);
+      if (changed.length) this.scheduleNudges();
+      const proxyDropped: Dropped[] = [];
+      await this.proxy.set(proxyConfigFor(gateways, this.config.nodeName, { ...this.config.proxy, nodeIP: this.config.nodeIP }, (d) => proxyDropped.push(d)));
+      // Values the plan or an executor refused (see Refusals).
+      this.refusals.set('plan', [...(next.dropped ?? []), ...refused, ...this.tunnel.refused(), ...proxyDropped]);
+      // Healthy: the plan is in the kernel (on a gateway, the tunnel device is up with its peers).
+      this.backendUp = true;
+      if (next.role !== this.current.role || next.activeNode !== this.current.activeNode) {
+        this.log.info('plan applied', { role: next.role, gateway: next.gateway ?? '', active: next.activeNode ?? '', routes: next.routes.length, peers: next.peers.length });
+      }
+      this.current = next;
+      this.routesGauge.set(next.routes.length);
+      this.peersGauge.set(next.peers.length);
+      this.forgetDeparted(next);
+      this.syncs.inc({ result: 'success' });
+    } catch (err) {
+      this.backendUp = false;
+      this.syncs.inc({ result: 'error' });
+      this.log.error('failed to apply plan', { error: (err as Error).message });
+      // One retry pending is enough: a sync recomputes everything.
+      this.timers.setIfIdle('retry', SYNC_RETRY_MS, () => this.trigger());
+    }
+  }
+
+  /** Peers we dial may have sent their first initiation to a gateway that did not know us yet. */
+  private scheduleNudges(): void {
+    const now = this.clock.now();
+    for (const delay of NUDGE_DELAYS_MS) this.nudgesDue.add(now + delay);
+    this.armNudge();
+  }
+
+  /** One timer for the earliest nudge due; each nudge re-arms it for the next. */
+  private armNudge(): void {
+    const at = this.nudgesDue.next();
+    if (at === undefined) return;
+    this.timers.set('nudge', at - this.clock.now(), () => {
+      this.nudgesDue.takeUntil(Math.max(at, this.clock.now()));
+      this.nudgeNow();
+      this.armNudge();
+    });
+  }
+
+  private nudgeNow(): void {
+    if (this.stopped || this.current.role !== 'gateway') return;
+    // After a sync in flight, not instead of it: under load syncs run back to back, and a skipped
+    // nudge leaves the lost first initiation to WireGuard's 5 s retry.
+    if (this.syncing) {
+      void this.syncing.then(() => this.nudgeNow());
+      return;
+    }
+    void this.tunnel
+      .nudge(this.current)
+      .then((nudged) => nudged.length && this.log.info('re-initiated handshakes', { peers: nudged.join(',') }))
+      .catch((err) => this.log.warn('failed to re-initiate handshakes', { error: (err as Error).message }));
+  }
+
+  /** Per-peer health for the heartbeat and /metrics: handshake age, probe RTT and loss. */
+  private async peerHealth(): Promise<Record<string, PeerHealth>> {
+    const out: Record<string, PeerHealth> = {};
+    const ages = await this.tunnel.handshakeAges(this.current).catch(() => new Map<string, number>());
+    for (const p of this.current.peers) {
+      const age = ages.get(p.gateway);
+      const probe = this.probes.stats(p.gateway);
+      out[p.gateway] = {
+        ...(age !== undefined && { handshakeAgeSeconds: age }),
+        ...(probe?.rttMs !== undefined && { rttMs: probe.rttMs }),
+        ...(probe && { loss: probe.loss }),
+      };
+      if (age !== undefined) this.handshakeAge.set(age, { gateway: p.gateway });
+    }
+    return out;
+  }
+
+  private forgetDeparted(next: NodePlan): void {
+    const keep = new Set(next.role === 'gateway' ? next.peers.map((p) => p.gateway) : []);
+    this.probes.retain(keep);
+    for (const g of [this.handshakeAge, this.peerRtt, this.peerLoss]) g.retain((labels) => keep.has(labels.gateway ?? ''));
+  }
+
+  /**
+   * Gateways ping each tunnel peer's probe address from their own, through the tunnel, on their own
+   * clock: a bounded batch per round, so a thousand peers never mean a thousand processes at once.
+   */
+  private tunnelProbeLoop(): void {
+    const tick = async (): Promise<void> => {
+      if (this.stopped) return;
+      const p = this.current;
+      if (p.role === 'gateway' && !this.tunnel.retriesByItself && ++this.probeRounds % MAINTENANCE_ROUNDS === 0) this.nudgeNow();
+      // The L7 proxy is a child we keep alive: one that died is started again within a round.
+      if (!this.syncing) await this.proxy.ensure().catch((err) => this.log.warn('failed to restart the L7 proxy', { error: (err as Error).message }));
+      if (p.role === 'gateway' && p.probeSource && this.tunnel.probeDevice()) {
+        const targets = p.peers.filter((x) => x.probeIP);
+        const { batch, cursor } = roundRobin(targets, this.probeCursor, TUNNEL_PROBES_PER_ROUND);
+        this.probeCursor = cursor;
+        await Promise.all(
+          batch.map(async (peer) => {
+            const r = await this.pingFrom(p.probeSource!, peer.probeIP!).catch(() => ({ ok: false }) as const);
+            this.probes.record(peer.gateway, r);
+            const s = this.probes.stats(peer.gateway)!;
+            this.peerLoss.set(s.loss, { gateway: peer.gateway });
+            if (s.rttMs !== undefined) this.peerRtt.set(s.rttMs / 1000, { gateway: peer.gateway });
+          }),
+        );
+      }
+      this.timers.set('tunnel-probe', TUNNEL_PROBE_PERIOD_MS, () => void tick());
+    };
+    void tick();
+  }
+
+  private isCandidate(): boolean {
+    const gws = (this.informer?.list() ?? []) as unknown as Gateway[];
+    return gws.some((g) => (g.spec?.endpoints ?? []).some((e) => e.nodeName === this.config.nodeName));
+  }
+
+  private heartbeatLoop(): void {
+    const tick = async (): Promise<void> => {
+      if (this.stopped) return;
+      const candidate = this.isCandidate();
+      const started = this.clock.now();
+      await this.beatNow();
+      // Fixed rate, not fixed delay: a slow renewal must not push the next one toward expiry.
+      const period = candidate ? CANDIDATE_RENEW_MS : MEMBER_RENEW_MS;
+      this.timers.set('heartbeat', period - (this.clock.now() - started), () => void tick());
+    };
+    void tick();
+  }
+
+  /**
+   * One renewal at a time (a Lease is read, then replaced): a renewal asked for while one is in
+   * flight runs right after it.
+   */
+  private beatNow(): Promise<void> {
+    if (this.beating) {
+      this.beatAgain = true;
+      return this.beating;
+    }
+    this.beating = this.beat(this.isCandidate())
+      .catch((err) => this.log.warn('failed to renew heartbeat', { error: (err as Error).message }))
+      .finally(() => {
+        this.beating = undefined;
+        if (this.beatAgain && !this.stopped) {
+          this.beatAgain = false;
+          void this.beatNow();
+        }
+      });
+    return this.beating;
+  }
+
+  /** Standbys probe their active gateway on their own clock; the heartbeat carries the latest result. */
+  private probeLoop(): void {
+    const tick = async (): Promise<void> => {
+      if (this.stopped) return;
+      if (this.current.role === 'standby') {
+        const before = this.observation;
+        await this.probeActive().catch(() => undefined);
+        const now = this.observation;
+        // A gateway that just stopped answering is reported now, not at the next renewal.
+        if (now && !now.reachable && now.lanReachable && (!before || before.reachable || before.node !== now.node)) void this.beatNow();
+      } else this.observation = undefined;
+      this.timers.set('probe', PROBE_PERIOD_MS, () => void tick());
+    };
+    void tick();
+  }
+
+  /**
+   * Standbys ping the active gateway and, to prove they are not the ones cut off, a witness: another
+   * member, or (in a two-node region) the node's default gateway, its LAN router.
+   */
+  private async probeActive(): Promise<void> {
+    const gws = (this.informer?.list() ?? []) as unknown as Gateway[];
+    const mine = gws.find((g) => g.metadata.name === this.current.gateway);
+    const active = this.current.activeNode;
+    if (!mine || !active) return;
+    const nodes = mine.status?.nodes ?? [];
+    const activeIP = nodes.find((n) => n.nodeName === active)?.privateIP;
+    const witness = nodes.find((n) => n.nodeName !== active && n.nodeName !== this.config.nodeName)?.privateIP ?? (await this.defaultGateway());
+    if (!activeIP) return;
+    const probeActive = async (): Promise<boolean> => (await this.ping(activeIP)) || this.ping(activeIP);
+    const [reachable, witnessed] = await Promise.all([probeActive(), witness ? this.ping(witness) : Promise.resolve(undefined)]);
+    const lanReachable = witnessed ?? reachable;
+    this.observation = { node: active, reachable, lanReachable, observedAt: this.clock.now() };
+    this.activeReachable.set(reachable ? 1 : 0);
+  }
+
+  /** The IPv4 default route's gateway (cached for 30 s), for standbys with no other member to ask. */
+  private async defaultGateway(): Promise<string | undefined> {
+    if (this.gatewayCache && this.clock.now() - this.gatewayCache.at < 30_000) return this.gatewayCache.ip;
+    const args = ['-4', '-json', 'route', 'show', 'default'];
+    const r = await this.runner.run('ip', this.config.netns ? ['-n', this.config.netns, ...args] : args);
+    let ip: string | undefined;
+    try {
+      ip = (JSON.parse(r.stdout || '[]') as { gateway?: string }[]).find((x) => x.gateway)?.gateway;
+    } catch {
+      ip = undefined;
+    }
+    this.gatewayCache = { ip, at: this.clock.now() };
+    return ip;
+  }
+
+  private async ping(ip: string): Promise<boolean> {
+    return (await this.runPing(['-c', '1', '-W', String(PROBE_TIMEOUT_MS / 1000), ip])).code === 0;
+  }
+
+  private async pingFrom(source: string, ip: string): Promise<{ ok: boolean; rttMs?: number }> {
+    const r = await this.runPing(['-c', '1', '-W', '1', '-I', source, ip]);
+    const rtt = r.code === 0 ? parsePingRtt(r.stdout) : undefined;
+    return { ok: r.code === 0, ...(rtt !== undefined && { rttMs: rtt }) };
+  }
+
+  private runPing(args: readonly string[]): Promise<{ code: number; stdout: string }> {
+    return this.config.netns ? this.runner.run('ip', ['netns', 'exec', this.config.netns, 'ping', ...args]) : this.runner.run('ping', args);
+  }
+
+  private async beat(candidate: boolean): Promise<void> {
+    const peers = this.current.role === 'gateway' ? await this.peerHealth() : {};
+    const health = encodeHealth({
+      backendUp: this.backendUp,
+      peers,
+      ...(this.observation && { activeGateway: this.observation }),
+      ...(candidate && { publicKey: await this.tunnel.publicKey() }),
+    });
+    const name = leaseName(this.config.nodeName);
+    const ns = this.config.namespace;
+    const spec = { holderIdentity: this.config.nodeName, leaseDurationSeconds: candidate ? CANDIDATE_LEASE_SECONDS : MEMBER_LEASE_SECONDS, renewTime: new k8s.V1MicroTime() };
+    try {
+      const lease = await this.coordination.readNamespacedLease({ name, namespace: ns });
+      lease.metadata = { ...lease.metadata, annotations: { ...(lease.metadata?.annotations ?? {}), [HEALTH_ANNOTATION]: health } };
+      lease.spec = { ...lease.spec, ...spec };
+      await this.coordination.replaceNamespacedLease({ name, namespace: ns, body: lease });
+    } catch (err) {
+      if (code(err) !== 404) throw err;
+      await this.coordination.createNamespacedLease({ namespace: ns, body: { metadata: { name, namespace: ns, annotations: { [HEALTH_ANNOTATION]: health } }, spec } });
+    }
+  }
+
+  /** Timers armed and not yet run: one per loop at most, however long the agent has run. */
+  get pendingTimers(): number {
+    return this.timers.size;
+  }
+
+  /** Stops and removes everything this agent put on the node. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.timers.stop();
+    await this.informer?.stop();
+    await this.syncing;
+    await this.routes.cleanUp();
+    await this.tunnel.down();
+    await this.proxy.stop();
+    for (const s of this.servers) s.close();
+  }
+}

@@ -1,0 +1,27 @@
+/** `raven agent`: configuration parsed once, then the agent runs until SIGTERM/SIGINT and cleans up. */
+import * as k8s from '@kubernetes/client-node';
+import { createLogger } from '../platform/log.js';
+import { runUntilSignal } from '../platform/run-until-signal.js';
+import { Agent } from './agent.js';
+import { ExecRunner } from '../platform/command-runner.js';
+import { AGENT_USAGE, parseAgentConfig } from '../contract/agent-config.js';
+
+export async function runAgent(args: readonly string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(AGENT_USAGE + '\n');
+    return 0;
+  }
+  // The IPsec PSK, if this node holds it, is read here once, from its file, and lives in the parsed
+  // config only: never in the environment, which every child (ip, ping, wg, charon) would inherit.
+  const config = parseAgentConfig(args, process.env);
+  const kc = new k8s.KubeConfig();
+  if (config.kubeconfig) kc.loadFromFile(config.kubeconfig);
+  else kc.loadFromDefault();
+  const log = createLogger(`agent/${config.nodeName}`);
+  if (config.vpnDriver === 'ipsec' && !config.psk) log.info('no IPsec PSK on this node (not a gateway candidate): it routes through its gateway and never runs the tunnel');
+  const agent = new Agent(kc, config, new ExecRunner(), log);
+  await agent.run();
+  log.info('serving health and metrics', { port: agent.port, metricsPort: agent.metricsPort });
+  await runUntilSignal(() => agent.stop(), log, 'shutting down; removing routes and tunnels');
+  return 0;
+}

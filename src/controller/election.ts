@@ -1,0 +1,239 @@
+/**
+ * Gateway election: which candidate endpoints of a Gateway are active. A pure function of
+ * (Gateway spec and status, nodes, membership, heartbeats, raven-cfg switches, now); the controller
+ * only gathers inputs and writes the result.
+ *
+ * - A candidate is a member node that is Ready, whose heartbeat is fresh, whose agent reports itself
+ *   healthy and which healthy standbys do not report unreachable.
+ * - The current active endpoint is kept while it stays a candidate (sticky); free slots are filled
+ *   in spec order. Per type (`tunnel`, `proxy`), up to that type's Replicas.
+ * - Every rejected candidate carries its reason; output is sorted, so equal inputs give equal output.
+ */
+import type { EndpointType } from '../topology/model.js';
+import type { Gateway, GatewayEndpoint, NodeLike } from '../contract/gateway.js';
+import { isNodeReady, STANDBY_KEYS_CONFIG } from '../contract/gateway.js';
+import { expiresAt, type Heartbeat, OBSERVATION_MAX_AGE_MS } from '../contract/heartbeat.js';
+
+export interface Features {
+  readonly l3Tunnel: boolean;
+  readonly l7Proxy: boolean;
+}
+
+export interface ElectionInput {
+  readonly gateway: Gateway;
+  readonly nodes: ReadonlyMap<string, NodeLike>;
+  /** The Gateway each node belongs to (see membership.assignNodes). */
+  readonly memberOf: ReadonlyMap<string, string>;
+  readonly heartbeats: ReadonlyMap<string, Heartbeat>;
+  readonly features: Features;
+  /** Milliseconds since the epoch. */
+  readonly now: number;
+}
+
+export interface Rejection {
+  readonly node: string;
+  readonly type: EndpointType;
+  readonly reason: string;
+}
+
+export interface ElectionResult {
+  /** Sorted by node name, then type. */
+  readonly active: GatewayEndpoint[];
+  /** Healthy candidates not elected for lack of slots: ready to take over. */
+  readonly standbys: { readonly node: string; readonly type: EndpointType }[];
+  readonly rejected: Rejection[];
+}
+
+const TYPES: readonly EndpointType[] = ['proxy', 'tunnel'];
+const SWITCH: Record<EndpointType, { key: string; on: (f: Features) => boolean }> = {
+  tunnel: { key: 'enable-l3-tunnel', on: (f) => f.l3Tunnel },
+  proxy: { key: 'enable-l7-proxy', on: (f) => f.l7Proxy },
+};
+
+function replicasOf(gw: Gateway, type: EndpointType): number {
+  const r = type === 'tunnel' ? gw.spec?.tunnelConfig?.Replicas : gw.spec?.proxyConfig?.Replicas;
+  return typeof r === 'number' && r > 0 ? Math.floor(r) : 0;
+}
+
+export function elect(input: ElectionInput): ElectionResult {
+  const { gateway } = input;
+  const active: GatewayEndpoint[] = [];
+  const standbys: { node: string; type: EndpointType }[] = [];
+  const rejected: Rejection[] = [];
+
+  for (const type of TYPES) {
+    const candidates = uniqueByNode((gateway.spec?.endpoints ?? []).filter((e) => e.type === type));
+    if (candidates.length === 0) continue;
+    const replicas = replicasOf(gateway, type);
+    if (!SWITCH[type].on(input.features)) {
+      for (const c of candidates) rejected.push({ node: c.nodeName, type, reason: `${SWITCH[type].key} is off in raven-cfg` });
+      continue;
+    }
+    if (replicas === 0) {
+      for (const c of candidates) rejected.push({ node: c.nodeName, type, reason: `${type} replicas is 0 in the Gateway spec` });
+      continue;
+    }
+    const current = new Set((gateway.status?.activeEndpoints ?? []).filter((e) => e.type === type).map((e) => e.nodeName));
+    const healthy: GatewayEndpoint[] = [];
+    for (const c of candidates) {
+      const reason = rejectionReason(input, c, current.has(c.nodeName));
+      if (reason) rejected.push({ node: c.nodeName, type, reason });
+      else healthy.push(c);
+    }
+    // Sticky: current actives first (in spec order), then the rest in spec order.
+    const ordered = [...healthy.filter((c) => current.has(c.nodeName)), ...healthy.filter((c) => !current.has(c.nodeName))];
+    ordered.forEach((c, i) => {
+      if (i < replicas) active.push(stamp(c, type, input));
+      else standbys.push({ node: c.nodeName, type });
+    });
+  }
+
+  return {
+    active: active.sort((a, b) => compare(a.nodeName, a.type, b.nodeName, b.type)),
+    standbys: standbys.sort((a, b) => compare(a.node, a.type, b.node, b.type)),
+    rejected: rejected.sort((a, b) => compare(a.node, a.type, b.node, b.type)),
+  };
+}
+
+/** Why `c` cannot be active, or null when it can. Checks run cheapest-first; the first failure is the reason. */
+function rejectionReason(input: ElectionInput, c: GatewayEndpoint, isCurrent: boolean): string | null {
+  const gw = input.gateway.metadata.name;
+  const node = input.nodes.get(c.nodeName);
+  if (!node) return `node ${c.nodeName} does not exist`;
+  const owner = input.memberOf.get(c.nodeName);
+  if (owner !== gw) return owner ? `node is a member of ${owner}, not ${gw}` : `node is not a member of ${gw} (matches neither its nodeSelector nor its member-nodes)`;
+  if (!isNodeReady(node)) return 'node is not Ready';
+  const hb = input.heartbeats.get(c.nodeName);
+  if (!hb) return `no heartbeat from its agent (Lease raven-agent-${c.nodeName})`;
+  const expired = input.now - expiresAt(hb);
+  if (expired > 0) return `heartbeat expired ${(expired / 1000).toFixed(1)} s ago`;
+  if (!hb.health) return 'heartbeat carries no health report';
+  if (c.type === 'tunnel' && !hb.health.backendUp) return 'agent reports its tunnel backend down';
+  if (isCurrent) {
+    const reporters = unreachableReports(input, c.nodeName);
+    if (reporters.unreachable.length > 0 && reporters.unreachable.length * 2 > reporters.total) {
+      return `unreachable from standby ${reporters.unreachable.join(', ')}, which still reach${reporters.unreachable.length === 1 ? 'es' : ''} the rest of the region`;
+    }
+  }
+  return null;
+}
+
+/**
+ * Reports about `target` from the Gateway's other candidates (its standbys) that are themselves
+ * alive (fresh heartbeat) and not cut off (they reached their LAN in the same probe round). A standby
+ * that reaches nothing cannot tell a dead gateway from its own dead link, so it does not vote.
+ */
+function unreachableReports(input: ElectionInput, target: string): { unreachable: string[]; total: number } {
+  const gw = input.gateway.metadata.name;
+  const standbys = [...new Set((input.gateway.spec?.endpoints ?? []).map((e) => e.nodeName))].filter((n) => n !== target).sort();
+  const unreachable: string[] = [];
+  let total = 0;
+  for (const node of standbys) {
+    const hb = input.heartbeats.get(node);
+    if (!hb || input.memberOf.get(node) !== gw || input.now > expiresAt(hb)) continue;
+    const seen = hb.health?.activeGateway;
+    if (!seen || seen.node !== target || !seen.lanReachable) continue;
+    if (input.now - seen.observedAt > OBSERVATION_MAX_AGE_MS) continue;
+    total++;
+    if (!seen.reachable) unreachable.push(node);
+  }
+  return { unreachable, total };
+}
+
+/**
+ * The spec endpoint as it goes into status: spec edits propagate, plus the switch, the node's key
+ * and, on the tunnel endpoint, its standbys' keys (so remote gateways can stage them).
+ */
+function stamp(c: GatewayEndpoint, type: EndpointType, input: ElectionInput): GatewayEndpoint {
+  const publicKey = input.heartbeats.get(c.nodeName)?.health?.publicKey;
+  const standbys = type === 'tunnel' ? standbyKeys(c.nodeName, input) : undefined;
+  return {
+    ...c,
+    config: {
+      ...(c.config ?? {}),
+      [SWITCH[type].key]: 'true',
+      ...(type === 'tunnel' && publicKey && { publicKey }),
+      ...(standbys && { [STANDBY_KEYS_CONFIG]: standbys }),
+    },
+  };
+}
+
+/**
+ * JSON `{node: key}` of the Gateway's other tunnel candidates that are members and have published
+ * a key (a lapsed heartbeat still names the key the node will come back with), sorted by node.
+ */
+function standbyKeys(active: string, input: ElectionInput): string | undefined {
+  const gw = input.gateway.metadata.name;
+  const nodes = [...new Set((input.gateway.spec?.endpoints ?? []).filter((e) => e.type === 'tunnel' && e.nodeName !== active).map((e) => e.nodeName))].sort();
+  const keys: [string, string][] = [];
+  for (const node of nodes) {
+    const key = input.heartbeats.get(node)?.health?.publicKey;
+    if (key && input.memberOf.get(node) === gw) keys.push([node, key]);
+  }
+  return keys.length ? JSON.stringify(Object.fromEntries(keys)) : undefined;
+}
+
+function compare(nodeA: string, typeA: string, nodeB: string, typeB: string): number {
+  if (nodeA !== nodeB) return nodeA < nodeB ? -1 : 1;
+  return typeA < typeB ? -1 : typeA > typeB ? 1 : 0;
+}
+
+function uniqueByNode(endpoints: GatewayEndpoint[]): GatewayEndpoint[] {
+  const seen = new Set<string>();
+  return endpoints.filter((e) => (seen.has(e.nodeName) ? false : (seen.add(e.nodeName), true)));
+}
+
+export interface ElectionEvent {
+  readonly type: 'Normal' | 'Warning';
+  readonly reason: 'ActiveEndpointElected' | 'ActiveEndpointLost' | 'PublicKeyChanged';
+  readonly message: string;
+}
+
+/** Every WireGuard key a status publishes, by node: the active endpoint's and its staged standbys'. */
+export function publishedKeys(endpoints: readonly GatewayEndpoint[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const e of endpoints) {
+    if (e.type !== 'tunnel') continue;
+    try {
+      const staged = JSON.parse(e.config?.[STANDBY_KEYS_CONFIG] ?? '{}') as Record<string, unknown>;
+      for (const [node, key] of Object.entries(staged)) if (typeof key === 'string') out.set(node, key);
+    } catch {
+      // unreadable standby keys: nothing to compare
+    }
+    if (e.config?.publicKey) out.set(e.nodeName, e.config.publicKey);
+  }
+  return out;
+}
+
+/**
+ * A Warning for every node whose published WireGuard key differs from the one last published for
+ * it (`known`: the controller remembers them across failovers, when a node drops out of status
+ * for a while). Honest keys survive restarts (they live on the node's disk), so a change is a
+ * reinstalled node, or someone publishing a key of their own for it: operators should know.
+ */
+export function keyChangeEvents(gateway: string, known: ReadonlyMap<string, string>, after: readonly GatewayEndpoint[]): ElectionEvent[] {
+  const events: ElectionEvent[] = [];
+  for (const [node, key] of [...publishedKeys(after)].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const old = known.get(node);
+    if (old && old !== key) events.push({ type: 'Warning', reason: 'PublicKeyChanged', message: `node ${node} of ${gateway} published a new WireGuard key ${key} (was ${old}); expected only after the node was reinstalled` });
+  }
+  return events;
+}
+
+/** Events for a change of active endpoints (none when nothing changed). */
+export function electionEvents(gateway: string, before: readonly GatewayEndpoint[], after: ElectionResult): ElectionEvent[] {
+  const key = (e: { nodeName: string; type: string }): string => `${e.type}/${e.nodeName}`;
+  const was = new Set(before.map(key));
+  const now = new Set(after.active.map(key));
+  const events: ElectionEvent[] = [];
+  for (const e of before) {
+    if (now.has(key(e))) continue;
+    const why = after.rejected.find((r) => r.node === e.nodeName && r.type === e.type)?.reason ?? 'no longer a candidate';
+    events.push({ type: 'Warning', reason: 'ActiveEndpointLost', message: `${e.type} endpoint ${e.nodeName} of ${gateway} lost: ${why}` });
+  }
+  for (const e of after.active) {
+    if (was.has(key(e))) continue;
+    events.push({ type: 'Normal', reason: 'ActiveEndpointElected', message: `node ${e.nodeName} elected active ${e.type} endpoint of ${gateway}${e.publicIP ? `, publicIP ${e.publicIP}` : ''}` });
+  }
+  return events;
+}

@@ -1,0 +1,119 @@
+/**
+ * The agent's timers never accumulate: its loops (heartbeat, standby probes, tunnel probes, nudges,
+ * sync retries) run for many simulated minutes against the embedded API, with a fake clock that
+ * counts what is armed, while its Gateway's active endpoint flips back and forth. No root needed:
+ * commands go to a runner that answers without running anything.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Agent } from '../../src/agent/agent.ts';
+import type { CommandResult, CommandRunner } from '../../src/platform/command-runner.ts';
+import type { AgentConfig } from '../../src/contract/agent-config.ts';
+import { leaseName } from '../../src/contract/heartbeat.ts';
+import { FakeClock } from '../support/fake-clock.ts';
+import { GATEWAY, startLab } from '../support/apiserver-support.ts';
+
+const NS = 'raven-system';
+/** heartbeat, probe, tunnel-probe, nudge, retry, watch-restart. */
+const LOOPS = 6;
+const KEY = 'cGVlcmtleXBlZXJrZXlwZWVya2V5cGVlcmtleXBlZXI=';
+
+/** Answers like a node where every command succeeds and the kernel holds nothing yet. */
+class AnsweringRunner implements CommandRunner {
+  readonly counts = new Map<string, number>();
+  async run(cmd: string, args: readonly string[]): Promise<CommandResult> {
+    const what = args.includes('genkey') || args.includes('pubkey') ? 'wg-key' : cmd === 'ping' || args.includes('ping') ? 'ping' : cmd;
+    this.counts.set(what, (this.counts.get(what) ?? 0) + 1);
+    if (what === 'wg-key') return { code: 0, stdout: KEY + '\n', stderr: '' };
+    if (args.includes('-json')) return { code: 0, stdout: '[]', stderr: '' };
+    return { code: 0, stdout: what === 'ping' ? '64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=0.1 ms\n' : '', stderr: '' };
+  }
+}
+
+interface Gw {
+  metadata: { name: string; resourceVersion?: string };
+  [key: string]: unknown;
+}
+
+const gateway = (active: string): Gw => ({
+  apiVersion: `${GATEWAY.group}/${GATEWAY.version}`,
+  kind: 'Gateway',
+  metadata: { name: 'gw-hz' },
+  spec: { endpoints: [{ nodeName: 'hz-1', type: 'tunnel' }, { nodeName: 'hz-2', type: 'tunnel' }] },
+  status: {
+    activeEndpoints: [{ nodeName: active, type: 'tunnel', port: 4500, config: { publicKey: KEY } }],
+    nodes: [
+      { nodeName: 'hz-1', privateIP: '192.168.1.11', subnets: ['10.244.1.0/24'] },
+      { nodeName: 'hz-2', privateIP: '192.168.1.12', subnets: ['10.244.2.0/24'] },
+      { nodeName: 'hz-3', privateIP: '192.168.1.13', subnets: ['10.244.3.0/24'] },
+    ],
+  },
+});
+
+const cloud: Gw = {
+  apiVersion: `${GATEWAY.group}/${GATEWAY.version}`,
+  kind: 'Gateway',
+  metadata: { name: 'gw-cloud' },
+  spec: { exposeType: 'PublicIP', endpoints: [{ nodeName: 'cloud-1', type: 'tunnel' }] },
+  status: {
+    activeEndpoints: [{ nodeName: 'cloud-1', type: 'tunnel', port: 4500, publicIP: '203.0.113.10', config: { publicKey: KEY.replace('c', 'd') } }],
+    nodes: [{ nodeName: 'cloud-1', privateIP: '10.0.0.10', subnets: ['10.244.0.0/24'] }],
+  },
+};
+
+test('after five simulated minutes of loops and failovers, the agent holds no more timers than it has loops', async () => {
+  const lab = await startLab({ seedCrds: true });
+  const state = mkdtempSync(join(tmpdir(), 'raven-agent-timers-'));
+  const clock = new FakeClock(() => new Promise((r) => setTimeout(r, 2)));
+  const runner = new AnsweringRunner();
+  const logged: string[] = [];
+  const log = { info: (m: string) => logged.push(m), warn: (m: string) => logged.push(m), error: (m: string) => logged.push(m) };
+  const config: AgentConfig = {
+    nodeName: 'hz-1', nodeIP: '192.168.1.11', namespace: NS, stateDir: state, vpnDriver: 'wireguard', vpnPort: 4500, tunnelMTU: 0, underlayMTU: 1500,
+    natTraversal: false, forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device: 'raven-test0',
+    proxy: { certDir: join(state, 'proxy'), tunnelAddr: '127.0.0.1:0', httpAddr: '127.0.0.1:0', httpsAddr: '127.0.0.1:0', metricsAddr: '127.0.0.1:0' },
+  };
+  const agent = new Agent(lab.kc, config, runner, log, { clock });
+  /** Creates or updates a Gateway with its status (a subresource: written on its own). */
+  const put = async (gw: Gw): Promise<void> => {
+    const name = gw.metadata.name;
+    const found = await lab.custom.getClusterCustomObject({ ...GATEWAY, name }).then((o) => o as Gw, () => undefined);
+    const stored = (found ?? (await lab.custom.createClusterCustomObject({ ...GATEWAY, body: gw }))) as Gw;
+    await lab.custom.replaceClusterCustomObjectStatus({ ...GATEWAY, name, body: { ...gw, metadata: { ...gw.metadata, resourceVersion: stored.metadata.resourceVersion } } });
+  };
+  try {
+    await lab.core.createNamespace({ body: { metadata: { name: NS } } });
+    await put(cloud);
+    await put(gateway('hz-2'));
+    await agent.run();
+    let most = 0;
+    for (let second = 0; second < 300; second++) {
+      // Every 20 s the region fails over: this node becomes the gateway (peers change: nudges), then a standby again.
+      if (second % 20 === 0) {
+        await put(gateway(second % 40 === 0 ? 'hz-1' : 'hz-2'));
+      }
+      for (let step = 0; step < 4; step++) {
+        await clock.advance(250);
+        most = Math.max(most, clock.armed, agent.pendingTimers);
+      }
+    }
+    // Standby probes every 250 ms, tunnel probes every second: the loops really ran all along.
+    assert.ok(clock.fired >= 1200, `only ${clock.fired} timers ran`);
+    assert.ok((runner.counts.get('ping') ?? 0) >= 300, `only ${runner.counts.get('ping') ?? 0} probes ran`);
+    assert.ok(logged.includes('plan applied'), logged.join('\n'));
+    assert.ok(most <= LOOPS, `${most} timers were pending at once`);
+    assert.is(clock.armed, agent.pendingTimers, 'every timer armed on the clock is one the agent knows of');
+    const lease = await lab.kc.makeApiClient((await import('@kubernetes/client-node')).CoordinationV1Api).readNamespacedLease({ name: leaseName('hz-1'), namespace: NS });
+    assert.is(lease.spec?.holderIdentity, 'hz-1');
+  } finally {
+    await agent.stop();
+    assert.is(clock.armed, 0, 'stop leaves no timer armed');
+    rmSync(state, { recursive: true, force: true });
+    await lab.api.close();
+  }
+});
+
+test.run();
