@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent, createServer, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeProxyCerts } from '../src/proxy/certs.ts';
+import { makeProxyCerts } from '../src/compiler/proxy-certs.ts';
 import { ProxyFront } from '../src/proxy/front.ts';
 import { TunnelClient, TunnelHub } from '../src/proxy/reverse-tunnel.ts';
 

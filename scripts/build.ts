@@ -24,7 +24,7 @@ const NOTICES = 'THIRD-PARTY-LICENSES.txt';
 const REQUIRE_SHIM = "import { createRequire as __ravenCreateRequire } from 'node:module'; const require = __ravenCreateRequire(import.meta.url);";
 
 /**
- * src/version.ts imports package.json for its version; the bundle gets that field alone, not the
+ * src/platform/version.ts imports package.json for its version; the bundle gets that field alone, not the
  * whole manifest (scripts, dependency ranges).
  */
 const packageVersionOnly: Plugin = {

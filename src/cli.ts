@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { compile, validateSources } from './compiler/compile.js';
 import { readSources, writeTree } from './compiler/files.js';
 import { type Diagnostic, formatDiagnostic, hasErrors, printable } from './topology/diagnostics.js';
-import { VERSION } from './version.js';
+import { VERSION } from './platform/version.js';
 
 const USAGE = `usage:
   raven validate FILE...             check topology files; errors go to stderr as file:line:col

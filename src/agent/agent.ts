@@ -7,12 +7,12 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import { GATEWAY_GROUP, GATEWAY_VERSION } from '../contract/names.js';
-import { type Dropped, shown } from '../contract/canonical.js';
+import { type Dropped, shown } from '../platform/canonical.js';
 import { Refusals } from '../platform/refusals.js';
 import type { Gateway } from '../contract/gateway.js';
 import { type ActiveGatewayObservation, CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, encodeHealth, HEALTH_ANNOTATION, leaseName, MEMBER_LEASE_SECONDS, MEMBER_RENEW_MS, type PeerHealth } from '../contract/heartbeat.js';
 import { serveEndpoints } from '../platform/http-endpoints.js';
-import { code } from '../controller/leader-election.js';
+import { code } from '../platform/leader-election.js';
 import type { Logger } from '../platform/log.js';
 import { Counter, Gauge, Registry, registerProcessMetrics } from '../platform/metrics.js';
 import { type Clock, DueTimes, systemClock, Timers } from '../platform/timers.js';

@@ -9,9 +9,9 @@
  * rules (Raven issue #136).
  */
 import ipaddr from 'ipaddr.js';
-import { type Cidr, overlaps, parseCidr } from '../topology/cidr.js';
+import { type Cidr, overlaps, parseCidr } from '../platform/cidr.js';
 import { BACKEND_OVERHEAD } from '../contract/names.js';
-import { type Dropped, isWireGuardKey, objectName, sortDropped } from '../contract/canonical.js';
+import { type Dropped, isWireGuardKey, objectName, sortDropped } from '../platform/canonical.js';
 import { type Gateway, type GatewayEndpoint, parseGateway, STANDBY_KEYS_CONFIG } from '../contract/gateway.js';
 
 export type Role = 'gateway' | 'standby' | 'member' | 'outside';

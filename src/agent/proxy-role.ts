@@ -15,8 +15,8 @@ import { DEFAULT_PROXY_PORT } from '../contract/names.js';
 import type { Logger } from '../platform/log.js';
 import type { Gateway } from '../contract/gateway.js';
 import { ravenCommand } from '../platform/raven-command.js';
-import { canonicalIP, canonicalPort, type Dropped, objectName } from '../contract/canonical.js';
-import type { ProxyConfig } from '../proxy/config.js';
+import { canonicalIP, canonicalPort, type Dropped, objectName } from '../platform/canonical.js';
+import type { ProxyConfig } from '../contract/proxy-config.js';
 import { isAlive, stopOwnedProcess } from '../platform/owned-process.js';
 
 export interface ProxyAddresses {

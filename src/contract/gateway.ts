@@ -4,7 +4,7 @@
  * (membership, election, status) is testable without a cluster.
  */
 import type { EndpointType } from '../topology/model.js';
-import { canonicalIP, canonicalPort, canonicalSubnet, type Dropped, isObject, objectName, shown, wireGuardKey } from './canonical.js';
+import { canonicalIP, canonicalPort, canonicalSubnet, type Dropped, isObject, objectName, shown, wireGuardKey } from '../platform/canonical.js';
 
 /**
  * Key in the active tunnel endpoint's `config` (a free-form map in OpenYurt's schema): JSON

@@ -7,7 +7,7 @@
  * tolerantly: a malformed annotation yields `undefined` fields, never an exception.
  */
 
-import { isObject, isWireGuardKey, objectName, shown } from './canonical.js';
+import { isObject, isWireGuardKey, objectName, shown } from '../platform/canonical.js';
 
 export const LEASE_PREFIX = 'raven-agent-';
 export const HEALTH_ANNOTATION = 'raven-gitops.io/health';

@@ -2,7 +2,8 @@
  * Names, ports and limits shared by the compiler, the controller and the agent.
  * Values marked "Raven" keep OpenYurt compatibility; change them only together with OpenYurt.
  */
-import { VERSION } from '../version.js';
+import { createHash } from 'node:crypto';
+import { VERSION } from '../platform/version.js';
 
 export const GATEWAY_GROUP = 'raven.openyurt.io';
 export const GATEWAY_VERSION = 'v1beta1';
@@ -76,3 +77,28 @@ export const DEFAULT_IMAGE = `ghcr.io/raven-gitops/raven:${VERSION}`;
 
 /** wireguard-go's UAPI sockets (`<dir>/<device>.sock`): global per host, so a hostPath in the agent pod. */
 export const WIREGUARD_RUN_DIR = '/var/run/wireguard';
+
+// Objects the controller owns beside Gateways: LoadBalancer exposure and the L7 proxy's entry.
+export const EXPOSURE_GATEWAY_LABEL = 'raven-gitops.io/gateway';
+export const EXPOSURE_TYPE_LABEL = 'raven.openyurt.io/gateway-type';
+export const EXPOSURE_NODE_LABEL = 'raven.openyurt.io/endpoints-name';
+/** The label tying an EndpointSlice to its Service (kube-proxy reads it). */
+export const SLICE_SERVICE_LABEL = 'kubernetes.io/service-name';
+
+
+/**
+ * `raven-<type>-<gateway>-<node>`, the same for as long as that endpoint is active. Names over 63
+ * characters keep a readable prefix and end in a hash of the full name, so they stay unique.
+ */
+export function exposureName(gateway: string, e: { readonly type: string; readonly nodeName: string }): string {
+  const full = `raven-${e.type}-${gateway.replace(/^gw-/, '')}-${e.nodeName}`.toLowerCase().replace(/[^a-z0-9-]/g, '-');
+  if (full.length <= 63) return full;
+  const hash = createHash('sha256').update(full).digest('hex').slice(0, 8);
+  return `${full.slice(0, 54).replace(/-+$/, '')}-${hash}`;
+}
+
+/** Raven's name, so OpenYurt's raven-proxy-dns setup keeps working unchanged. */
+export const PROXY_SERVICE_NAME = 'x-raven-proxy-internal-svc';
+export const SLICE_MANAGED_BY_LABEL = 'endpointslice.kubernetes.io/managed-by';
+/** Our value of `endpointslice.kubernetes.io/managed-by` (Kubernetes' own is `endpointslice-controller.k8s.io`). */
+export const SLICE_MANAGER = 'raven-controller.raven-gitops.io';

@@ -4,15 +4,9 @@
  * endpoint node's address; the endpoint's publicIP is whatever the cloud puts in the Service's
  * ingress. Pure: the controller applies the difference.
  */
-import { createHash } from 'node:crypto';
-import { canonicalIP, type Dropped, shown } from '../contract/canonical.js';
+import { canonicalIP, type Dropped, shown } from '../platform/canonical.js';
 import type { Gateway, GatewayEndpoint, GatewayNodeInfo } from '../contract/gateway.js';
-
-export const EXPOSURE_GATEWAY_LABEL = 'raven-gitops.io/gateway';
-export const EXPOSURE_TYPE_LABEL = 'raven.openyurt.io/gateway-type';
-export const EXPOSURE_NODE_LABEL = 'raven.openyurt.io/endpoints-name';
-/** The label tying an EndpointSlice to its Service (kube-proxy reads it). */
-export const SLICE_SERVICE_LABEL = 'kubernetes.io/service-name';
+import { EXPOSURE_GATEWAY_LABEL, EXPOSURE_NODE_LABEL, EXPOSURE_TYPE_LABEL, exposureName, SLICE_SERVICE_LABEL } from '../contract/names.js';
 
 /** An EndpointSlice's `addressType` for a canonical address. */
 export function addressType(address: string): 'IPv4' | 'IPv6' {
@@ -28,17 +22,6 @@ export interface ServiceLike {
 export interface Exposed {
   readonly service: ServiceLike;
   readonly slice: Record<string, unknown>;
-}
-
-/**
- * `raven-<type>-<gateway>-<node>`, the same for as long as that endpoint is active. Names over 63
- * characters keep a readable prefix and end in a hash of the full name, so they stay unique.
- */
-export function exposureName(gateway: string, e: Pick<GatewayEndpoint, 'type' | 'nodeName'>): string {
-  const full = `raven-${e.type}-${gateway.replace(/^gw-/, '')}-${e.nodeName}`.toLowerCase().replace(/[^a-z0-9-]/g, '-');
-  if (full.length <= 63) return full;
-  const hash = createHash('sha256').update(full).digest('hex').slice(0, 8);
-  return `${full.slice(0, 54).replace(/-+$/, '')}-${hash}`;
 }
 
 export function desiredExposure(gw: Gateway, active: readonly GatewayEndpoint[], nodes: readonly GatewayNodeInfo[], namespace: string): Exposed[] {

@@ -6,15 +6,11 @@
  * and an Endpoints object (yurt-manager's gateway-internal-service controller). Cluster-wide, not
  * per Gateway. Pure: the controller applies the difference.
  */
-import { canonicalPort, type Dropped, shown } from '../contract/canonical.js';
+import { canonicalPort, type Dropped, shown } from '../platform/canonical.js';
 import type { Gateway } from '../contract/gateway.js';
-import { addressType, SLICE_SERVICE_LABEL, type ServiceLike } from './exposure.js';
+import { PROXY_SERVICE_NAME, SLICE_MANAGED_BY_LABEL, SLICE_MANAGER, SLICE_SERVICE_LABEL } from '../contract/names.js';
+import { addressType, type ServiceLike } from './exposure.js';
 
-/** Raven's name, so OpenYurt's raven-proxy-dns setup keeps working unchanged. */
-export const PROXY_SERVICE_NAME = 'x-raven-proxy-internal-svc';
-export const SLICE_MANAGED_BY_LABEL = 'endpointslice.kubernetes.io/managed-by';
-/** Our value of `endpointslice.kubernetes.io/managed-by` (Kubernetes' own is `endpointslice-controller.k8s.io`). */
-export const SLICE_MANAGER = 'raven-controller.raven-gitops.io';
 /** The work-queue key of this aggregate: a `/` never occurs in a Gateway name, so it cannot collide. */
 export const PROXY_ENTRY_KEY = `services/${PROXY_SERVICE_NAME}`;
 

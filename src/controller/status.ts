@@ -11,7 +11,7 @@
  * (`canonicalIP`, `canonicalSubnet`): a bad one is left out of status and reported in `dropped`,
  * and its neighbours are kept.
  */
-import { canonicalIP, canonicalSubnet, type Dropped } from '../contract/canonical.js';
+import { canonicalIP, canonicalSubnet, type Dropped } from '../platform/canonical.js';
 import type { Gateway, GatewayEndpoint, GatewayNodeInfo, NodeLike } from '../contract/gateway.js';
 
 export const EXTRA_SOURCE_CIDRS_ANNOTATION = 'raven.openyurt.io/extra-allowed-source-cidrs';

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import type { CommandRunner } from '../platform/command-runner.js';
 import { mustRun } from '../platform/command-runner.js';
-import { isObject } from '../contract/canonical.js';
+import { isObject } from '../platform/canonical.js';
 import type { ImageConfig, OciSpec } from './oci-spec.js';
 
 export interface UnpackedImage {

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import type * as k8s from '@kubernetes/client-node';
 import type { CommandRunner } from '../platform/command-runner.js';
 import { mustRun } from '../platform/command-runner.js';
-import { agentMounts, placesOn } from './agent-mounts.js';
+import { agentMounts, placesOn } from '../compiler/agent-mounts.js';
 import { Runc } from './containers.js';
 import { capabilitiesOf, containerSpec, ManifestError, type OciMount, type Placement } from './oci-spec.js';
 import type { LabNode } from './layout.js';

@@ -12,7 +12,7 @@ import { startApiServer } from '../testkit/apiserver/index.js';
 import { createLogger } from '../platform/log.js';
 import { runUntilSignal } from '../platform/run-until-signal.js';
 import { ravenCommand } from '../platform/raven-command.js';
-import { pskSecretRef } from './agent-mounts.js';
+import { pskSecretRef } from '../compiler/agent-mounts.js';
 import { apiSocket, POD_API_PORT } from './pods.js';
 import type { LabState } from './state.js';
 

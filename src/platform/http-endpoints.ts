@@ -1,7 +1,7 @@
 /** /healthz, /readyz and /metrics on one small HTTP server. */
 import { createServer, type Server } from 'node:http';
 import ipaddr from 'ipaddr.js';
-import { objectName, shown } from '../contract/canonical.js';
+import { objectName, shown } from './canonical.js';
 import type { Registry } from './metrics.js';
 
 export interface Endpoints {

@@ -4,7 +4,7 @@
  * log on every sync). Refusals are kept per scope (a Gateway, or a whole plan) and replaced each
  * time that scope is evaluated again.
  */
-import { countByKind, type Dropped, sortDropped } from '../contract/canonical.js';
+import { countByKind, type Dropped, sortDropped } from './canonical.js';
 import type { Gauge } from './metrics.js';
 
 const key = (d: Dropped): string => `${d.source}\0${d.kind}\0${d.reason}`;

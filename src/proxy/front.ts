@@ -17,7 +17,7 @@ import { createServer as httpsServer } from 'node:https';
 import { isIP, connect as netConnect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
-import { canonicalPort, objectName } from '../contract/canonical.js';
+import { canonicalPort, objectName } from '../platform/canonical.js';
 import { Counter, type Registry } from '../platform/metrics.js';
 import { DialError, headerText, type TunnelHub } from './reverse-tunnel.js';
 

@@ -17,12 +17,12 @@ import { serveEndpoints } from '../platform/http-endpoints.js';
 import { Counter, Gauge, Registry, registerProcessMetrics } from '../platform/metrics.js';
 import { createLogger } from '../platform/log.js';
 import { runUntilSignal } from '../platform/run-until-signal.js';
-import { CERT_FILES, DROPPED_KINDS, nodeCAFile, type ProxySettings, readProxyConfig } from './config.js';
+import { CERT_FILES, DROPPED_KINDS, nodeCAFile, type ProxySettings, readProxyConfig } from '../contract/proxy-config.js';
 import { ProxyFront } from './front.js';
 import { TunnelClient, TunnelHub } from './reverse-tunnel.js';
 
-export type { ProxyConfig, ProxySettings } from './config.js';
-export { readProxyConfig } from './config.js';
+export type { ProxyConfig, ProxySettings } from '../contract/proxy-config.js';
+export { readProxyConfig } from '../contract/proxy-config.js';
 
 export async function runProxy(args: readonly string[]): Promise<number> {
   const i = args.indexOf('--config');

@@ -17,7 +17,7 @@ import { connect as h2connect, createServer as h2server, type ClientHttp2Session
 import { isIP, connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, createServer as tlsServer, type PeerCertificate, type Server as TlsServer, type TLSSocket } from 'node:tls';
-import { canonicalPort, objectName } from '../contract/canonical.js';
+import { canonicalPort, objectName } from '../platform/canonical.js';
 
 export interface TlsFiles {
   readonly ca: string | Buffer;

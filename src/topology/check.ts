@@ -11,13 +11,13 @@ import {
   IPV6_MIN_MTU,
   MAX_TUNNEL_REPLICAS,
 } from '../contract/names.js';
-import { type Cidr, findOverlaps, parseCidr, parseIp, unroutableReason } from './cidr.js';
+import { type Cidr, findOverlaps, parseCidr, parseIp, unroutableReason } from '../platform/cidr.js';
 import { MEMBER_NODES_ANNOTATION, proxySecretName } from '../contract/names.js';
 import { labelKeyProblem } from './k8s-names.js';
 import { DNS1123_SUBDOMAIN_MAX, LABEL_VALUE_MAX, MAX_ANNOTATIONS_BYTES } from './limits.js';
 import type { Endpoint, Region, Topology } from './model.js';
 import { endpointsOfType, isReachable } from './model.js';
-import { EXPOSURE_NODE_LABEL, exposureName } from '../controller/exposure.js';
+import { EXPOSURE_NODE_LABEL, exposureName } from '../contract/names.js';
 import { LEASE_PREFIX, leaseName } from '../contract/heartbeat.js';
 
 export interface Finding {

@@ -13,7 +13,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parseAllDocuments } from 'yaml';
 import { main } from '../../src/cli.ts';
-import { pskSecretRef } from '../../src/lab/agent-mounts.ts';
+import { pskSecretRef } from '../../src/compiler/agent-mounts.ts';
 import { PROXY_CERTS_VOLUME, PSK_VOLUME, REGION_LABEL } from '../../src/contract/names.ts';
 import { type K8sObject, mustCompile, objectsOf } from '../support/support.ts';
 

@@ -17,7 +17,7 @@ import * as admission from 'kubernetes-models/admissionregistration.k8s.io/v1';
 import * as argo from '@kubernetes-models/argo-cd/argoproj.io/v1alpha1';
 import * as fluxSource from '@kubernetes-models/flux-cd/source.toolkit.fluxcd.io/v1';
 import * as fluxKustomize from '@kubernetes-models/flux-cd/kustomize.toolkit.fluxcd.io/v1';
-import { agentMounts, placesOn } from '../../src/lab/agent-mounts.ts';
+import { agentMounts, placesOn } from '../../src/compiler/agent-mounts.ts';
 import { type K8sObject, mustCompile, objectsOf, topologyFiles } from '../support/support.ts';
 
 type Model = { apiVersion: string; kind: string; new (data: unknown): { validate(): void } };

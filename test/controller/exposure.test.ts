@@ -2,7 +2,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Gateway } from '../../src/contract/gateway.ts';
-import { desiredExposure, exposureName, withPublicAddresses } from '../../src/controller/exposure.ts';
+import { exposureName } from '../../src/contract/names.ts';
+import { desiredExposure, withPublicAddresses } from '../../src/controller/exposure.ts';
 
 const gw = (exposeType?: string): Gateway => ({ metadata: { name: 'gw-frankfurt' }, spec: { ...(exposeType && { exposeType }) } });
 const active = [

@@ -4,7 +4,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parse } from 'yaml';
 import type { ServiceLike } from '../../src/controller/exposure.ts';
-import { desiredProxyEntry, ownedSliceFields, PROXY_SERVICE_NAME, type ProxyEntryInput, slicePorts } from '../../src/controller/proxy-entry.ts';
+import { PROXY_SERVICE_NAME } from '../../src/contract/names.ts';
+import { desiredProxyEntry, ownedSliceFields, type ProxyEntryInput, slicePorts } from '../../src/controller/proxy-entry.ts';
 import type { Gateway } from '../../src/contract/gateway.ts';
 
 /** The Service exactly as the compiler emits it for the seed. */

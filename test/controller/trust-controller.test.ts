@@ -13,7 +13,7 @@ import { parseNodeInfo } from '../../src/controller/status.ts';
 import { ingressAddress } from '../../src/controller/exposure.ts';
 import type { Gateway, NodeLike } from '../../src/contract/gateway.ts';
 import { encodeHealth, HEALTH_ANNOTATION, type Heartbeat, heartbeatFromLease, leaseName, MAX_LEASE_SECONDS, parseHealth, parseHeartbeat } from '../../src/contract/heartbeat.ts';
-import { LeaderElector } from '../../src/controller/leader-election.ts';
+import { LeaderElector } from '../../src/platform/leader-election.ts';
 import { HOSTILE_CIDRS, HOSTILE_INTERNAL_IPS } from '../support/hostile-values.ts';
 
 const KEY = Buffer.alloc(32, 'honest').toString('base64');

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { makeProxyCerts } from '../../src/proxy/certs.ts';
+import { makeProxyCerts } from '../../src/compiler/proxy-certs.ts';
 // @ts-expect-error: a plain JavaScript fixture (it also runs as a script in lab namespaces)
 import { fakeKubelet } from '../fixtures/lab/fake-kubelet.mjs';
 import { ProxyFront, resolveTarget } from '../../src/proxy/front.ts';

@@ -25,7 +25,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, isIP } from 'node:net';
 import { isAbsolute, join } from 'node:path';
-import { canonicalEndpoint, type Dropped, shown } from '../../contract/canonical.js';
+import { canonicalEndpoint, type Dropped, shown } from '../../platform/canonical.js';
 import { type CommandRunner, mustRun } from '../../platform/command-runner.js';
 import { isAlive, stopOwnedProcess } from '../../platform/owned-process.js';
 import { IPSEC_MAX_MTU, type PeerPlan } from '../plan.js';

@@ -5,7 +5,7 @@
  * process. `cleanUp()` removes exactly our table's routes and our rules.
  */
 import ipaddr from 'ipaddr.js';
-import { canonicalIP } from '../../contract/canonical.js';
+import { canonicalIP } from '../../platform/canonical.js';
 import { type CommandRunner, mustRun } from '../../platform/command-runner.js';
 import type { RoutePlan } from '../plan.js';
 

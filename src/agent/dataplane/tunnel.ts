@@ -4,7 +4,7 @@
  * plan (device, probe address, peers) and reports per-peer handshake ages.
  */
 import { join } from 'node:path';
-import type { Dropped } from '../../contract/canonical.js';
+import type { Dropped } from '../../platform/canonical.js';
 import type { CommandRunner } from '../../platform/command-runner.js';
 import { IpsecBackend } from './ipsec.js';
 import type { NodePlan, PeerPlan } from '../plan.js';

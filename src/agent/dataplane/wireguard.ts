@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { WIREGUARD_RUN_DIR } from '../../contract/names.js';
-import { canonicalEndpoint, canonicalSubnet, type Dropped, isWireGuardKey, shown } from '../../contract/canonical.js';
+import { canonicalEndpoint, canonicalSubnet, type Dropped, isWireGuardKey, shown } from '../../platform/canonical.js';
 import { type CommandRunner, mustRun } from '../../platform/command-runner.js';
 import { isAlive, stopOwnedProcess } from '../../platform/owned-process.js';
 import type { PeerPlan, StagedPeer } from '../plan.js';

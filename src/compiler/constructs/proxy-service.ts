@@ -2,7 +2,7 @@ import { Construct } from 'constructs';
 import { k8s } from 'cdk8s-plus-27';
 import { PROXY_INTERNAL_INSECURE_PORT, PROXY_INTERNAL_SECURE_PORT } from '../../contract/names.js';
 import type { Topology } from '../../topology/model.js';
-import { PROXY_SERVICE_NAME } from '../../controller/proxy-entry.js';
+import { PROXY_SERVICE_NAME } from '../../contract/names.js';
 
 export { PROXY_SERVICE_NAME };
 

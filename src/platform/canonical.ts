@@ -7,7 +7,7 @@
  * header.
  */
 import ipaddr from 'ipaddr.js';
-import { parseCidr, unroutableReason } from '../topology/cidr.js';
+import { parseCidr, unroutableReason } from './cidr.js';
 
 export type Parsed<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string };
 

@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import ipaddr from 'ipaddr.js';
-import { canonicalIP, canonicalPort, type Dropped, objectName, shown } from '../contract/canonical.js';
+import { canonicalIP, canonicalPort, type Dropped, objectName, shown } from '../platform/canonical.js';
 import { parseListenAddr } from '../platform/http-endpoints.js';
 
 /** Where a pod's ServiceAccount finds the cluster CA: the default CA for nodes' TLS. */
