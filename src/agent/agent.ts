@@ -182,7 +182,8 @@ export class Agent {
       node: this.config.nodeName,
       backend: this.config.vpnDriver,
       device: this.config.device,
-      natTraversal: this.config.natTraversal,
+      // No NAT discovery yet: nothing writes natType/publicPort, so edges meet through the cloud (docs/0011).
+      natTraversal: false,
       forwardNodeIP: this.config.forwardNodeIP,
       mtu: this.config.tunnelMTU,
       underlayMTU: this.config.underlayMTU,

@@ -18,6 +18,7 @@ export async function runAgent(args: readonly string[]): Promise<number> {
   if (config.kubeconfig) kc.loadFromFile(config.kubeconfig);
   else kc.loadFromDefault();
   const log = createLogger(`agent/${config.nodeName}`);
+  if (config.ignoredKeys) log.warn('raven-agent-config has keys this agent does not read; ignoring them', { keys: config.ignoredKeys.join(',') });
   if (config.vpnDriver === 'ipsec' && !config.psk) log.info('no IPsec PSK on this node (not a gateway candidate): it routes through its gateway and never runs the tunnel');
   const agent = new Agent(kc, config, new ExecRunner(), log);
   await agent.run();

@@ -10,7 +10,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import { type Cidr, overlaps, parseCidr } from '../platform/cidr.js';
-import { BACKEND_OVERHEAD } from '../contract/names.js';
+import { BACKEND_OVERHEAD, IPSEC_MAX_MTU } from '../contract/names.js';
 import { type Dropped, isWireGuardKey, objectName, sortDropped } from '../platform/canonical.js';
 import { type Gateway, type GatewayEndpoint, parseGateway, STANDBY_KEYS_CONFIG } from '../contract/gateway.js';
 
@@ -100,8 +100,9 @@ export const EDGE_STAGGER_MS = 200;
 /**
  * strongSwan's userspace ESP (kernel-libipsec) reads at most 1400-byte packets from its TUN. Every
  * node caps the IPsec MTU there, so members agree with their gateway without knowing its ESP mode.
+ * The limit is the contract's (validation and the compiler know it too).
  */
-export const IPSEC_MAX_MTU = 1400;
+export { IPSEC_MAX_MTU };
 /** NAT types between which hole punching cannot work (Raven's rule, from STUN classification). */
 const HOSTILE_NAT_PAIRS = new Set(['Symmetric NAT|Symmetric NAT', 'Symmetric NAT|Port Restricted cone NAT', 'Port Restricted cone NAT|Symmetric NAT']);
 

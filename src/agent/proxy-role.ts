@@ -17,6 +17,7 @@ import type { Gateway } from '../contract/gateway.js';
 import { ravenCommand } from '../platform/raven-command.js';
 import { canonicalIP, canonicalPort, type Dropped, objectName } from '../platform/canonical.js';
 import type { ProxyConfig } from '../contract/proxy-config.js';
+import { L7_PROXY_KEY } from '../contract/raven-cfg.js';
 import { isAlive, stopOwnedProcess } from '../platform/owned-process.js';
 
 export interface ProxyAddresses {
@@ -48,7 +49,7 @@ export function proxyConfigFor(gateways: readonly Gateway[], node: string, a: Pr
   const sorted = [...gateways].sort((x, y) => (x.metadata.name < y.metadata.name ? -1 : 1));
   const mine = sorted.find((g) => g.status?.nodes?.some((n) => n.nodeName === node));
   const me = mine?.status?.activeEndpoints?.find((e) => e.type === 'proxy' && e.nodeName === node);
-  if (!mine || !me || me.config?.['enable-l7-proxy'] !== 'true') return undefined;
+  if (!mine || !me || me.config?.[L7_PROXY_KEY] !== 'true') return undefined;
   const gatewayName = objectName(mine.metadata.name);
   if (!gatewayName.ok) {
     onDrop({ source: 'gateway', kind: 'gateway', reason: gatewayName.reason });

@@ -8,8 +8,19 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import ipaddr from 'ipaddr.js';
-import { DEFAULT_PROXY_PORT, PROXY_CERT_DIR, PSK_FILE, PROXY_INTERNAL_INSECURE_PORT, PROXY_INTERNAL_SECURE_PORT, PROXY_METRICS_PORT } from './names.js';
+import {
+  AGENT_HEALTH_PORT,
+  AGENT_METRICS_PORT,
+  BACKEND_MAX_MTU,
+  DEFAULT_PROXY_PORT,
+  PROXY_CERT_DIR,
+  PROXY_INTERNAL_INSECURE_PORT,
+  PROXY_INTERNAL_SECURE_PORT,
+  PROXY_METRICS_PORT,
+  PSK_FILE,
+} from './names.js';
 import { parseAddr } from '../platform/http-endpoints.js';
+import type { Topology } from '../topology/model.js';
 
 export interface AgentConfig {
   readonly nodeName: string;
@@ -21,7 +32,6 @@ export interface AgentConfig {
   readonly vpnPort: number;
   readonly tunnelMTU: number;
   readonly underlayMTU: number;
-  readonly natTraversal: boolean;
   readonly forwardNodeIP: boolean;
   readonly metricsAddr: string;
   readonly healthAddr: string;
@@ -36,6 +46,12 @@ export interface AgentConfig {
   readonly device: string;
   /** L7 proxy: the mounted certificates, and the addresses of its listeners (Raven's ports). */
   readonly proxy: { readonly certDir: string; readonly tunnelAddr: string; readonly httpAddr: string; readonly httpsAddr: string; readonly metricsAddr: string };
+  /**
+   * Files in --config-dir that are no key of raven-agent-config (sorted; absent when none): from a
+   * newer or older compiler, or a hand edit. Logged and otherwise ignored, so a rollout in either
+   * order keeps agents running.
+   */
+  readonly ignoredKeys?: readonly string[];
 }
 
 export const AGENT_USAGE = `usage: raven agent [flags]
@@ -50,8 +66,102 @@ export const AGENT_USAGE = `usage: raven agent [flags]
   --psk-file FILE         IPsec PSK, on gateway candidates (default ${PSK_FILE}; absent elsewhere)
   --proxy-cert-dir DIR    L7 proxy certificates: ca.crt, server.{crt,key}, client.{crt,key} (default /etc/raven/proxy)`;
 
-/** Keys of raven-agent-config the agent reads (files in --config-dir). */
-const FILE_KEYS = ['vpn-driver', 'vpn-port', 'tunnel-mtu', 'underlay-mtu', 'nat-traversal', 'forward-node-ip', 'metric-bind-addr', 'health-probe-addr', 'proxy-external-addr', 'proxy-internal-insecure-addr', 'proxy-internal-secure-addr', 'proxy-metric-bind-addr'] as const;
+/** The agent's ConfigMap, mounted as files in --config-dir (one file per key). */
+export const AGENT_CONFIG = 'raven-agent-config';
+
+/**
+ * How one key is read: its raw value (the file's contents, trimmed) or undefined when the file is
+ * absent, into a typed value; a bad value is reported in `errors` with what is allowed.
+ */
+type Read<T> = (key: string, raw: string | undefined, errors: string[]) => T;
+
+/** One key of raven-agent-config: what the compiler writes from the topology, and how the agent reads it. */
+interface ConfigKey<T> {
+  readonly render: (t: Topology) => string;
+  readonly read: Read<T>;
+}
+
+const key = <T>(render: (t: Topology) => string, read: Read<T>): ConfigKey<T> => ({ render, read });
+
+const oneOf = <T extends string>(allowed: readonly T[], fallback: T): Read<T> => (k, raw, errors) => {
+  const v = raw ?? fallback;
+  if (!allowed.includes(v as T)) errors.push(`${k} "${v}" is not allowed; use one of: ${allowed.join(', ')}`);
+  return v as T;
+};
+
+const int = (fallback: number, min: number, max: number): Read<number> => (k, raw, errors) => {
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || n < min || n > max) errors.push(`${k} "${raw}" must be an integer from ${min} to ${max}`);
+  return n;
+};
+
+const bool: Read<boolean> = (k, raw, errors) => {
+  const v = (raw ?? 'false').toLowerCase();
+  if (v !== 'true' && v !== 'false') errors.push(`${k} "${raw}" must be true or false`);
+  return v === 'true';
+};
+
+/** A listen address `[host]:port`; the agent's and the compiler's default is `:port` on every address. */
+const addr = (port: number): ConfigKey<string> =>
+  key(() => `:${port}`, (k, raw, errors) => {
+    const v = raw ?? `:${port}`;
+    try {
+      parseAddr(v);
+    } catch (err) {
+      errors.push(`${k}: ${(err as Error).message}`);
+    }
+    return v;
+  });
+
+/**
+ * Every key of raven-agent-config, once: `renderAgentConfig` writes exactly these (the compiler),
+ * `parseAgentConfig` reads exactly these (the agent) and reports any other file as ignored. A key
+ * the agent reads is a key the compiler writes; test/contract/round-trip.test.ts holds them to it.
+ * Defaults only matter for a hand-written ConfigMap.
+ */
+export const AGENT_CONFIG_KEYS = {
+  'vpn-driver': key((t) => t.vpn.backend, oneOf(['wireguard', 'ipsec'] as const, 'wireguard')),
+  'vpn-port': key((t) => String(t.vpn.port), int(4500, 1, 65535)),
+  /** 0 (only in a hand-written ConfigMap): underlay-mtu less the backend overhead. */
+  'tunnel-mtu': key((t) => String(t.vpn.mtu), int(0, 0, BACKEND_MAX_MTU.wireguard)),
+  'underlay-mtu': key((t) => String(t.vpn.underlayMTU), int(1500, 576, 9216)),
+  'forward-node-ip': key((t) => String(t.forwardNodeIP), bool),
+  'metric-bind-addr': addr(AGENT_METRICS_PORT),
+  'health-probe-addr': addr(AGENT_HEALTH_PORT),
+  'proxy-external-addr': addr(DEFAULT_PROXY_PORT),
+  'proxy-internal-insecure-addr': addr(PROXY_INTERNAL_INSECURE_PORT),
+  'proxy-internal-secure-addr': addr(PROXY_INTERNAL_SECURE_PORT),
+  'proxy-metric-bind-addr': addr(PROXY_METRICS_PORT),
+} as const satisfies Record<string, ConfigKey<unknown>>;
+
+export type AgentConfigKey = keyof typeof AGENT_CONFIG_KEYS;
+/** The keys, sorted. */
+export const AGENT_CONFIG_KEY_NAMES: readonly AgentConfigKey[] = (Object.keys(AGENT_CONFIG_KEYS) as AgentConfigKey[]).sort();
+const isAgentConfigKey = (k: string): k is AgentConfigKey => Object.hasOwn(AGENT_CONFIG_KEYS, k);
+
+/** The typed value of every key. */
+export type AgentConfigValues = { readonly [K in AgentConfigKey]: ReturnType<(typeof AGENT_CONFIG_KEYS)[K]['read']> };
+
+/** The `data` of the raven-agent-config ConfigMap for a topology (the compiler). Pure. */
+export function renderAgentConfig(t: Topology): Record<AgentConfigKey, string> {
+  const out = {} as Record<AgentConfigKey, string>;
+  for (const k of AGENT_CONFIG_KEY_NAMES) out[k] = AGENT_CONFIG_KEYS[k].render(t);
+  return out;
+}
+
+/**
+ * The mounted files (name → trimmed contents) into typed values (the agent). Files that are no key
+ * of the table are returned in `ignored`, sorted: a key the compiler writes and the agent does not
+ * read shows up there (and in the agent's log) instead of vanishing. Pure.
+ */
+export function readAgentConfigFiles(files: Readonly<Record<string, string>>): { readonly values: AgentConfigValues; readonly ignored: readonly string[]; readonly errors: readonly string[] } {
+  const errors: string[] = [];
+  const values: Record<string, unknown> = {};
+  for (const k of AGENT_CONFIG_KEY_NAMES) values[k] = (AGENT_CONFIG_KEYS[k].read as Read<unknown>)(k, Object.hasOwn(files, k) ? files[k] : undefined, errors);
+  const ignored = Object.keys(files).filter((k) => !isAgentConfigKey(k)).sort();
+  return { values: values as AgentConfigValues, ignored, errors };
+}
 
 /**
  * `readSecret` returns a file's contents, or undefined when it does not exist; it is called once,
@@ -79,43 +189,18 @@ export function parseAgentConfig(
       'proxy-cert-dir': { type: 'string' },
     },
   });
-  const file = values['config-dir'] ? readDir(values['config-dir']) : {};
-  const errors: string[] = [];
+  const read = readAgentConfigFiles(values['config-dir'] ? readDir(values['config-dir']) : {});
+  const file = read.values;
+  const errors: string[] = [...read.errors];
   const need = (v: string | undefined, what: string): string => {
     if (!v) errors.push(`${what} is required`);
     return v ?? '';
-  };
-  const oneOf = <T extends string>(key: string, allowed: readonly T[], fallback: T): T => {
-    const v = file[key] ?? fallback;
-    if (!allowed.includes(v as T)) errors.push(`${key} "${v}" is not allowed; use one of: ${allowed.join(', ')}`);
-    return v as T;
-  };
-  const int = (key: string, fallback: number, min: number, max: number): number => {
-    const raw = file[key];
-    if (raw === undefined) return fallback;
-    const n = Number(raw);
-    if (!/^\d+$/.test(raw) || n < min || n > max) errors.push(`${key} "${raw}" must be an integer from ${min} to ${max}`);
-    return n;
-  };
-  const bool = (key: string): boolean => {
-    const raw = (file[key] ?? 'false').toLowerCase();
-    if (raw !== 'true' && raw !== 'false') errors.push(`${key} "${file[key]}" must be true or false`);
-    return raw === 'true';
-  };
-  const addr = (key: string, fallback: string): string => {
-    const v = file[key] ?? fallback;
-    try {
-      parseAddr(v);
-    } catch (err) {
-      errors.push(`${key}: ${(err as Error).message}`);
-    }
-    return v;
   };
 
   const nodeName = need(values['node-name'] ?? env.NODE_NAME, '--node-name (or $NODE_NAME)');
   const nodeIP = need(values['node-ip'] ?? env.NODE_IP, '--node-ip (or $NODE_IP)');
   if (nodeIP && !ipaddr.isValid(nodeIP)) errors.push(`node IP "${nodeIP}" is not an IP address`);
-  const vpnDriver = oneOf('vpn-driver', ['wireguard', 'ipsec'] as const, 'wireguard');
+  const vpnDriver = file['vpn-driver'];
   // The environment is no place for a secret: it stays readable in /proc/<pid>/environ and through
   // `kubectl exec ... env` for the life of the process. Refuse it rather than use it.
   if (env.VPN_CONNECTION_PSK !== undefined) errors.push('$VPN_CONNECTION_PSK is no longer read: mount the PSK Secret as a file and pass --psk-file (the compiled gateway DaemonSets do)');
@@ -127,23 +212,23 @@ export function parseAgentConfig(
     ...(values.kubeconfig && { kubeconfig: values.kubeconfig }),
     stateDir: values['state-dir'] ?? '/var/lib/raven',
     vpnDriver,
-    vpnPort: int('vpn-port', 4500, 1, 65535),
-    tunnelMTU: int('tunnel-mtu', 0, 0, 9000),
-    underlayMTU: int('underlay-mtu', 1500, 576, 9216),
-    natTraversal: bool('nat-traversal'),
-    forwardNodeIP: bool('forward-node-ip'),
-    metricsAddr: addr('metric-bind-addr', ':10265'),
-    healthAddr: addr('health-probe-addr', ':10275'),
+    vpnPort: file['vpn-port'],
+    tunnelMTU: file['tunnel-mtu'],
+    underlayMTU: file['underlay-mtu'],
+    forwardNodeIP: file['forward-node-ip'],
+    metricsAddr: file['metric-bind-addr'],
+    healthAddr: file['health-probe-addr'],
     ...(psk !== undefined && { psk }),
     ...(values.netns && { netns: values.netns }),
     device: values.device ?? 'raven-wg0',
     proxy: {
       certDir: values['proxy-cert-dir'] ?? PROXY_CERT_DIR,
-      tunnelAddr: addr('proxy-external-addr', `:${DEFAULT_PROXY_PORT}`),
-      httpAddr: addr('proxy-internal-insecure-addr', `:${PROXY_INTERNAL_INSECURE_PORT}`),
-      httpsAddr: addr('proxy-internal-secure-addr', `:${PROXY_INTERNAL_SECURE_PORT}`),
-      metricsAddr: addr('proxy-metric-bind-addr', `:${PROXY_METRICS_PORT}`),
+      tunnelAddr: file['proxy-external-addr'],
+      httpAddr: file['proxy-internal-insecure-addr'],
+      httpsAddr: file['proxy-internal-secure-addr'],
+      metricsAddr: file['proxy-metric-bind-addr'],
     },
+    ...(read.ignored.length && { ignoredKeys: read.ignored }),
   };
   if (!/^[a-zA-Z0-9_.-]{1,15}$/.test(config.device)) errors.push(`device "${config.device}" must be 1-15 letters, digits, ".", "-" or "_"`);
   if (errors.length) throw new Error(`invalid agent configuration:\n  - ${errors.join('\n  - ')}`);
@@ -177,12 +262,15 @@ function readSecretFile(path: string): string | undefined {
   }
 }
 
-/** The ConfigMap as mounted: one file per key (dot-files are the kubelet's bookkeeping). */
-function readConfigDir(dir: string): Record<string, string> {
+/**
+ * The ConfigMap as mounted: one file per key (dot-files are the kubelet's bookkeeping). Only keys
+ * of the table are read; any other file is listed with an empty value, so it is reported as ignored.
+ */
+export function readConfigDir(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const name of readdirSync(dir)) {
-    if (name.startsWith('.') || !(FILE_KEYS as readonly string[]).includes(name)) continue;
-    out[name] = readFileSync(join(dir, name), 'utf8').trim();
+  for (const name of readdirSync(dir).sort()) {
+    if (name.startsWith('.')) continue;
+    out[name] = isAgentConfigKey(name) ? readFileSync(join(dir, name), 'utf8').trim() : '';
   }
   return out;
 }

@@ -15,6 +15,8 @@ export const GATEWAY_LABEL = 'raven.openyurt.io/gateway';
 export const NODEPOOL_LABEL = 'apps.openyurt.io/nodepool';
 /** Our annotation on a Gateway listing member nodes named explicitly in the topology (comma-separated). */
 export const MEMBER_NODES_ANNOTATION = 'raven-gitops.io/member-nodes';
+/** Our annotation on a Gateway carrying the region's known pod CIDRs (comma-separated, sorted). */
+export const POD_CIDRS_ANNOTATION = 'raven-gitops.io/pod-cidrs';
 export const REGION_LABEL = 'raven-gitops.io/region';
 export const REGION_TYPE_LABEL = 'raven-gitops.io/region-type';
 
@@ -68,6 +70,16 @@ export const MAX_TUNNEL_REPLICAS = 1;
  *   = 85 with AES-GCM; rounded up to 88 for 8-byte alignment.
  */
 export const BACKEND_OVERHEAD: Readonly<Record<'wireguard' | 'ipsec', number>> = { wireguard: 80, ipsec: 88 };
+
+/**
+ * The largest tunnel MTU each backend carries. IPsec: strongSwan's userspace ESP (kernel-libipsec)
+ * creates its TUN with 1400 and reads at most that many bytes per packet, so a larger MTU would drop
+ * every full-sized packet. WireGuard: the agent's upper bound for `tunnel-mtu`. Validation rejects an
+ * explicit `vpn.mtu` above it, the derived MTU never exceeds it, and every agent caps at it too, so
+ * members agree with their gateway.
+ */
+export const BACKEND_MAX_MTU: Readonly<Record<'wireguard' | 'ipsec', number>> = { wireguard: 9000, ipsec: 1400 };
+export const IPSEC_MAX_MTU = BACKEND_MAX_MTU.ipsec;
 
 /** The smallest MTU an IPv6 link may have (RFC 8200). */
 export const IPV6_MIN_MTU = 1280;

@@ -13,6 +13,7 @@ import type { Dropped } from '../platform/canonical.js';
 import { Refusals } from '../platform/refusals.js';
 import { parseGateway } from '../contract/gateway.js';
 import { expiresAt, type Heartbeat, heartbeatFromLease, parseHeartbeat } from '../contract/heartbeat.js';
+import { parseRavenCfg, RAVEN_CFG } from '../contract/raven-cfg.js';
 import { serveEndpoints } from '../platform/http-endpoints.js';
 import { code, LeaderElector } from '../platform/leader-election.js';
 import type { Logger } from '../platform/log.js';
@@ -25,7 +26,6 @@ import { desiredExposure, type Exposed, type ServiceLike, withPublicAddresses } 
 import { desiredProxyEntry, type EndpointSliceLike, ownedSliceFields, PROXY_ENTRY_KEY } from './proxy-entry.js';
 import { type BlockAffinityLike, gatewayStatusWithDrops } from './status.js';
 
-export const RAVEN_CFG = 'raven-cfg';
 export const CONTROLLER_LEASE = 'raven-controller';
 const PHASES = ['read', 'status', 'events', 'labels', 'exposure', 'proxy-entry'] as const;
 /** Kinds of refused values, pre-initialised in `raven_controller_refused_values`. */
@@ -309,9 +309,7 @@ export class GatewayController {
   }
 
   private features(): Features {
-    const cm = this.configMaps?.get(RAVEN_CFG, this.opts.namespace);
-    const on = (k: string): boolean => (cm?.data?.[k] ?? '').toLowerCase() === 'true';
-    return { l3Tunnel: on('enable-l3-tunnel'), l7Proxy: on('enable-l7-proxy') };
+    return parseRavenCfg(this.configMaps?.get(RAVEN_CFG, this.opts.namespace)?.data);
   }
 
   private heartbeats(now: number): Map<string, Heartbeat> {

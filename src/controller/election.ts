@@ -13,6 +13,7 @@ import type { EndpointType } from '../topology/model.js';
 import type { Gateway, GatewayEndpoint, NodeLike } from '../contract/gateway.js';
 import { isNodeReady, STANDBY_KEYS_CONFIG } from '../contract/gateway.js';
 import { expiresAt, type Heartbeat, OBSERVATION_MAX_AGE_MS } from '../contract/heartbeat.js';
+import { L3_TUNNEL_KEY, L7_PROXY_KEY } from '../contract/raven-cfg.js';
 
 export interface Features {
   readonly l3Tunnel: boolean;
@@ -46,8 +47,8 @@ export interface ElectionResult {
 
 const TYPES: readonly EndpointType[] = ['proxy', 'tunnel'];
 const SWITCH: Record<EndpointType, { key: string; on: (f: Features) => boolean }> = {
-  tunnel: { key: 'enable-l3-tunnel', on: (f) => f.l3Tunnel },
-  proxy: { key: 'enable-l7-proxy', on: (f) => f.l7Proxy },
+  tunnel: { key: L3_TUNNEL_KEY, on: (f) => f.l3Tunnel },
+  proxy: { key: L7_PROXY_KEY, on: (f) => f.l7Proxy },
 };
 
 function replicasOf(gw: Gateway, type: EndpointType): number {

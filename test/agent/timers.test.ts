@@ -73,7 +73,7 @@ test('after five simulated minutes of loops and failovers, the agent holds no mo
   const log = { info: (m: string) => logged.push(m), warn: (m: string) => logged.push(m), error: (m: string) => logged.push(m) };
   const config: AgentConfig = {
     nodeName: 'hz-1', nodeIP: '192.168.1.11', namespace: NS, stateDir: state, vpnDriver: 'wireguard', vpnPort: 4500, tunnelMTU: 0, underlayMTU: 1500,
-    natTraversal: false, forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device: 'raven-test0',
+    forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device: 'raven-test0',
     proxy: { certDir: join(state, 'proxy'), tunnelAddr: '127.0.0.1:0', httpAddr: '127.0.0.1:0', httpsAddr: '127.0.0.1:0', metricsAddr: '127.0.0.1:0' },
   };
   const agent = new Agent(lab.kc, config, runner, log, { clock });

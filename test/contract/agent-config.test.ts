@@ -12,7 +12,7 @@ test('node identity comes from the downward API environment; everything else has
   const c = parseAgentConfig([], env, () => ({}));
   assert.equal(c, {
     nodeName: 'hz-1', nodeIP: '192.168.1.11', namespace: 'raven-system', stateDir: '/var/lib/raven', vpnDriver: 'wireguard', vpnPort: 4500,
-    tunnelMTU: 0, underlayMTU: 1500, natTraversal: false, forwardNodeIP: false, metricsAddr: ':10265', healthAddr: ':10275', device: 'raven-wg0',
+    tunnelMTU: 0, underlayMTU: 1500, forwardNodeIP: false, metricsAddr: ':10265', healthAddr: ':10275', device: 'raven-wg0',
     proxy: { certDir: '/etc/raven/proxy', tunnelAddr: ':10262', httpAddr: ':10264', httpsAddr: ':10263', metricsAddr: ':10266' },
   });
   assert.ok(Object.isFrozen(c));
@@ -21,28 +21,42 @@ test('node identity comes from the downward API environment; everything else has
 test('the compiled raven-agent-config, mounted as files, is read as written', () => {
   const dir = mkdtempSync(join(tmpdir(), 'raven-agent-cfg-'));
   try {
-    const files = { 'vpn-driver': 'ipsec', 'vpn-port': '4500', 'tunnel-mtu': '1412', 'nat-traversal': 'true', 'forward-node-ip': 'true', 'proxy-external-addr': ':10300', 'proxy-internal-insecure-addr': '127.0.0.1:10301', '..data': 'ignored' };
+    const files = { 'vpn-driver': 'ipsec', 'vpn-port': '4500', 'tunnel-mtu': '1400', 'forward-node-ip': 'true', 'proxy-external-addr': ':10300', 'proxy-internal-insecure-addr': '127.0.0.1:10301', '..data': 'ignored' };
     for (const [k, v] of Object.entries(files)) writeFileSync(join(dir, k), v + '\n');
     // As `kubectl create secret --from-file` stores it: with the file's trailing newline.
-    writeFileSync(join(dir, 'psk'), 's3cret\n', { mode: 0o400 });
-    const c = parseAgentConfig(['--config-dir', dir, '--proxy-cert-dir', '/run/secrets/proxy', '--psk-file', join(dir, 'psk')], env);
-    assert.equal([c.vpnDriver, c.tunnelMTU, c.natTraversal, c.forwardNodeIP, c.psk], ['ipsec', 1412, true, true, 's3cret']);
+    const psk = `${dir}.psk`;
+    writeFileSync(psk, 's3cret\n', { mode: 0o400 });
+    const c = parseAgentConfig(['--config-dir', dir, '--proxy-cert-dir', '/run/secrets/proxy', '--psk-file', psk], env);
+    assert.equal([c.vpnDriver, c.tunnelMTU, c.forwardNodeIP, c.psk, c.ignoredKeys], ['ipsec', 1400, true, 's3cret', undefined]);
     assert.equal(c.proxy, { certDir: '/run/secrets/proxy', tunnelAddr: ':10300', httpAddr: '127.0.0.1:10301', httpsAddr: ':10263', metricsAddr: ':10266' });
   } finally {
     rmSync(dir, { recursive: true });
+    rmSync(`${dir}.psk`, { force: true });
   }
 });
 
 test('bad values are all reported, each with what is allowed', () => {
-  const files = { 'vpn-driver': 'libreswan', 'vpn-port': '70000', 'nat-traversal': 'yes', 'metric-bind-addr': 'localhost' };
+  const files = { 'vpn-driver': 'libreswan', 'vpn-port': '70000', 'forward-node-ip': 'yes', 'metric-bind-addr': 'localhost' };
   try {
     parseAgentConfig(['--config-dir', 'x'], { NODE_IP: 'not-an-ip' }, () => files);
     assert.unreachable('should have thrown');
   } catch (err) {
     const msg = (err as Error).message;
-    for (const part of ['--node-name (or $NODE_NAME) is required', 'node IP "not-an-ip" is not an IP address', 'vpn-driver "libreswan" is not allowed; use one of: wireguard, ipsec', 'vpn-port "70000" must be an integer from 1 to 65535', 'nat-traversal "yes" must be true or false', 'metric-bind-addr: invalid address "localhost"']) {
+    for (const part of ['--node-name (or $NODE_NAME) is required', 'node IP "not-an-ip" is not an IP address', 'vpn-driver "libreswan" is not allowed; use one of: wireguard, ipsec', 'vpn-port "70000" must be an integer from 1 to 65535', 'forward-node-ip "yes" must be true or false', 'metric-bind-addr: invalid address "localhost"']) {
       assert.ok(msg.includes(part), `missing "${part}" in:\n${msg}`);
     }
+  }
+});
+
+test('files that are no key of raven-agent-config are reported as ignored, never read, and do not stop the agent', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'raven-agent-cfg-'));
+  try {
+    // nat-traversal and tunnel-bind-addr: keys older compilers wrote.
+    for (const [k, v] of Object.entries({ 'nat-traversal': 'true', 'tunnel-bind-addr': ':4500', 'vpn-port': '4501' })) writeFileSync(join(dir, k), v);
+    const c = parseAgentConfig(['--config-dir', dir], env);
+    assert.equal([c.vpnPort, c.ignoredKeys], [4501, ['nat-traversal', 'tunnel-bind-addr']]);
+  } finally {
+    rmSync(dir, { recursive: true });
   }
 });
 

@@ -1,16 +1,11 @@
 import { Construct } from 'constructs';
 import { k8s } from 'cdk8s-plus-27';
-import {
-  AGENT_HEALTH_PORT,
-  AGENT_METRICS_PORT,
-  DEFAULT_PROXY_PORT,
-  PROXY_INTERNAL_INSECURE_PORT,
-  PROXY_INTERNAL_SECURE_PORT,
-} from '../../contract/names.js';
+import { AGENT_CONFIG, renderAgentConfig } from '../../contract/agent-config.js';
+import { RAVEN_CFG, renderRavenCfg } from '../../contract/raven-cfg.js';
 import type { Topology } from '../../topology/model.js';
 
-export const RAVEN_CFG = 'raven-cfg';
-export const AGENT_CONFIG = 'raven-agent-config';
+export { AGENT_CONFIG } from '../../contract/agent-config.js';
+export { RAVEN_CFG } from '../../contract/raven-cfg.js';
 
 export interface RavenConfigProps {
   readonly topology: Topology;
@@ -19,7 +14,8 @@ export interface RavenConfigProps {
 
 /**
  * `raven-cfg` (the L3/L7 switches the controller stamps into active endpoints, as in OpenYurt) and
- * `raven-agent-config` (the agent's settings, mounted as files). Raven's key names are kept.
+ * `raven-agent-config` (the agent's settings, mounted as files). Their keys and values are the
+ * contract's (src/contract/raven-cfg.ts, agent-config.ts), which the controller and the agent read with.
  */
 export class RavenConfig extends Construct {
   constructor(scope: Construct, id: string, props: RavenConfigProps) {
@@ -28,27 +24,11 @@ export class RavenConfig extends Construct {
     const namespace = t.namespace;
     new k8s.KubeConfigMap(this, 'raven-cfg', {
       metadata: { name: RAVEN_CFG, namespace, labels: props.labels },
-      data: {
-        'enable-l3-tunnel': String(t.l3Tunnel),
-        'enable-l7-proxy': String(t.l7Proxy),
-      },
+      data: renderRavenCfg(t),
     });
     new k8s.KubeConfigMap(this, 'agent-config', {
       metadata: { name: AGENT_CONFIG, namespace, labels: props.labels },
-      data: {
-        'vpn-driver': t.vpn.backend,
-        'vpn-port': String(t.vpn.port),
-        'tunnel-bind-addr': `:${t.vpn.port}`,
-        'tunnel-mtu': String(t.vpn.mtu),
-        'underlay-mtu': String(t.vpn.underlayMTU),
-        'nat-traversal': String(t.vpn.natTraversal),
-        'forward-node-ip': String(t.forwardNodeIP),
-        'metric-bind-addr': `:${AGENT_METRICS_PORT}`,
-        'health-probe-addr': `:${AGENT_HEALTH_PORT}`,
-        'proxy-external-addr': `:${DEFAULT_PROXY_PORT}`,
-        'proxy-internal-secure-addr': `:${PROXY_INTERNAL_SECURE_PORT}`,
-        'proxy-internal-insecure-addr': `:${PROXY_INTERNAL_INSECURE_PORT}`,
-      },
+      data: renderAgentConfig(t),
     });
   }
 }
