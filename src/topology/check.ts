@@ -7,12 +7,13 @@ import type { PathSegment, Severity } from './diagnostics.js';
 import { formatPath, quote } from './diagnostics.js';
 import {
   AGENT_RESERVED_TCP_PORTS,
+  BACKEND_MAX_MTU,
   BACKEND_OVERHEAD,
   IPV6_MIN_MTU,
   MAX_TUNNEL_REPLICAS,
 } from '../contract/names.js';
 import { type Cidr, findOverlaps, parseCidr, parseIp, unroutableReason } from '../platform/cidr.js';
-import { MEMBER_NODES_ANNOTATION, proxySecretName } from '../contract/names.js';
+import { MEMBER_NODES_ANNOTATION, POD_CIDRS_ANNOTATION, proxySecretName } from '../contract/names.js';
 import { labelKeyProblem } from './k8s-names.js';
 import { DNS1123_SUBDOMAIN_MAX, LABEL_VALUE_MAX, MAX_ANNOTATIONS_BYTES } from './limits.js';
 import type { Endpoint, Region, Topology } from './model.js';
@@ -238,7 +239,10 @@ const ports: Check = (t, out) => {
 const vpn: Check = (t, out) => {
   const overhead = BACKEND_OVERHEAD[t.vpn.backend];
   const room = t.vpn.underlayMTU - overhead;
-  if (t.vpn.mtuOverride !== undefined && t.vpn.mtuOverride > room) {
+  const max = BACKEND_MAX_MTU[t.vpn.backend];
+  if (t.vpn.mtuOverride !== undefined && t.vpn.mtuOverride > max) {
+    out.push(error(['spec', 'vpn', 'mtu'], `mtu ${t.vpn.mtuOverride} is above the ${t.vpn.backend} backend's limit of ${max}: strongSwan's userspace ESP reads at most ${max}-byte packets, so larger ones would drop; use at most ${max}, or remove vpn.mtu to derive it from underlayMTU`));
+  } else if (t.vpn.mtuOverride !== undefined && t.vpn.mtuOverride > room) {
     out.push(error(['spec', 'vpn', 'mtu'], `mtu ${t.vpn.mtuOverride} leaves no room for ${t.vpn.backend}'s ${overhead}-byte overhead on a ${t.vpn.underlayMTU}-byte underlay; packets would fragment or drop: use at most ${room}, or raise underlayMTU if the network carries larger frames`));
   }
   const v6 = [...t.regions.flatMap((r) => r.podCIDRs), ...t.serviceCIDRs].some((c) => c.includes(':'));
@@ -247,6 +251,9 @@ const vpn: Check = (t, out) => {
   }
   if (t.vpn.backend === 'ipsec' && !t.vpn.psk && t.l3Tunnel) {
     out.push(error(['spec', 'vpn', 'backend'], 'the ipsec backend needs a pre-shared key; add vpn.psk.secretRef: {name: <secret>, key: <key>} (create the Secret out of band, never in git)'));
+  }
+  if (t.vpn.natTraversal) {
+    out.push(error(['spec', 'vpn', 'natTraversal'], 'NAT traversal is not supported yet: no agent discovers NAT types or public ports, so it would never take effect; remove vpn.natTraversal (edge regions behind NAT reach each other through the cloud gateway)'));
   }
   if (t.vpn.backend === 'wireguard' && t.vpn.psk) {
     out.push(warning(['spec', 'vpn', 'psk'], 'vpn.psk is ignored by the wireguard backend, which uses per-node keys'));
@@ -325,18 +332,16 @@ const derivedNames: Check = (t, out, where) => {
 
 /** Bytes of the annotations other than member nodes and pod CIDRs we write on a Gateway (sync wave, ...). */
 const OTHER_GATEWAY_ANNOTATION_BYTES = 1024;
-/** The key RavenGateway writes pod CIDRs under (src/compiler/constructs/raven-gateway.ts, POD_CIDRS_ANNOTATION). */
-const POD_CIDRS_ANNOTATION_KEY = 'raven-gitops.io/pod-cidrs';
 
 /** A Gateway's annotations must fit Kubernetes' total annotation size; member nodes are listed in one. */
 const annotationSizes: Check = (t, out) => {
   const joined = (xs: readonly string[]): number => xs.reduce((n, x) => n + Buffer.byteLength(x), 0) + Math.max(0, xs.length - 1);
   for (const r of t.regions) {
     const members = r.nodes.length ? MEMBER_NODES_ANNOTATION.length + joined(r.nodes) : 0;
-    const pods = r.podCIDRs.length ? POD_CIDRS_ANNOTATION_KEY.length + joined(r.podCIDRs) : 0;
+    const pods = r.podCIDRs.length ? POD_CIDRS_ANNOTATION.length + joined(r.podCIDRs) : 0;
     const total = members + pods + OTHER_GATEWAY_ANNOTATION_BYTES;
     if (total > MAX_ANNOTATIONS_BYTES) {
-      const what = members >= pods ? `a ${MEMBER_NODES_ANNOTATION} annotation of ${members} bytes (${r.nodes.length} nodes)` : `a ${POD_CIDRS_ANNOTATION_KEY} annotation of ${pods} bytes (${r.podCIDRs.length} ranges)`;
+      const what = members >= pods ? `a ${MEMBER_NODES_ANNOTATION} annotation of ${members} bytes (${r.nodes.length} nodes)` : `a ${POD_CIDRS_ANNOTATION} annotation of ${pods} bytes (${r.podCIDRs.length} ranges)`;
       const fix = members >= pods ? 'select the members with nodeSelector (a node-pool label) instead of listing them' : 'list fewer, larger pod ranges';
       out.push(error([...r.path, members >= pods ? 'nodes' : 'podCIDRs'], `the Gateway of region "${r.name}" would carry ${what}, which with its other annotations passes Kubernetes' ${MAX_ANNOTATIONS_BYTES} bytes of annotations per object; ${fix}`));
     }

@@ -3,6 +3,7 @@
  * schema-valid input (semantic problems are found afterwards by `check()`).
  */
 import {
+  BACKEND_MAX_MTU,
   BACKEND_OVERHEAD,
   DEFAULT_IMAGE,
   DEFAULT_PROXY_PORT,
@@ -101,7 +102,8 @@ export function normalize(source: string, raw: RawTopology): Topology {
       port: vpnPort,
       ...(spec.vpn?.psk && { psk: { name: spec.vpn.psk.secretRef.name, key: spec.vpn.psk.secretRef.key } }),
       natTraversal: spec.vpn?.natTraversal ?? false,
-      mtu: mtuOverride ?? underlayMTU - BACKEND_OVERHEAD[backend],
+      // Derived: what the underlay leaves after the backend's overhead, within what the backend carries.
+      mtu: mtuOverride ?? Math.min(underlayMTU - BACKEND_OVERHEAD[backend], BACKEND_MAX_MTU[backend]),
       ...(mtuOverride !== undefined && { mtuOverride }),
       underlayMTU,
     },
