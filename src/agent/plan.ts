@@ -13,6 +13,7 @@ import { type Cidr, overlaps, parseCidr } from '../platform/cidr.js';
 import { BACKEND_OVERHEAD, IPSEC_MAX_MTU } from '../contract/names.js';
 import { type Dropped, isWireGuardKey, objectName, sortDropped } from '../platform/canonical.js';
 import { type Gateway, type GatewayEndpoint, parseGateway, STANDBY_KEYS_CONFIG } from '../contract/gateway.js';
+import { buildMesh, gatewayOf, isDialable, isReachable, type Mesh, type MeshGateway } from '../topology/mesh.js';
 
 export type Role = 'gateway' | 'standby' | 'member' | 'outside';
 
@@ -103,15 +104,14 @@ export const EDGE_STAGGER_MS = 200;
  * The limit is the contract's (validation and the compiler know it too).
  */
 export { IPSEC_MAX_MTU };
-/** NAT types between which hole punching cannot work (Raven's rule, from STUN classification). */
-const HOSTILE_NAT_PAIRS = new Set(['Symmetric NAT|Symmetric NAT', 'Symmetric NAT|Port Restricted cone NAT', 'Port Restricted cone NAT|Symmetric NAT']);
-
-interface Region {
-  readonly name: string;
+/**
+ * One Gateway as the plan sees it: the mesh's view of it (name, exposure, active tunnel endpoint;
+ * src/topology/mesh.ts answers who dials, punches and relays), plus what it routes.
+ */
+interface PlannedGateway extends MeshGateway {
   readonly gw: Gateway;
   readonly active?: GatewayEndpoint;
   readonly subnets: readonly string[];
-  readonly reachable: boolean;
   /** Probe address of the active tunnel node. */
   readonly anchor?: string;
 }
@@ -142,7 +142,7 @@ export function plan(gateways: readonly unknown[], opts: PlanOptions): NodePlan 
 
 function planParsed(gateways: readonly Gateway[], opts: PlanOptions, dropped: Dropped[]): Omit<NodePlan, 'dropped'> {
   const mtu = effectiveMTU(opts);
-  const all: Region[] = gateways.map((gw) => region(gw, opts.forwardNodeIP)).sort(byName);
+  const all: PlannedGateway[] = gateways.map((gw) => plannedGateway(gw, opts.forwardNodeIP)).sort(byName);
   const mine = all.find((r) => r.gw.status?.nodes?.some((n) => n.nodeName === opts.node));
   const none = { routes: [], peers: [], staged: [], mtu };
   if (!mine) return { role: 'outside', ...none };
@@ -150,7 +150,7 @@ function planParsed(gateways: readonly Gateway[], opts: PlanOptions, dropped: Dr
 
   const remotes = regions.filter((r) => r !== mine && r.active && r.subnets.length > 0);
   const activeNode = mine.active?.nodeName;
-  const notActive: Role = isCandidate(mine.gw, opts.node) ? 'standby' : 'member';
+  const notActive: Role = isTunnelCandidate(mine.gw, opts.node) ? 'standby' : 'member';
   if (!activeNode) return { role: notActive, gateway: mine.name, ...none };
 
   if (activeNode !== opts.node) {
@@ -161,11 +161,11 @@ function planParsed(gateways: readonly Gateway[], opts: PlanOptions, dropped: Dr
     // Warm: the peers this node would have as the active gateway (direct ones: edge-to-edge pairs
     // punch only once they are active), so a failover needs no new handshake.
     const me = asActive(mine, opts.node);
-    const warm = peers(me, remotes, regions.map((r) => (r === mine ? me : r)), opts).filter((p) => p.path === 'direct');
+    const warm = peers(me, remotes, buildMesh(regions.map((r) => (r === mine ? me : r)), opts)).filter((p) => p.path === 'direct');
     return { ...base, peers: warm, staged: staged(warm, remotes, me) };
   }
 
-  const tunnelPeers = peers(mine, remotes, regions, opts);
+  const tunnelPeers = peers(mine, remotes, buildMesh(regions, opts));
   // WireGuard: every remote destination goes into the device, also those no peer carries yet (they
   // are dropped there rather than leaking out of the default route unencrypted). Never a peer's own
   // underlay address, though (forwardNodeIP on a node whose InternalIP is the address we dial): the
@@ -187,20 +187,19 @@ function planParsed(gateways: readonly Gateway[], opts: PlanOptions, dropped: Dr
   };
 }
 
-function region(gw: Gateway, forwardNodeIP: boolean): Region {
-  const active = gw.status?.activeEndpoints?.find((e) => e.type === 'tunnel');
+function plannedGateway(gw: Gateway, forwardNodeIP: boolean): PlannedGateway {
+  const mesh = gatewayOf(gw);
+  const active = mesh.active;
   const subnets = new Set<string>();
   for (const n of gw.status?.nodes ?? []) {
     for (const s of n.subnets) subnets.add(s);
     if (forwardNodeIP && n.privateIP) subnets.add(n.privateIP.includes(':') ? `${n.privateIP}/128` : `${n.privateIP}/32`);
   }
-  const exposed = gw.spec?.exposeType === 'PublicIP' || gw.spec?.exposeType === 'LoadBalancer';
   return {
-    name: gw.metadata.name,
+    ...mesh,
     gw,
     ...(active && { active }),
     subnets: [...subnets].sort(),
-    reachable: exposed && !active?.underNAT && !!active?.publicIP,
     ...withAnchor(gw, active),
   };
 }
@@ -218,7 +217,7 @@ function withAnchor(gw: Gateway, active: GatewayEndpoint | undefined): { anchor?
  * (whichever we picked, the other could be hijacked). Every node computes the same from the same
  * input, apart from its own region's ranges.
  */
-function refuseConflicts(all: readonly Region[], mine: Region, dropped: Dropped[]): Region[] {
+function refuseConflicts(all: readonly PlannedGateway[], mine: PlannedGateway, dropped: Dropped[]): PlannedGateway[] {
   const local: { cidr: Cidr; what: string }[] = [];
   const add = (list: { cidr: Cidr; what: string }[], text: string, what: string): void => {
     const p = parseCidr(text.includes('/') ? text : `${text}/${text.includes(':') ? 128 : 32}`);
@@ -300,37 +299,28 @@ export function anchorOf(subnet: string | undefined): string | undefined {
 }
 
 /** `mine` as it would be with `node` as its active tunnel endpoint (for a standby's warm tunnel). */
-function asActive(mine: Region, node: string): Region {
+function asActive(mine: PlannedGateway, node: string): PlannedGateway {
   const spec = mine.gw.spec?.endpoints?.find((e) => e.nodeName === node && e.type === 'tunnel');
   const current = mine.active!;
   const active: GatewayEndpoint = { ...current, ...spec, nodeName: node, type: 'tunnel', ...(spec?.publicIP ? { publicIP: spec.publicIP } : {}) };
   if (!spec?.publicIP) delete active.publicIP;
-  const exposed = mine.gw.spec?.exposeType === 'PublicIP' || mine.gw.spec?.exposeType === 'LoadBalancer';
   const { anchor: _current, ...rest } = mine;
-  return { ...rest, active, reachable: exposed && !active.underNAT && !!active.publicIP, ...withAnchor(mine.gw, active) };
+  return { ...rest, active, ...withAnchor(mine.gw, active) };
 }
 
-function isCandidate(gw: Gateway, node: string): boolean {
+/** `node` is one of the Gateway's tunnel endpoint candidates (a standby while another is active). */
+function isTunnelCandidate(gw: Gateway, node: string): boolean {
   return (gw.spec?.endpoints ?? []).some((e) => e.nodeName === node && e.type === 'tunnel');
 }
 
 /**
- * Who carries traffic between `a` and `b` when they cannot talk directly: the first reachable
- * region (by name) that is neither. Both sides, and the relay itself, compute the same answer.
+ * One peer per remote region, on the path the mesh gives (`Mesh.pathBetween`): direct when either
+ * side can be dialed; edge-to-edge when both are behind NAT, NAT traversal is on and their NAT
+ * types allow it; otherwise through a relay.
  */
-function relayBetween(a: Region, b: Region, all: readonly Region[], opts: PlanOptions): Region | undefined {
-  if (a.reachable || b.reachable) return undefined;
-  if (opts.natTraversal && canPunch(a.active!, b.active!)) return undefined;
-  return all.find((x) => x !== a && x !== b && x.reachable && x.active);
-}
-
-/**
- * One peer per remote region. Direct when either side can be dialed; edge-to-edge when both are
- * behind NAT, NAT traversal is on and their NAT types allow it; otherwise through a relay.
- */
-function peers(mine: Region, remotes: readonly Region[], all: readonly Region[], opts: PlanOptions): PeerPlan[] {
+function peers(mine: PlannedGateway, remotes: readonly PlannedGateway[], mesh: Mesh<PlannedGateway>): PeerPlan[] {
   const out = new Map<string, { peer: PeerPlan; allowed: Set<string>; relays: Set<string> }>();
-  const add = (r: Region, path: PeerPlan['path'], endpoint?: string, initiateDelayMs?: number): { allowed: Set<string>; relays: Set<string> } => {
+  const add = (r: PlannedGateway, path: PeerPlan['path'], endpoint?: string, initiateDelayMs?: number): { allowed: Set<string>; relays: Set<string> } => {
     let entry = out.get(r.name);
     if (!entry) {
       const a = r.active!;
@@ -344,7 +334,7 @@ function peers(mine: Region, remotes: readonly Region[], all: readonly Region[],
           ...(endpoint && { endpoint }),
           allowedIPs: [],
           localSubnets: [],
-          ...(!mine.reachable && { keepaliveSeconds: KEEPALIVE_SECONDS }),
+          ...(!isReachable(mine) && { keepaliveSeconds: KEEPALIVE_SECONDS }),
           path,
           relaysFor: [],
           ...(initiateDelayMs !== undefined && { initiateDelayMs }),
@@ -355,29 +345,25 @@ function peers(mine: Region, remotes: readonly Region[], all: readonly Region[],
     }
     return entry;
   };
-  const dial = (r: Region): string | undefined => (r.reachable ? `${host(r.active!.publicIP!)}:${r.active!.port ?? 4500}` : undefined);
+  const dial = (r: PlannedGateway): string | undefined => (isReachable(r) ? `${host(r.active!.publicIP!)}:${r.active!.port ?? 4500}` : undefined);
 
   for (const r of remotes) {
-    if (r.reachable || mine.reachable) {
-      add(r, 'direct', dial(r));
-      continue;
+    const path = mesh.pathBetween(mine, r);
+    if (path.kind === 'direct') add(r, 'direct', dial(r));
+    // The lexicographically later gateway waits: both sides agree without talking.
+    else if (path.kind === 'edge-to-edge') add(r, 'edge-to-edge', `${host(r.active!.publicIP!)}:${r.active!.publicPort}`, mine.name > r.name ? EDGE_STAGGER_MS : 0);
+    else if (path.kind === 'relayed') {
+      const entry = add(path.via, 'direct', dial(path.via));
+      entry.relays.add(r.name);
+      for (const s of r.subnets) entry.allowed.add(s);
     }
-    if (opts.natTraversal && canPunch(mine.active!, r.active!)) {
-      // The lexicographically later gateway waits: both sides agree without talking.
-      add(r, 'edge-to-edge', `${host(r.active!.publicIP!)}:${r.active!.publicPort}`, mine.name > r.name ? EDGE_STAGGER_MS : 0);
-      continue;
-    }
-    const relay = relayBetween(mine, r, all, opts);
-    if (!relay) continue;
-    const entry = add(relay, 'direct', dial(relay));
-    entry.relays.add(r.name);
-    for (const s of r.subnets) entry.allowed.add(s);
   }
   return [...out.values()]
     .map(({ peer, allowed, relays }) => {
       // As a relay, we also send (to this peer) from the regions whose traffic we carry for it.
       const local = new Set(mine.subnets);
-      for (const r of remotes) if (r.name !== peer.gateway && relayBetween(all.find((x) => x.name === peer.gateway)!, r, all, opts) === mine) for (const s of r.subnets) local.add(s);
+      const peerGateway = mesh.gateways.find((x) => x.name === peer.gateway)!;
+      for (const r of remotes) if (r !== peerGateway && mesh.relayBetween(peerGateway, r) === mine) for (const s of r.subnets) local.add(s);
       const endpointHost = peer.endpoint ? unbracket(peer.endpoint) : undefined;
       return {
         ...peer,
@@ -392,7 +378,7 @@ function peers(mine: Region, remotes: readonly Region[], all: readonly Region[],
 }
 
 /** The standbys of every region we hold a tunnel with, whose keys the controller has published. */
-function staged(tunnelPeers: readonly PeerPlan[], remotes: readonly Region[], mine: Region): StagedPeer[] {
+function staged(tunnelPeers: readonly PeerPlan[], remotes: readonly PlannedGateway[], mine: PlannedGateway): StagedPeer[] {
   const out: StagedPeer[] = [];
   for (const p of tunnelPeers) {
     const r = remotes.find((x) => x.name === p.gateway);
@@ -401,8 +387,8 @@ function staged(tunnelPeers: readonly PeerPlan[], remotes: readonly Region[], mi
       // A standby we can dial (its region is exposed and it has a public address), dialled from
       // behind our NAT, gets a session now: it may be the one we need in a second.
       const spec = r!.gw.spec?.endpoints?.find((e) => e.nodeName === node && e.type === 'tunnel');
-      const dialable = !mine.reachable && r!.reachable && spec?.publicIP;
-      out.push({ gateway: p.gateway, node, publicKey, ...(dialable && { endpoint: `${host(spec.publicIP!)}:${spec.port ?? 4500}`, keepaliveSeconds: KEEPALIVE_SECONDS }) });
+      const dialable = !isReachable(mine) && isDialable(r!.exposeType, spec);
+      out.push({ gateway: p.gateway, node, publicKey, ...(dialable && { endpoint: `${host(spec!.publicIP!)}:${spec!.port ?? 4500}`, keepaliveSeconds: KEEPALIVE_SECONDS }) });
     }
   }
   return out.sort((a, b) => (a.gateway < b.gateway ? -1 : a.gateway > b.gateway ? 1 : a.node < b.node ? -1 : 1));
@@ -419,12 +405,6 @@ export function standbyKeys(active: GatewayEndpoint | undefined): Record<string,
   } catch {
     return {};
   }
-}
-
-/** Both sides must reach the same answer, so the rule is symmetric in its two endpoints. */
-function canPunch(a: GatewayEndpoint, b: GatewayEndpoint): boolean {
-  for (const e of [a, b]) if (!e.natType || e.natType === 'Undefined' || !e.publicIP || !e.publicPort) return false;
-  return !HOSTILE_NAT_PAIRS.has(`${a.natType}|${b.natType}`);
 }
 
 function host(ip: string): string {

@@ -1,8 +1,10 @@
 /**
  * Whether this node runs the L7 proxy, and with what configuration (pure), plus the small runner
  * that keeps a `raven proxy` process matching it. A node runs the proxy when it is an active proxy
- * endpoint of its Gateway with `enable-l7-proxy`: as the server in an exposed region, as a client
- * elsewhere (dialling every exposed region's active proxy endpoints).
+ * endpoint of its Gateway with `enable-l7-proxy`: as the server when it accepts dials (its region is
+ * exposed and it is not behind NAT), as a client otherwise, dialling every other region's active
+ * proxy endpoints that are dialable (src/topology/mesh.ts). The fronts serve the proxy ports of
+ * every exposed region, as the compiler's in-cluster proxy Service does.
  *
  * Gateway status is hostile (a node writes its own InternalIP): every node name, address and port
  * is parsed here, one item at a time, and only canonical values reach the config file; a bad item
@@ -19,6 +21,7 @@ import { canonicalIP, canonicalPort, type Dropped, objectName } from '../platfor
 import type { ProxyConfig } from '../contract/proxy-config.js';
 import { L7_PROXY_KEY } from '../contract/raven-cfg.js';
 import { isAlive, stopOwnedProcess } from '../platform/owned-process.js';
+import { acceptsDials, isDialable, isExposed } from '../topology/mesh.js';
 
 export interface ProxyAddresses {
   readonly certDir: string;
@@ -32,7 +35,6 @@ export interface ProxyAddresses {
   readonly nodeCA?: string;
 }
 
-const exposed = (g: Gateway): boolean => g.spec?.exposeType === 'PublicIP' || g.spec?.exposeType === 'LoadBalancer';
 /** A comma-separated port list from a Gateway's spec: `10255,9445`; anything else is dropped. */
 const ports = (text: unknown, source: string, drop: (d: Dropped) => void): number[] =>
   (typeof text === 'string' ? text : '')
@@ -79,7 +81,7 @@ export function proxyConfigFor(gateways: readonly Gateway[], node: string, a: Pr
   }
   const http = new Set<number>();
   const https = new Set<number>();
-  for (const g of sorted.filter(exposed)) {
+  for (const g of sorted.filter((x) => isExposed(x.spec?.exposeType))) {
     for (const p of ports(g.spec?.proxyConfig?.proxyHTTPPort, `${g.metadata.name} proxyHTTPPort`, onDrop)) http.add(p);
     for (const p of ports(g.spec?.proxyConfig?.proxyHTTPSPort, `${g.metadata.name} proxyHTTPSPort`, onDrop)) https.add(p);
   }
@@ -95,10 +97,10 @@ export function proxyConfigFor(gateways: readonly Gateway[], node: string, a: Pr
     nodes,
     ports: { http: [...http].sort((x, y) => x - y), https: [...https].sort((x, y) => x - y) },
   };
-  if (exposed(mine)) return { ...base, role: 'server', server: { tunnelAddr: a.tunnelAddr, httpAddr: a.httpAddr, httpsAddr: a.httpsAddr } };
+  if (acceptsDials(mine.spec?.exposeType, me)) return { ...base, role: 'server', server: { tunnelAddr: a.tunnelAddr, httpAddr: a.httpAddr, httpsAddr: a.httpsAddr } };
   const servers: { host: string; port: number }[] = [];
-  for (const g of sorted.filter((x) => x !== mine && exposed(x))) {
-    for (const e of (g.status?.activeEndpoints ?? []).filter((x) => x.type === 'proxy' && x.publicIP)) {
+  for (const g of sorted.filter((x) => x !== mine)) {
+    for (const e of (g.status?.activeEndpoints ?? []).filter((x) => x.type === 'proxy' && isDialable(g.spec?.exposeType, x))) {
       const host = canonicalIP(e.publicIP);
       const port = canonicalPort(e.port ?? DEFAULT_PROXY_PORT);
       if (!host.ok || !port.ok) onDrop({ source: g.metadata.name, kind: 'server', reason: host.ok ? (port as { reason: string }).reason : host.reason });

@@ -8,13 +8,13 @@
  *   node netns    `<prefix>-n<i>`: lan0 on its region's bridge; wan0 when it has a public IP;
  *                 pod0 towards its pod
  *   pod netns     `<prefix>-p<i>`: eth0, one address from the node's pod subnet
- *   NAT netns     `<prefix>-r<j>`: the router of a region that is not reachable (underNAT, or not
- *                 exposed): masquerade from its LAN to its public address
+ *   NAT netns     `<prefix>-r<j>`: the router of a region that accepts no dials (underNAT, or not
+ *                 exposed; src/topology/mesh.ts): masquerade from its LAN to its public address
  */
 import { createHash } from 'node:crypto';
 import ipaddr from 'ipaddr.js';
 import type { Region, Topology } from '../topology/model.js';
-import { isReachable } from '../topology/model.js';
+import { acceptsDials, regionEndpoint } from '../topology/mesh.js';
 
 export interface LabOptions {
   /** Lab name: names everything; [a-z0-9-], at most 20 characters. */
@@ -93,7 +93,8 @@ export function planLab(t: Topology, options: LabOptions): LabPlan {
   for (const [i, r] of t.regions.entries()) {
     const names = memberNames(r, options.nodesPerRegion);
     if (names.length > 200) throw new Error(`region "${r.name}" has ${names.length} nodes; the lab supports at most 200 per region`);
-    const reachable = isReachable(r);
+    // A region others dial sits on the internet; every other one behind a NAT router of its own.
+    const reachable = acceptsDials(r.exposure, regionEndpoint(r));
     const shared = options.sameEdgeLAN && !reachable;
     const lanBase = shared ? [192, 168, 1] : [172, 16 + Math.floor(i / 256), i % 256];
     const lan = `${lanBase.join('.')}.0/24`;

@@ -17,7 +17,8 @@ import { MEMBER_NODES_ANNOTATION, POD_CIDRS_ANNOTATION, proxySecretName } from '
 import { labelKeyProblem } from './k8s-names.js';
 import { DNS1123_SUBDOMAIN_MAX, LABEL_VALUE_MAX, MAX_ANNOTATIONS_BYTES } from './limits.js';
 import type { Endpoint, Region, Topology } from './model.js';
-import { endpointsOfType, isReachable } from './model.js';
+import { endpointsOfType } from './model.js';
+import { buildMesh, isDialable, isExposed, regionEndpoint, regionGateway } from './mesh.js';
 import { EXPOSURE_NODE_LABEL, exposureName } from '../contract/names.js';
 import { LEASE_PREFIX, leaseName } from '../contract/heartbeat.js';
 
@@ -162,7 +163,7 @@ const exposure: Check = (t, out) => {
       }
     }
     const hasPorts = r.proxyPorts.http.length + r.proxyPorts.https.length > 0;
-    if (hasPorts && r.exposure === 'none') {
+    if (hasPorts && !isExposed(r.exposure)) {
       out.push(warning([...r.path, 'proxyPorts'], `proxyPorts of region "${r.name}" are ignored: only exposed regions serve the L7 proxy`));
     }
   }
@@ -178,30 +179,27 @@ const replicas: Check = (t, out) => {
     if (t.l3Tunnel && t.regions.length > 1 && r.replicas.tunnel > 0 && tunnels === 0) {
       out.push(error(r.endpoints.length ? [...r.path, 'endpoints'] : r.path, `region "${r.name}" has no tunnel endpoint, so no traffic can leave it; add an endpoint (type tunnel or no type) or set replicas.tunnel: 0`));
     }
-    if (t.l7Proxy && r.replicas.proxy > proxies && (proxies > 0 || r.exposure !== 'none')) {
+    if (t.l7Proxy && r.replicas.proxy > proxies && (proxies > 0 || isExposed(r.exposure))) {
       out.push(error([...r.path, 'replicas', 'proxy'], `replicas.proxy is ${r.replicas.proxy}, but region "${r.name}" has only ${proxies} proxy endpoint(s); lower replicas.proxy or add proxy endpoints`));
     }
   }
 };
 
 /**
- * Every region must be able to reach every other: an unreachable region (NATed or not exposed)
- * reaches others only by dialing a reachable gateway, which then relays between unreachable ones.
- * NAT traversal can make edge pairs direct, but still needs a reachable gateway to meet through.
+ * Every region must be able to reach every other (src/topology/mesh.ts): an unreachable region
+ * (NATed or not exposed) reaches others only by dialing a reachable gateway, which then relays
+ * between unreachable ones. NAT types are found at runtime, so no pair is counted on to punch.
  */
 const reachability: Check = (t, out) => {
   if (t.regions.length < 2) return;
-  // Computed once: scanning every region for every region is quadratic in a hostile file.
-  const relays = t.regions.filter((o) => isReachable(o) && o.replicas.tunnel > 0 && endpointsOfType(o, 'tunnel').length > 0);
-  const relayFor = (r: Region): boolean => relays.some((o) => o !== r);
   if (t.l3Tunnel) {
-    for (const r of t.regions) {
-      if (isReachable(r) || relayFor(r)) continue;
+    const gateways = t.regions.map((r) => ({ ...regionGateway(r), region: r }));
+    for (const { region: r } of buildMesh(gateways, { natTraversal: false }).isolated()) {
       const why = r.underNAT ? 'is under NAT' : 'is not exposed';
       out.push(error([...r.path, r.underNAT ? 'underNAT' : 'name'], `region "${r.name}" ${why} and no other region is reachable to relay its tunnels; expose at least one non-NATed region (exposure: PublicIP or LoadBalancer) with a tunnel endpoint`));
     }
   }
-  if (t.l7Proxy && !t.regions.some((r) => isReachable(r) && endpointsOfType(r, 'proxy').length > 0 && r.replicas.proxy > 0)) {
+  if (t.l7Proxy && !t.regions.some((r) => r.replicas.proxy > 0 && endpointsOfType(r, 'proxy').some((e) => isDialable(r.exposure, regionEndpoint(r, e))))) {
     out.push(error(['spec', 'l7Proxy'], 'l7Proxy is on, but no exposed region has a proxy endpoint for edge proxy clients to dial; expose a cloud region with a proxy endpoint, or set l7Proxy: false'));
   }
 };
@@ -223,7 +221,7 @@ const ports: Check = (t, out) => {
   }
   // The in-cluster proxy Service merges the ports of every exposed region.
   const protocolOf = new Map<number, { scheme: string; region: Region }>();
-  for (const r of t.regions.filter((x) => x.exposure !== 'none')) {
+  for (const r of t.regions.filter((x) => isExposed(x.exposure))) {
     for (const scheme of ['http', 'https'] as const) {
       for (const p of r.proxyPorts[scheme]) {
         const prev = protocolOf.get(p);

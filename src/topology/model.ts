@@ -97,11 +97,6 @@ export function gatewayName(region: string): string {
   return `gw-${region}`;
 }
 
-/** A region other regions can dial: exposed (never NATed, which validation enforces). */
-export function isReachable(region: Region): boolean {
-  return region.exposure !== 'none' && !region.underNAT;
-}
-
 export function endpointsOfType(region: Region, type: EndpointType): Endpoint[] {
   return region.endpoints.filter((e) => e.type === type);
 }

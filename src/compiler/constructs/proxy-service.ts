@@ -2,6 +2,7 @@ import { Construct } from 'constructs';
 import { k8s } from 'cdk8s-plus-27';
 import { PROXY_INTERNAL_INSECURE_PORT, PROXY_INTERNAL_SECURE_PORT } from '../../contract/names.js';
 import type { Topology } from '../../topology/model.js';
+import { isExposed } from '../../topology/mesh.js';
 import { PROXY_SERVICE_NAME } from '../../contract/names.js';
 
 export { PROXY_SERVICE_NAME };
@@ -11,10 +12,13 @@ export interface ProxyServiceProps {
   readonly labels: Record<string, string>;
 }
 
-/** Ports of the in-cluster proxy entry: every exposed region's proxy ports, deduplicated and sorted. */
+/**
+ * Ports of the in-cluster proxy entry: every exposed region's proxy ports (the ports the proxy
+ * fronts serve, src/agent/proxy-role.ts), deduplicated and sorted.
+ */
 export function proxyServicePorts(t: Topology): k8s.ServicePort[] {
   const ports = new Map<string, k8s.ServicePort>();
-  for (const r of t.regions.filter((x) => x.exposure !== 'none')) {
+  for (const r of t.regions.filter((x) => isExposed(x.exposure))) {
     for (const p of r.proxyPorts.http) {
       ports.set(`http-${p}`, { name: `http-${p}`, port: p, protocol: 'TCP', targetPort: k8s.IntOrString.fromNumber(PROXY_INTERNAL_INSECURE_PORT) });
     }
