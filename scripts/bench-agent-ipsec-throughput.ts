@@ -69,7 +69,7 @@ async function agentTunnel(): Promise<() => Promise<void>> {
   ]);
   const down = async (): Promise<void> => {
     for (const [t, r] of sides) {
-      await t.down();
+      await t.cleanUp();
       await r.cleanUp();
     }
   };

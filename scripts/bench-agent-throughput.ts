@@ -52,7 +52,7 @@ try {
       const wgs = await tunnel(kind, `rtp${kind[1]}a${tag}`, `rtp${kind[1]}b${tag}`);
       spawnSync('ip', ['netns', 'exec', ns.a, 'ping', '-c', '2', '-i', '0.2', '-I', '10.99.1.1', '10.99.2.1']);
       results[kind].push(pods.iperf());
-      for (const w of wgs) await w.down();
+      for (const w of wgs) await w.cleanUp();
       if (kind === 'raw') {
         spawnSync('ip', ['-n', ns.a, 'route', 'del', '10.99.2.0/24']);
         spawnSync('ip', ['-n', ns.b, 'route', 'del', '10.99.1.0/24']);

@@ -15,12 +15,13 @@ import { serveEndpoints } from '../platform/http-endpoints.js';
 import { code } from '../platform/leader-election.js';
 import type { Logger } from '../platform/log.js';
 import { Counter, Gauge, Registry, registerProcessMetrics } from '../platform/metrics.js';
-import { type Clock, DueTimes, systemClock, Timers } from '../platform/timers.js';
+import { Backoff, type Clock, DueTimes, systemClock, Timers } from '../platform/timers.js';
 import type { CommandRunner } from '../platform/command-runner.js';
 import type { AgentConfig } from '../contract/agent-config.js';
 import { effectiveMTU, plan, type NodePlan } from './plan.js';
 import { parsePingRtt, ProbeWindow, roundRobin } from './probes.js';
-import { DEFAULT_ROUTE_TABLE, RouteTable } from './dataplane/route-table.js';
+import { DEFAULT_ROUTE_TABLE, describeRoute, RouteTable } from './dataplane/route-table.js';
+import { failure } from './dataplane/errors.js';
 import { proxyConfigFor, ProxyRunner } from './proxy-role.js';
 import { makeTunnel, type Tunnel } from './dataplane/tunnel.js';
 
@@ -44,30 +45,76 @@ export const NUDGE_DELAYS_MS = [150, 400, 800, 1500, 2500];
  * it serves every change before it): however often peers change, at most 26 are pending.
  */
 export const NUDGE_SPACING_MS = 100;
-/** After a failed sync, the next one is tried this much later (or sooner, on an event). */
+/**
+ * After a failed sync the next is tried this much later, then twice as long after each further
+ * failure up to `SYNC_RETRY_MAX_MS` (1, 2, 4, 8, 16, 30, 30 s ...); a sync that succeeds starts over.
+ * An event still triggers a sync at once.
+ */
 export const SYNC_RETRY_MS = 1000;
+export const SYNC_RETRY_MAX_MS = 30_000;
+/**
+ * The last plan applied is applied again this often: the executors read the kernel and write only
+ * what differs, so this restores routes, rules, addresses and peers someone else removed.
+ */
+export const REPAIR_PERIOD_MS = 10_000;
+/** What a repair can restore, pre-initialised in `raven_agent_repairs_total`. */
+export const REPAIR_KINDS = ['backend', 'address', 'peer', 'route', 'rule'] as const;
+export type RepairKind = (typeof REPAIR_KINDS)[number];
+/** One thing `applyPlan` wrote to the kernel: `what` names it ("added route 10.1.0.0/16 via 192.168.1.1"). */
+export interface Write {
+  readonly kind: RepairKind;
+  readonly what: string;
+}
 /** Kinds of refused values, pre-initialised in `raven_agent_refused_values` so dashboards see zeros. */
 const REFUSAL_KINDS = ['gateway-name', 'endpoint', 'node', 'node-ip', 'subnet', 'subnet-conflict', 'public-ip', 'port', 'public-key', 'peer', 'route'];
 /** Backends that give up on a peer (IPsec) are nudged this often (in tunnel probe rounds). */
 export const MAINTENANCE_ROUNDS = 5;
 
+/** Whether a plan needs the tunnel: a gateway, or a warm standby (WireGuard) with its would-be peers. */
+export function needsTunnel(p: NodePlan): boolean {
+  return p.role === 'gateway' || p.peers.length > 0;
+}
+
 /**
  * Puts a plan into the kernel: on a gateway the tunnel (up, with its probe address and peers), on
  * a warm standby the tunnel without routes into it, elsewhere no tunnel of ours; then the routes.
- * Idempotent; returns the gateways whose peers changed.
+ * Idempotent; returns the gateways whose peers changed and everything it wrote (nothing when the
+ * kernel already matched the plan).
  */
-export async function applyPlan(next: NodePlan, tunnel: Tunnel, routes: RouteTable): Promise<{ changed: string[]; refused: Dropped[] }> {
+export async function applyPlan(next: NodePlan, tunnel: Tunnel, routes: RouteTable): Promise<{ changed: string[]; refused: Dropped[]; writes: Write[] }> {
+  const writes: Write[] = [];
   let changed: string[] = [];
   // A warm standby (WireGuard) keeps a tunnel with its would-be peers; routes decide who carries traffic.
-  if (next.role === 'gateway' || next.peers.length > 0) changed = await tunnel.apply(next);
-  else if (await tunnel.running()) await tunnel.down();
+  if (needsTunnel(next)) {
+    const t = await tunnel.set(next);
+    changed = t.peers;
+    if (t.started) writes.push({ kind: 'backend', what: `started the ${tunnel.kind} backend` });
+    writes.push(
+      ...t.addresses.added.map((a) => ({ kind: 'address' as const, what: `added address ${a}` })),
+      ...t.addresses.removed.map((a) => ({ kind: 'address' as const, what: `removed address ${a}` })),
+      ...t.peers.map((g) => ({ kind: 'peer' as const, what: `set peer ${g}` })),
+      ...t.staged.map((g) => ({ kind: 'peer' as const, what: `set staged peer ${g}` })),
+      ...t.removed.map((k) => ({ kind: 'peer' as const, what: `removed peer ${k}` })),
+    );
+  } else if (await tunnel.running()) {
+    await tunnel.cleanUp();
+    writes.push({ kind: 'backend', what: `stopped the ${tunnel.kind} backend` });
+  }
   const diff = await routes.set(next.routes);
-  return { changed, refused: diff.refused.map((r) => ({ source: 'route', kind: 'route', reason: `${shown(r.route.dst)}: ${r.reason}` })) };
+  writes.push(
+    ...diff.rulesAdded.map((f) => ({ kind: 'rule' as const, what: `added the ${f === '-4' ? 'IPv4' : 'IPv6'} rule` })),
+    ...diff.add.map((r) => ({ kind: 'route' as const, what: `added route ${describeRoute(r)}` })),
+    ...diff.change.map((r) => ({ kind: 'route' as const, what: `changed route ${describeRoute(r)}` })),
+    ...diff.remove.map((dst) => ({ kind: 'route' as const, what: `removed route ${dst}` })),
+  );
+  return { changed, refused: diff.refused.map((r) => ({ source: 'route', kind: 'route', reason: `${shown(r.route.dst)}: ${r.reason}` })), writes };
 }
 
 export interface AgentOptions {
   /** Time for every loop, the heartbeat's rate and observation stamps. @default systemClock */
   readonly clock?: Clock;
+  /** How often the last plan is applied again (the repair pass). @default REPAIR_PERIOD_MS */
+  readonly repairPeriodMs?: number;
 }
 
 export class Agent {
@@ -79,6 +126,7 @@ export class Agent {
   private readonly peerRtt = this.registry.register(new Gauge('raven_agent_peer_rtt_seconds', 'Latest probe round trip through the tunnel, per remote gateway.'));
   private readonly peerLoss = this.registry.register(new Gauge('raven_agent_peer_probe_loss_ratio', 'Share of the last 10 tunnel probes lost, per remote gateway.'));
   private readonly activeReachable = this.registry.register(new Gauge('raven_agent_active_gateway_reachable', 'On standbys: 1 when the active gateway answers probes.'));
+  private readonly repairs = this.registry.register(new Counter('raven_agent_repairs_total', 'Things the repair pass restored (the kernel differed from the plan applied), by kind.'));
   private readonly refusals: Refusals;
 
   private readonly routes: RouteTable;
@@ -94,13 +142,18 @@ export class Agent {
   private readonly coordination: k8s.CoordinationV1Api;
   private informer?: k8s.Informer<k8s.KubernetesObject> & k8s.ObjectCache<k8s.KubernetesObject>;
   private current: NodePlan = { role: 'outside', routes: [], peers: [], staged: [], mtu: 0 };
-  private backendUp = false;
+  /** The last sync applied its plan (or deliberately kept the tunnel: `holding`). */
+  private synced = false;
+  /** Why the tunnel the plan needs is not up, from the last check (`checkBackend`); null when it is. */
+  private backendProblem: string | null = null;
+  private readonly retryBackoff = new Backoff(SYNC_RETRY_MS, SYNC_RETRY_MAX_MS);
+  private readonly repairPeriodMs: number;
   private observation?: ActiveGatewayObservation;
   private syncing?: Promise<void>;
   private again = false;
   private stopped = false;
   private readonly clock: Clock;
-  /** One slot per loop (heartbeat, probe, tunnel-probe, nudge, retry, watch-restart): never more. */
+  /** One slot per loop (heartbeat, probe, tunnel-probe, nudge, retry, repair, watch-restart): never more. */
   private readonly timers: Timers;
   private readonly nudgesDue = new DueTimes(NUDGE_SPACING_MS);
   private servers: { close(): void }[] = [];
@@ -111,6 +164,7 @@ export class Agent {
   constructor(private readonly kc: k8s.KubeConfig, private readonly config: AgentConfig, private readonly runner: CommandRunner, private readonly log: Logger, options: AgentOptions = {}) {
     this.clock = options.clock ?? systemClock;
     this.timers = new Timers(this.clock);
+    this.repairPeriodMs = options.repairPeriodMs ?? REPAIR_PERIOD_MS;
     this.routes = new RouteTable(runner, { ...DEFAULT_ROUTE_TABLE, ...(config.netns && { netns: config.netns }) });
     this.tunnel = makeTunnel({
       backend: config.vpnDriver,
@@ -126,6 +180,7 @@ export class Agent {
     this.proxy = new ProxyRunner(config.stateDir, config.netns, log);
     this.coordination = kc.makeApiClient(k8s.CoordinationV1Api);
     for (const result of ['success', 'error']) this.syncs.init({ result });
+    for (const kind of REPAIR_KINDS) this.repairs.init({ kind });
     registerProcessMetrics(this.registry);
     const gauge = this.registry.register(new Gauge('raven_agent_refused_values', 'Values from Gateways (addresses, ranges, ports, keys, peers, routes) refused in the last plan, by kind.'));
     this.refusals = new Refusals(gauge, REFUSAL_KINDS, (d) => this.log.warn('refused a value from the cluster', { source: d.source, kind: d.kind, reason: d.reason }));
@@ -144,12 +199,12 @@ export class Agent {
     const inf = k8s.makeInformer<k8s.KubernetesObject>(this.kc, `/apis/${GATEWAY_GROUP}/${GATEWAY_VERSION}/gateways`, () =>
       custom.listClusterCustomObject({ group: GATEWAY_GROUP, version: GATEWAY_VERSION, plural: 'gateways' }) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>,
     );
-    let delay = 100;
+    const watchBackoff = new Backoff(100, 10_000);
     inf.on('error', (err) => {
       if (this.stopped) return;
+      const delay = watchBackoff.next();
       this.log.warn('gateway watch failed; restarting', { error: (err as Error)?.message, retryMs: delay });
       this.timers.set('watch-restart', delay, () => void inf.start().catch(() => undefined));
-      delay = Math.min(delay * 2, 10_000);
     });
     for (const e of ['add', 'update', 'delete'] as const) inf.on(e, () => this.trigger());
     await inf.start();
@@ -158,22 +213,38 @@ export class Agent {
     this.heartbeatLoop();
     this.probeLoop();
     this.tunnelProbeLoop();
+    this.repairLoop();
   }
 
-  /** Level-based: one sync at a time; triggers during a sync cause exactly one more. */
+  /** Healthy: the last sync applied its plan and the tunnel it needs runs (checked each heartbeat). */
+  private get backendUp(): boolean {
+    return this.synced && this.backendProblem === null;
+  }
+
+  /** Level-based: one sync at a time; triggers during a sync (or a repair) cause exactly one more. */
   private trigger(): void {
     if (this.stopped) return;
     if (this.syncing) {
       this.again = true;
       return;
     }
-    this.syncing = this.sync().finally(() => {
+    this.exclusive(() => this.sync());
+  }
+
+  /** Runs one job on the data plane at a time (a sync or a repair); a trigger meanwhile runs a sync after it. */
+  private exclusive(job: () => Promise<void>): void {
+    this.syncing = job().finally(() => {
       this.syncing = undefined;
       if (this.again) {
         this.again = false;
         this.trigger();
       }
     });
+  }
+
+  /** One retry pending is enough (a sync recomputes everything); each new one waits twice as long. */
+  private scheduleRetry(): void {
+    if (!this.timers.has('retry')) this.timers.set('retry', this.retryBackoff.next(), () => this.trigger());
   }
 
   private async sync(): Promise<void> {
@@ -196,7 +267,8 @@ export class Agent {
     if (next.role === 'standby' && !next.activeNode && (await this.tunnel.running().catch(() => false))) {
       if (!this.holding) this.log.info('no active gateway in the region; keeping the tunnel until one is elected', { gateway: next.gateway ?? '' });
       this.holding = true;
-      this.backendUp = true;
+      this.synced = true;
+      this.retryBackoff.reset();
       return;
     }
     this.holding = false;
@@ -208,7 +280,11 @@ export class Agent {
       // Values the plan or an executor refused (see Refusals).
       this.refusals.set('plan', [...(next.dropped ?? []), ...refused, ...this.tunnel.refused(), ...proxyDropped]);
       // Healthy: the plan is in the kernel (on a gateway, the tunnel device is up with its peers).
-      this.backendUp = true;
+      this.synced = true;
+      if (this.backendProblem) this.log.info('tunnel backend restored', { was: this.backendProblem });
+      this.backendProblem = null;
+      this.retryBackoff.reset();
+      this.timers.cancel('retry');
       if (next.role !== this.current.role || next.activeNode !== this.current.activeNode) {
         this.log.info('plan applied', { role: next.role, gateway: next.gateway ?? '', active: next.activeNode ?? '', routes: next.routes.length, peers: next.peers.length });
       }
@@ -218,12 +294,69 @@ export class Agent {
       this.forgetDeparted(next);
       this.syncs.inc({ result: 'success' });
     } catch (err) {
-      this.backendUp = false;
+      this.synced = false;
       this.syncs.inc({ result: 'error' });
-      this.log.error('failed to apply plan', { error: (err as Error).message });
-      // One retry pending is enough: a sync recomputes everything.
-      this.timers.setIfIdle('retry', SYNC_RETRY_MS, () => this.trigger());
+      this.log.error('failed to apply plan', { error: (err as Error).message, role: next.role, gateway: next.gateway ?? '' });
+      this.scheduleRetry();
     }
+  }
+
+  /**
+   * The repair pass, on its own slot: applies the last plan applied again. Skipped while a sync
+   * runs or is due (it applies everything anyway) and before any plan was applied.
+   */
+  private repairLoop(): void {
+    const tick = async (): Promise<void> => {
+      if (this.stopped) return;
+      if (!this.syncing && this.synced && !this.timers.has('retry')) {
+        const done = new Promise<void>((resolve) => this.exclusive(() => this.repair().finally(resolve)));
+        await done;
+      }
+      this.timers.set('repair', this.repairPeriodMs, () => void tick());
+    };
+    this.timers.set('repair', this.repairPeriodMs, () => void tick());
+  }
+
+  /** Applies `current` again; whatever that had to write, someone else had changed: counted and logged. */
+  private async repair(): Promise<void> {
+    const p = this.current;
+    try {
+      const { changed, writes } = await applyPlan(p, this.tunnel, this.routes);
+      if (changed.length) this.scheduleNudges();
+      if (!writes.length) return;
+      const restored: Record<string, string> = {};
+      for (const w of writes) {
+        this.repairs.inc({ kind: w.kind });
+        restored[w.kind] = restored[w.kind] ? `${restored[w.kind]}; ${w.what}` : w.what;
+      }
+      this.log.warn('repaired the data plane: it differed from the plan applied', { role: p.role, ...restored });
+    } catch (err) {
+      // The kernel refused the plan it held a moment ago: like a failed sync, reported and retried.
+      this.synced = false;
+      this.log.error('failed to repair the data plane', { error: (err as Error).message, role: p.role });
+      this.scheduleRetry();
+    }
+  }
+
+  /**
+   * Checks, on each heartbeat, that the tunnel the plan needs runs (its process alive, its device
+   * there): a backend that died is reported down and a sync is started to bring it back.
+   */
+  private async checkBackend(): Promise<void> {
+    if (this.syncing) return;
+    if (!needsTunnel(this.current)) {
+      this.backendProblem = null;
+      return;
+    }
+    const problem = await this.tunnel.problem().catch((err: unknown) => failure('check the tunnel backend', err).message);
+    if (problem && problem !== this.backendProblem) this.log.warn('tunnel backend is down; restoring it', { reason: problem });
+    this.backendProblem = problem;
+    if (problem) this.scheduleRestore();
+  }
+
+  /** A sync now, unless a retry is pending: a backend that keeps failing to start backs off like any sync. */
+  private scheduleRestore(): void {
+    if (!this.timers.has('retry')) this.trigger();
   }
 
   /** Peers we dial may have sent their first initiation to a gateway that did not know us yet. */
@@ -321,6 +454,7 @@ export class Agent {
       if (this.stopped) return;
       const candidate = this.isCandidate();
       const started = this.clock.now();
+      await this.checkBackend();
       await this.beatNow();
       // Fixed rate, not fixed delay: a slow renewal must not push the next one toward expiry.
       const period = candidate ? CANDIDATE_RENEW_MS : MEMBER_RENEW_MS;
@@ -432,8 +566,10 @@ export class Agent {
       lease.spec = { ...lease.spec, ...spec };
       await this.coordination.replaceNamespacedLease({ name, namespace: ns, body: lease });
     } catch (err) {
-      if (code(err) !== 404) throw err;
-      await this.coordination.createNamespacedLease({ namespace: ns, body: { metadata: { name, namespace: ns, annotations: { [HEALTH_ANNOTATION]: health } }, spec } });
+      if (code(err) !== 404) throw failure(`renew lease ${ns}/${name}`, err);
+      await this.coordination.createNamespacedLease({ namespace: ns, body: { metadata: { name, namespace: ns, annotations: { [HEALTH_ANNOTATION]: health } }, spec } }).catch((e: unknown) => {
+        throw failure(`create lease ${ns}/${name}`, e);
+      });
     }
   }
 
@@ -450,7 +586,7 @@ export class Agent {
     await this.informer?.stop();
     await this.syncing;
     await this.routes.cleanUp();
-    await this.tunnel.down();
+    await this.tunnel.cleanUp();
     await this.proxy.stop();
     for (const s of this.servers) s.close();
   }

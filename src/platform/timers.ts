@@ -95,3 +95,26 @@ export class DueTimes {
     return this.due.length;
   }
 }
+
+/**
+ * Deterministic exponential backoff: `next()` returns `initialMs`, then twice the last delay, up to
+ * `maxMs`; `reset()` starts over. No jitter: a node's retries are its own, and tests read the delays.
+ */
+export class Backoff {
+  private delay: number | undefined;
+
+  constructor(private readonly initialMs: number, private readonly maxMs: number) {
+    if (!(initialMs > 0 && maxMs >= initialMs)) throw new Error(`backoff needs 0 < initial <= max, got ${initialMs} and ${maxMs}`);
+  }
+
+  /** The delay before the next attempt; each call doubles the one after it. */
+  next(): number {
+    this.delay = this.delay === undefined ? this.initialMs : Math.min(this.delay * 2, this.maxMs);
+    return this.delay;
+  }
+
+  /** After a success: the next failure waits `initialMs` again. */
+  reset(): void {
+    this.delay = undefined;
+  }
+}

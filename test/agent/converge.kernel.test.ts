@@ -91,7 +91,7 @@ if (!canUseNetns() || !haveWireGuard()) {
     try {
       for (const [i, target] of plans.entries()) {
         // The reference: the target applied once, from scratch.
-        await fresh().tunnel.down();
+        await fresh().tunnel.cleanUp();
         await fresh().routes.cleanUp();
         await applyPlan(target, fresh().tunnel, fresh().routes);
         const reference = snapshot();
@@ -118,7 +118,7 @@ if (!canUseNetns() || !haveWireGuard()) {
         } else assert.is(s.link, null, 'no tunnel off the gateway');
       }
     } finally {
-      await fresh().tunnel.down();
+      await fresh().tunnel.cleanUp();
       spawnSync('ip', ['netns', 'del', ns]);
       rmSync(state, { recursive: true, force: true });
     }

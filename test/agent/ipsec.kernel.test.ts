@@ -249,8 +249,8 @@ if (!canUseNetns() || !haveStrongswan()) {
       assert.equal(gone, { loaded: true, connections: [], removed: ['raven-gw-a'], restarted: [], refused: [] });
       assert.equal(await b.established(), [], 'b has no SA for a departed peer');
 
-      await a2.down();
-      await b.down();
+      await a2.cleanUp();
+      await b.cleanUp();
       // Stopped: our charons (by PID), their TUN devices, their rule; foreign IPsec state untouched.
       for (const pid of pids) {
         const alive = existsSync(`/proc/${pid}`) && !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
@@ -264,8 +264,8 @@ if (!canUseNetns() || !haveStrongswan()) {
       assert.match(sh('ip', ['-n', ns.a, 'xfrm', 'policy']), 'src 10.200.0.0/24 dst 10.201.0.0/24', 'foreign xfrm policy kept');
       assert.not.ok(existsSync(join(state, 'a')) || existsSync(join(state, 'b')), 'state files removed');
     } finally {
-      await a.down();
-      await b.down();
+      await a.cleanUp();
+      await b.cleanUp();
       ns.cleanup();
       rmSync(state, { recursive: true, force: true });
     }

@@ -1,6 +1,6 @@
 /**
  * The agent's timers never accumulate: its loops (heartbeat, standby probes, tunnel probes, nudges,
- * sync retries) run for many simulated minutes against the embedded API, with a fake clock that
+ * sync retries, repairs) run for many simulated minutes against the embedded API, with a fake clock that
  * counts what is armed, while its Gateway's active endpoint flips back and forth. No root needed:
  * commands go to a runner that answers without running anything.
  */
@@ -17,8 +17,8 @@ import { FakeClock } from '../support/fake-clock.ts';
 import { GATEWAY, startLab } from '../support/apiserver-support.ts';
 
 const NS = 'raven-system';
-/** heartbeat, probe, tunnel-probe, nudge, retry, watch-restart. */
-const LOOPS = 6;
+/** heartbeat, probe, tunnel-probe, nudge, retry, repair, watch-restart. */
+const LOOPS = 7;
 const KEY = 'cGVlcmtleXBlZXJrZXlwZWVya2V5cGVlcmtleXBlZXI=';
 
 /** Answers like a node where every command succeeds and the kernel holds nothing yet. */
@@ -108,6 +108,114 @@ test('after five simulated minutes of loops and failovers, the agent holds no mo
     assert.is(clock.armed, agent.pendingTimers, 'every timer armed on the clock is one the agent knows of');
     const lease = await lab.kc.makeApiClient((await import('@kubernetes/client-node')).CoordinationV1Api).readNamespacedLease({ name: leaseName('hz-1'), namespace: NS });
     assert.is(lease.spec?.holderIdentity, 'hz-1');
+  } finally {
+    await agent.stop();
+    assert.is(clock.armed, 0, 'stop leaves no timer armed');
+    rmSync(state, { recursive: true, force: true });
+    await lab.api.close();
+  }
+});
+
+/**
+ * A node's routing as the kernel would keep it: rules and table 9031 are remembered, a batch is
+ * applied line by line (or refused while `failing`), and the time of every batch is recorded.
+ */
+class RoutingKernel extends AnsweringRunner {
+  readonly routes = new Map<string, { dst: string; gateway: string; metrics: { mtu: number }[] }>();
+  rules = 0;
+  failing = true;
+  readonly batches: number[] = [];
+  constructor(private readonly clock: FakeClock) {
+    super();
+  }
+  override async run(cmd: string, args: readonly string[], input?: string): Promise<CommandResult> {
+    const v4 = args.includes('-4');
+    if (args.includes('-batch')) {
+      this.batches.push(this.clock.now());
+      if (this.failing) return { code: 2, stdout: '', stderr: 'Error: Nexthop has invalid gateway.\nCommand failed -:1' };
+      for (const line of (input ?? '').trim().split('\n')) {
+        const m = /^route (replace|del) (\S+)(?: via (\S+))?.*?(?:mtu lock (\d+))?$/.exec(line)!;
+        if (m[1] === 'del') this.routes.delete(m[2]!);
+        else this.routes.set(m[2]!, { dst: m[2]!, gateway: m[3]!, metrics: [{ mtu: Number(m[4]) }] });
+      }
+      return { code: 0, stdout: '', stderr: '' };
+    }
+    if (v4 && args.includes('route') && args.includes('9031')) return { code: 0, stdout: JSON.stringify([...this.routes.values()]), stderr: '' };
+    if (v4 && args.includes('rule') && args.includes('show')) return { code: 0, stdout: JSON.stringify(Array.from({ length: this.rules }, () => ({ priority: 9031, table: '9031' }))), stderr: '' };
+    if (v4 && args.includes('rule') && args.includes('add')) this.rules++;
+    return super.run(cmd, args);
+  }
+}
+
+test('failed syncs retry after 1, 2, 4, 8, 16, 30, 30 s; a success starts over; the repair pass restores a removed route and counts it', async () => {
+  const lab = await startLab({ seedCrds: true });
+  const state = mkdtempSync(join(tmpdir(), 'raven-agent-backoff-'));
+  const clock = new FakeClock(() => new Promise((r) => setTimeout(r, 2)));
+  const kernel = new RoutingKernel(clock);
+  const logged: string[] = [];
+  const log = { info: (m: string) => logged.push(m), warn: (m: string, f?: object) => logged.push(`${m} ${JSON.stringify(f)}`), error: (m: string, f?: object) => logged.push(`${m} ${JSON.stringify(f)}`) };
+  const config: AgentConfig = {
+    // hz-3 is a member: it routes the cloud's range via hz-2, the active gateway, and runs no tunnel.
+    nodeName: 'hz-3', nodeIP: '192.168.1.13', namespace: NS, stateDir: state, vpnDriver: 'wireguard', vpnPort: 4500, tunnelMTU: 0, underlayMTU: 1500,
+    natTraversal: false, forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device: 'raven-test0',
+    proxy: { certDir: join(state, 'proxy'), tunnelAddr: '127.0.0.1:0', httpAddr: '127.0.0.1:0', httpsAddr: '127.0.0.1:0', metricsAddr: '127.0.0.1:0' },
+  };
+  const agent = new Agent(lab.kc, config, kernel, log, { clock });
+  const put = async (gw: Gw): Promise<void> => {
+    const stored = (await lab.custom.createClusterCustomObject({ ...GATEWAY, body: gw })) as Gw;
+    await lab.custom.replaceClusterCustomObjectStatus({ ...GATEWAY, name: gw.metadata.name, body: { ...gw, metadata: { ...gw.metadata, resourceVersion: stored.metadata.resourceVersion } } });
+  };
+  /** Distinct times of route batches (sync or repair attempts) since `from`. */
+  const attempts = (from: number): number[] => [...new Set(kernel.batches.filter((t) => t >= from))];
+  const gaps = (times: number[]): number[] => times.slice(1).map((t, i) => t - times[i]!);
+  const metric = (series: string): number => Number(agent.registry.render().split('\n').find((l) => l.startsWith(series + ' '))?.split(' ')[1]);
+  try {
+    await lab.core.createNamespace({ body: { metadata: { name: NS } } });
+    await put(cloud);
+    await put(gateway('hz-2'));
+    await agent.run();
+    let most = 0;
+    const advance = async (ms: number): Promise<void> => {
+      for (let t = 0; t < ms; t += 250) {
+        await clock.advance(250);
+        most = Math.max(most, clock.armed, agent.pendingTimers);
+      }
+    };
+    await advance(70_000);
+    // The first sync (and more for the watch's events, at the same moment), then retries.
+    const first = attempts(0);
+    assert.equal(gaps(first), [1000, 2000, 4000, 8000, 16_000, 30_000], `attempts at ${first.join(', ')}`);
+    const successes = metric('raven_agent_sync_total{result="success"}');
+    // The next retry (30 s after the last) succeeds: the route is in the table, and the backoff starts over.
+    kernel.failing = false;
+    await advance(25_000);
+    assert.equal([...kernel.routes.keys()], ['10.244.0.0/24']);
+    assert.equal(attempts(first.at(-1)! + 1), [first.at(-1)! + 30_000]);
+    assert.is(metric('raven_agent_sync_total{result="success"}'), successes + 1);
+    // Nothing changes: the repair pass (every 10 s) finds the kernel as planned and writes nothing.
+    const quiet = clock.now();
+    await advance(30_000);
+    assert.equal(attempts(quiet), []);
+    assert.is(metric('raven_agent_repairs_total{kind="route"}'), 0);
+    // Someone deletes our route: the next repair pass puts it back, counts it and says so.
+    kernel.routes.clear();
+    const removed = clock.now();
+    await advance(10_000);
+    assert.equal([...kernel.routes.keys()], ['10.244.0.0/24'], 'the route is back');
+    assert.is(attempts(removed).length, 1, 'one repair wrote it');
+    assert.is(metric('raven_agent_repairs_total{kind="route"}'), 1);
+    assert.is(metric('raven_agent_repairs_total{kind="rule"}'), 0, 'the rule was still there');
+    assert.ok(logged.some((l) => l.startsWith('repaired the data plane') && l.includes('added route 10.244.0.0/24 via 192.168.1.12')), logged.join('\n'));
+    // It is deleted again and the kernel refuses it now: the failed repair backs off from 1 s again.
+    kernel.routes.clear();
+    kernel.failing = true;
+    const refused = clock.now();
+    await advance(20_000);
+    const times = attempts(refused);
+    assert.equal(gaps(times), [1000, 2000, 4000, 8000].slice(0, times.length - 1), `attempts at ${times.join(', ')}`);
+    assert.ok(times.length >= 4, `attempts at ${times.join(', ')}`);
+    assert.ok(most <= LOOPS, `${most} timers were pending at once`);
+    assert.is(clock.armed, agent.pendingTimers, 'every timer armed on the clock is one the agent knows of');
   } finally {
     await agent.stop();
     assert.is(clock.armed, 0, 'stop leaves no timer armed');

@@ -86,8 +86,8 @@ if (!canUseNetns() || !haveWireGuard()) {
       await b.setPeers([{ gateway: 'gw-x', node: 'x', allowedIPs: ['10.99.9.0/24'], path: 'direct', relaysFor: [], localSubnets: [] }]);
       assert.equal(await b.peers(), []);
     } finally {
-      await a.down();
-      await b.down();
+      await a.cleanUp();
+      await b.cleanUp();
       ns.cleanup();
       rmSync(state, { recursive: true, force: true });
     }
@@ -145,7 +145,7 @@ if (!canUseNetns() || !haveWireGuard()) {
       assert.equal(peers.get(keyB)!.allowedIPs, []);
       assert.is(peers.get(keyB2)!.endpoint, '192.168.77.2:51842', 'a learned where b2 dials from');
     } finally {
-      for (const w of [a, b, b2]) await w.down();
+      for (const w of [a, b, b2]) await w.cleanUp();
       ns.cleanup();
       rmSync(state, { recursive: true, force: true });
     }

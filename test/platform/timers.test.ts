@@ -1,7 +1,7 @@
 /** The runtime's timers: one pending per name however often a loop re-arms; nudge times stay bounded. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { DueTimes, Timers } from '../../src/platform/timers.ts';
+import { Backoff, DueTimes, Timers } from '../../src/platform/timers.ts';
 import { FakeClock } from '../support/fake-clock.ts';
 
 test('a loop that re-arms its own name a thousand times keeps one timer armed, and runs every tick', async () => {
@@ -76,6 +76,15 @@ test('due times come out in order, each once', () => {
     due.takeUntil(t);
   }
   assert.equal(out, [150, 400, 800, 1500, 2500]);
+});
+
+test('backoff doubles from its first delay to its cap, stays there, and starts over after a reset', () => {
+  const b = new Backoff(1000, 30_000);
+  assert.equal(Array.from({ length: 8 }, () => b.next()), [1000, 2000, 4000, 8000, 16_000, 30_000, 30_000, 30_000]);
+  b.reset();
+  assert.equal([b.next(), b.next()], [1000, 2000]);
+  assert.throws(() => new Backoff(0, 10), /0 < initial <= max/);
+  assert.throws(() => new Backoff(20, 10), /0 < initial <= max/);
 });
 
 test.run();

@@ -29,6 +29,7 @@ import { canonicalEndpoint, type Dropped, shown } from '../../platform/canonical
 import { type CommandRunner, mustRun } from '../../platform/command-runner.js';
 import { isAlive, stopOwnedProcess } from '../../platform/owned-process.js';
 import { IPSEC_MAX_MTU, type PeerPlan } from '../plan.js';
+import { attempt } from './errors.js';
 
 export interface IpsecOptions {
   /** This node's name (for messages; IKE identities are Gateway names, see `setPeers`). */
@@ -157,6 +158,16 @@ export class IpsecBackend {
   }
 
   /**
+   * Why the backend is not up, or null: our charon must run and, with kernel-libipsec, its TUN
+   * device must exist. Reads /proc and the kernel, nothing cached.
+   */
+  async problem(): Promise<string | null> {
+    if (this.pid() === undefined) return `charon (pid file ${this.files.pid}) is not running`;
+    if (this.device && (await this.opts.runner.run('ip', this.ip(['link', 'show', 'dev', this.device]))).code !== 0) return `device ${this.device} does not exist`;
+    return null;
+  }
+
+  /**
    * Starts this node's charon, or adopts the one a previous agent started (same PID file, same
    * config). Returns the ESP mode and whether charon was started now or adopted.
    */
@@ -174,7 +185,8 @@ export class IpsecBackend {
       this.loaded = undefined;
     }
     if (mode === 'userspace' && this.opts.mtu !== undefined && this.opts.mtu !== LIBIPSEC_MTU) {
-      await mustRun(this.opts.runner, 'ip', this.ip(['link', 'set', 'dev', LIBIPSEC_DEVICE, 'mtu', String(this.opts.mtu)]));
+      const mtu = this.opts.mtu;
+      await attempt(`set the MTU of ${LIBIPSEC_DEVICE} to ${mtu}`, () => mustRun(this.opts.runner, 'ip', this.ip(['link', 'set', 'dev', LIBIPSEC_DEVICE, 'mtu', String(mtu)])));
     }
     return { mode, started };
   }
@@ -200,7 +212,7 @@ export class IpsecBackend {
 
   private async startCharon(): Promise<void> {
     const charon = this.opts.charonPath ?? CHARON_CANDIDATES.find((p) => existsSync(p));
-    if (!charon) throw new Error(`ipsec: charon not found (looked in ${CHARON_CANDIDATES.join(', ')}); install strongswan-charon`);
+    if (!charon) throw new Error(`failed to start charon: not found (looked in ${CHARON_CANDIDATES.join(', ')}); install strongswan-charon`);
     rmSync(this.files.vici, { force: true });
     const inner = ['unshare', '-m', '--propagation', 'private', 'sh', '-c', START_SCRIPT, 'raven-charon', charon];
     const [cmd, args] = this.opts.netns ? ['ip', ['netns', 'exec', this.opts.netns, ...inner]] : [inner[0]!, inner.slice(1)];
@@ -216,7 +228,7 @@ export class IpsecBackend {
     } finally {
       closeSync(log);
     }
-    if (!pid) throw new Error(`ipsec: failed to start ${cmd}`);
+    if (!pid) throw new Error(`failed to start charon: ${cmd} did not start`);
     writeFileSync(this.files.pid, String(pid));
     const deadline = Date.now() + 5000;
     // The socket file appears a moment before charon accepts on it: wait until a connect succeeds.
@@ -225,7 +237,7 @@ export class IpsecBackend {
       if (!alive || Date.now() > deadline) {
         if (alive) await this.stopCharon(pid);
         rmSync(this.files.pid, { force: true });
-        throw new Error(`ipsec: charon ${alive ? 'did not open its vici socket within 5 s' : 'exited at start'}: ${tail(this.files.log)}`);
+        throw new Error(`failed to start charon: it ${alive ? 'did not open its vici socket within 5 s' : 'exited at start'}: ${tail(this.files.log)}`);
       }
       await sleep(10);
     }
@@ -243,7 +255,8 @@ export class IpsecBackend {
   /**
    * Makes charon's connections exactly one per peer in `peers` (peers without destinations or
    * local subnets are skipped), as the gateway of `gateway`. Loads only when the generated config differs
-   * from what this instance last loaded; connections that left the plan are unloaded and their SAs
+   * from what this instance last loaded or charon's connections (`--list-conns`) are not the
+   * configured ones (someone unloaded one); connections that left the plan are unloaded and their SAs
    * terminated, and responder connections that changed are re-established (initiators are restarted
    * by charon itself when their config is replaced).
    */
@@ -252,9 +265,9 @@ export class IpsecBackend {
     const rendered = renderSwanctlConf({ gateway, port: this.opts.port, psk: this.opts.psk, peers });
     const connections = [...rendered.blocks.keys()];
     const refused = rendered.refused;
-    if (this.loaded?.text === rendered.text) return { loaded: false, connections, removed: [], restarted: [], refused };
+    if (this.loaded?.text === rendered.text && sameNames(await this.loadedConnections(), connections)) return { loaded: false, connections, removed: [], restarted: [], refused };
     writeSecretFile(this.files.swanctlConf, rendered.text);
-    await this.swanctl(['--load-all', '--noprompt', '--file', this.files.swanctlConf]);
+    await attempt(`load the IPsec connections of ${gateway} (${connections.length} peers)`, () => this.swanctl(['--load-all', '--noprompt', '--file', this.files.swanctlConf]));
     const before = this.loaded;
     this.loaded = rendered;
     // Every connection in this charon is ours: SAs of connections no longer configured (also ones
@@ -295,11 +308,16 @@ export class IpsecBackend {
 
   /** The IKE_SAs charon has now, with their CHILD_SAs. */
   async established(): Promise<IpsecSa[]> {
-    return parseListSas(await this.swanctl(['--list-sas']), this.loaded?.gateways);
+    return parseListSas(await attempt('list the IPsec SAs', () => this.swanctl(['--list-sas'])), this.loaded?.gateways);
+  }
+
+  /** Names of the connections loaded in charon now. */
+  async loadedConnections(): Promise<string[]> {
+    return parseListConns(await attempt('list the IPsec connections', () => this.swanctl(['--list-conns'])));
   }
 
   /** Stops the charon we started (by its recorded PID only) and removes the files this backend created. */
-  async down(): Promise<void> {
+  async cleanUp(): Promise<void> {
     const pid = this.pid();
     if (pid !== undefined) await this.stopCharon(pid);
     for (const f of [this.files.pid, this.files.vici, this.files.swanctlConf, `${this.files.swanctlConf}.tmp`, this.files.strongswanConf, this.files.log]) rmSync(f, { force: true });
@@ -456,6 +474,15 @@ export function renderSwanctlConf(o: { gateway: string; port: number; psk: strin
     '',
   ].join('\n');
   return { text, blocks, gateways, initiators, refused };
+}
+
+/** Connection names from `swanctl --list-conns` (default format: `<name>: IKEv2, ...` at the line start). */
+export function parseListConns(out: string): string[] {
+  return out.split('\n').flatMap((line) => /^(\S+): IKEv\d/.exec(line)?.[1] ?? []).sort();
+}
+
+function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && [...a].sort().every((x, i) => x === [...b].sort()[i]);
 }
 
 /** Parses `swanctl --list-sas` (default format). */

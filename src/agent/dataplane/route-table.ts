@@ -8,6 +8,7 @@ import ipaddr from 'ipaddr.js';
 import { canonicalIP } from '../../platform/canonical.js';
 import { type CommandRunner, mustRun } from '../../platform/command-runner.js';
 import type { RoutePlan } from '../plan.js';
+import { attempt, failure } from './errors.js';
 
 export interface RouteTableOptions {
   /** Routing table id, ours alone (default 9031; Raven uses 9027/9028, so both can coexist). */
@@ -52,7 +53,7 @@ export class RouteTable {
       const res = await this.runner.run('ip', this.ip([family, '-json', 'route', 'show', 'table', String(this.opts.table)]));
       // A table with no routes does not exist as far as the kernel is concerned: that is "empty".
       if (res.code !== 0 && /table does not exist/i.test(res.stderr)) continue;
-      if (res.code !== 0) throw new Error(`failed to read routing table ${this.opts.table}: ${res.stderr.trim()}`);
+      if (res.code !== 0) throw new Error(`failed to read routing table ${this.opts.table} (${family === '-4' ? 'IPv4' : 'IPv6'}): ${res.stderr.trim()}`);
       for (const r of JSON.parse(res.stdout || '[]') as KernelRoute[]) {
         const mtu = r.metrics?.find((m) => m.mtu !== undefined)?.mtu;
         // `ip` prints a default route as "default"; anything else odd is kept as it says, and removed.
@@ -66,22 +67,34 @@ export class RouteTable {
   /**
    * Makes our table exactly the well-formed routes of `desired`. Every line of the batch is rendered
    * from parsed values (`renderRoute`); a route that does not parse is refused and reported, never
-   * written, and the others are still applied.
+   * written, and the others are still applied. Reads the kernel each time (no cache), so a route or
+   * rule someone else removed is put back by the next call with the same input.
    */
-  async set(desired: readonly RoutePlan[]): Promise<RouteDiff & { ruleAdded: boolean }> {
+  async set(desired: readonly RoutePlan[]): Promise<RouteDiff & { ruleAdded: boolean; rulesAdded: string[] }> {
     const wellFormed = desired.filter((r) => routeProblem(r) === null);
-    const ruleAdded = await this.ensureRules(wellFormed);
+    const rulesAdded = await this.ensureRules(wellFormed);
     const diff = diffRoutes(await this.current(), desired);
-    const lines = [
+    const table = this.opts.table;
+    // Each batch line with what it does, so a failure names the route (`ip -batch` says which line).
+    const steps = [
       ...diff.remove.flatMap((dst) => {
         const canonical = normalizeCidr(dst);
         // A kernel route we cannot even name (it cannot be ours) is flushed by cleanUp, not here.
-        return canonical ? [`route del ${canonical} table ${this.opts.table}`] : [];
+        return canonical ? [{ line: `route del ${canonical} table ${table}`, what: `remove route ${canonical} from table ${table}` }] : [];
       }),
-      ...[...diff.add, ...diff.change].map((r) => renderRoute(r, this.opts.table)),
+      ...diff.add.map((r) => ({ line: renderRoute(r, table), what: `add route ${describeRoute(r)} to table ${table}` })),
+      ...diff.change.map((r) => ({ line: renderRoute(r, table), what: `change route ${describeRoute(r)} in table ${table}` })),
     ];
-    if (lines.length) await mustRun(this.runner, 'ip', this.ip(['-batch', '-']), lines.join('\n') + '\n');
-    return { ...diff, ruleAdded };
+    if (steps.length) {
+      const r = await this.runner.run('ip', this.ip(['-batch', '-']), steps.map((x) => x.line).join('\n') + '\n');
+      if (r.code !== 0) {
+        const line = Number(/Command failed -:(\d+)/.exec(r.stderr)?.[1]);
+        const why = r.stderr.trim().split('\n')[0] || `ip exited ${r.code}`;
+        const what = steps[line - 1]?.what ?? `write ${steps.length} route changes to table ${table}`;
+        throw failure(what, new Error(why));
+      }
+    }
+    return { ...diff, ruleAdded: rulesAdded.length > 0, rulesAdded };
   }
 
   /** Removes every route in our table and our rules; leaves everything else alone. */
@@ -96,24 +109,34 @@ export class RouteTable {
     }
   }
 
-  /** Our rule exactly in the families that have routes: a node with nothing to route keeps no rule of ours. */
-  private async ensureRules(desired: readonly RoutePlan[]): Promise<boolean> {
-    let added = false;
+  /**
+   * Our rule exactly in the families that have routes: a node with nothing to route keeps no rule of
+   * ours. Returns the families (`-4`, `-6`) whose rule was missing and was added.
+   */
+  private async ensureRules(desired: readonly RoutePlan[]): Promise<string[]> {
+    const added: string[] = [];
     const families = new Set<string>(desired.map((r) => (r.dst.includes(':') ? '-6' : '-4')));
     for (const family of ['-4', '-6']) {
-      const rules = JSON.parse((await mustRun(this.runner, 'ip', this.ip([family, '-json', 'rule', 'show']))) || '[]') as { priority?: number; table?: string }[];
+      const name = family === '-4' ? 'IPv4' : 'IPv6';
+      const rules = JSON.parse((await attempt(`read the ${name} rules`, () => mustRun(this.runner, 'ip', this.ip([family, '-json', 'rule', 'show'])))) || '[]') as { priority?: number; table?: string }[];
       const ours = rules.filter((r) => r.priority === this.opts.priority && r.table === String(this.opts.table)).length;
       const rule = ['pref', String(this.opts.priority), 'lookup', String(this.opts.table)];
+      const text = `${name} rule ${rule.join(' ')}`;
       if (families.has(family) && ours === 0) {
-        await mustRun(this.runner, 'ip', this.ip([family, 'rule', 'add', ...rule]));
-        added = true;
+        await attempt(`add ${text}`, () => mustRun(this.runner, 'ip', this.ip([family, 'rule', 'add', ...rule])));
+        added.push(family);
       }
       // Duplicates (a crash between add and record cannot make them, but another tool could) go too.
       const extra = families.has(family) ? ours - 1 : ours;
-      for (let i = 0; i < extra; i++) await mustRun(this.runner, 'ip', this.ip([family, 'rule', 'del', ...rule]));
+      for (let i = 0; i < extra; i++) await attempt(`remove ${text}`, () => mustRun(this.runner, 'ip', this.ip([family, 'rule', 'del', ...rule])));
     }
     return added;
   }
+}
+
+/** `10.1.0.0/16 via 192.168.1.1` or `10.1.0.0/16 dev raven0`, for messages. */
+export function describeRoute(r: RoutePlan): string {
+  return `${normalizeCidr(r.dst) ?? r.dst} ${r.via !== undefined ? `via ${r.via}` : `dev ${r.dev}`}`;
 }
 
 /**

@@ -6,6 +6,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import { type CommandRunner, mustRun } from '../../platform/command-runner.js';
+import { attempt } from './errors.js';
 
 interface AddrInfo {
   family?: string;
@@ -32,7 +33,7 @@ export class TunnelAddresses {
   }
 
   private async read(dev: readonly string[]): Promise<AddrInfo[]> {
-    const out = await mustRun(this.runner, 'ip', this.ip(['-json', 'addr', 'show', ...dev]));
+    const out = await attempt(`read the addresses${dev.length ? ` of ${dev[1]}` : ''}`, () => mustRun(this.runner, 'ip', this.ip(['-json', 'addr', 'show', ...dev])));
     const links = JSON.parse(out || '[]') as { addr_info?: AddrInfo[] }[];
     return links.flatMap((l) => l.addr_info ?? []).filter((a) => a.local && a.scope !== 'link' && a.scope !== 'host');
   }
@@ -43,9 +44,9 @@ export class TunnelAddresses {
     const want = new Set(desired);
     const added = [...want].filter((a) => !have.has(a)).sort();
     const removed = [...have].filter((a) => !want.has(a)).sort();
-    for (const a of removed) await mustRun(this.runner, 'ip', this.ip(['addr', 'del', hostCidr(a), 'dev', device]));
+    for (const a of removed) await attempt(`remove address ${hostCidr(a)} from ${device}`, () => mustRun(this.runner, 'ip', this.ip(['addr', 'del', hostCidr(a), 'dev', device])));
     // nodad: the address is ours alone by construction; waiting for IPv6 DAD would only delay probes.
-    for (const a of added) await mustRun(this.runner, 'ip', this.ip(['addr', 'add', hostCidr(a), 'dev', device, ...(a.includes(':') ? ['nodad'] : [])]));
+    for (const a of added) await attempt(`add address ${hostCidr(a)} to ${device}`, () => mustRun(this.runner, 'ip', this.ip(['addr', 'add', hostCidr(a), 'dev', device, ...(a.includes(':') ? ['nodad'] : [])])));
     return { added, removed };
   }
 }

@@ -1,7 +1,9 @@
 /**
  * The tunnel as the agent sees it: one interface over the WireGuard and IPsec backends, so the
  * agent's sync, health and cleanup do not care which one runs. Each adapter applies a gateway's
- * plan (device, probe address, peers) and reports per-peer handshake ages.
+ * plan (device, probe address, peers) and reports per-peer handshake ages. Like the route table it
+ * has the executors' shape: `set(desired)` reads what the kernel has and changes only what differs
+ * (so the same call restores what someone else removed), `cleanUp()` removes everything of ours.
  */
 import { join } from 'node:path';
 import type { Dropped } from '../../platform/canonical.js';
@@ -11,14 +13,30 @@ import type { NodePlan, PeerPlan } from '../plan.js';
 import { missingSubnetAnchors, TunnelAddresses } from './tunnel-addresses.js';
 import { WireGuard } from './wireguard.js';
 
+/** What a tunnel `set` changed: all empty when the kernel already matched the plan. */
+export interface TunnelChanges {
+  /** The backend was started: its device did not exist (or its process had died). */
+  readonly started: boolean;
+  /** Gateways whose peers were set (added or changed): the ones to nudge. */
+  readonly peers: string[];
+  /** Staged peers (remote standbys) that were set. */
+  readonly staged: string[];
+  /** Peers removed (WireGuard keys, IPsec connections). */
+  readonly removed: string[];
+  /** Host addresses added to and removed from the tunnel device. */
+  readonly addresses: { readonly added: string[]; readonly removed: string[] };
+}
+
 export interface Tunnel {
   readonly kind: 'wireguard' | 'ipsec';
-  /** Brings the backend up if needed and makes it match a gateway's plan. Returns gateways whose peers changed. */
-  apply(plan: NodePlan): Promise<string[]>;
+  /** Brings the backend up if needed and makes it match a gateway's plan, changing only what differs. */
+  set(plan: NodePlan): Promise<TunnelChanges>;
   /** Whether anything of ours runs (a device or a charon), also one left by a previous agent. */
   running(): Promise<boolean>;
+  /** Why the backend is not up (its process died, its device is gone), or null when it is. */
+  problem(): Promise<string | null>;
   /** Removes everything the backend created; safe when nothing runs. */
-  down(): Promise<void>;
+  cleanUp(): Promise<void>;
   /** The device holding the probe address, when the tunnel is up and has one. */
   probeDevice(): string | undefined;
   /** Seconds since the last handshake (WireGuard) or IKE_SA establishment (IPsec), per remote gateway. */
@@ -64,20 +82,25 @@ class WireGuardTunnel implements Tunnel {
     this.addresses = new TunnelAddresses(o.runner, o.netns);
   }
 
-  async apply(plan: NodePlan): Promise<string[]> {
-    await this.wg.up();
+  async set(plan: NodePlan): Promise<TunnelChanges> {
+    const mode = await this.wg.up();
     this.up = true;
-    await this.addresses.set(this.o.device, plan.probeSource ? [plan.probeSource] : []);
-    return (await this.wg.setPeers(plan.peers, plan.staged)).set;
+    const addresses = await this.addresses.set(this.o.device, plan.probeSource ? [plan.probeSource] : []);
+    const peers = await this.wg.setPeers(plan.peers, plan.staged);
+    return { started: mode !== 'existing', peers: peers.set, staged: peers.staged, removed: peers.removed, addresses };
   }
 
   running(): Promise<boolean> {
     return this.wg.exists();
   }
 
-  async down(): Promise<void> {
+  problem(): Promise<string | null> {
+    return this.wg.problem();
+  }
+
+  async cleanUp(): Promise<void> {
     this.up = false;
-    await this.wg.down();
+    await this.wg.cleanUp();
   }
 
   probeDevice(): string | undefined {
@@ -124,9 +147,10 @@ class IpsecTunnel implements Tunnel {
     this.addresses = new TunnelAddresses(o.runner, o.netns);
   }
 
-  async apply(plan: NodePlan): Promise<string[]> {
-    await this.ipsec.up();
+  async set(plan: NodePlan): Promise<TunnelChanges> {
+    const { started } = await this.ipsec.up();
     this.device = this.ipsec.device;
+    let addresses = { added: [] as string[], removed: [] as string[] };
     if (this.device) {
       // kernel-libipsec installs a route per CHILD_SA and needs an address of ours inside each
       // local subnet for it; the probe address is one, the rest are the subnets' last addresses.
@@ -134,20 +158,24 @@ class IpsecTunnel implements Tunnel {
       const owned = (await this.addresses.all()).filter((a) => !ours.has(a));
       const base = plan.probeSource ? [plan.probeSource] : [];
       const local = [...new Set(plan.peers.flatMap((p) => p.localSubnets))];
-      await this.addresses.set(this.device, [...base, ...missingSubnetAnchors(local, [...owned, ...base])]);
+      addresses = await this.addresses.set(this.device, [...base, ...missingSubnetAnchors(local, [...owned, ...base])]);
     }
     const r = await this.ipsec.setPeers(plan.peers, plan.gateway!);
     this.skipped = r.refused;
-    return r.loaded ? plan.peers.map((p) => p.gateway) : [];
+    return { started, peers: r.loaded ? plan.peers.map((p) => p.gateway) : [], staged: [], removed: r.removed, addresses };
   }
 
   async running(): Promise<boolean> {
     return this.ipsec.pid() !== undefined;
   }
 
-  async down(): Promise<void> {
+  problem(): Promise<string | null> {
+    return this.ipsec.problem();
+  }
+
+  async cleanUp(): Promise<void> {
     this.device = undefined;
-    await this.ipsec.down();
+    await this.ipsec.cleanUp();
   }
 
   probeDevice(): string | undefined {

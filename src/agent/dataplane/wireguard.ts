@@ -2,7 +2,8 @@
  * WireGuard backend. The kernel module when it exists, otherwise wireguard-go (userspace), chosen
  * automatically. The private key is made once and kept in the state directory (a hostPath), so a
  * restart keeps the node's public key and its peers keep working. Peers are diffed against
- * `wg show <dev> dump`; only what differs is set.
+ * `wg show <dev> dump`, the device against `ip -json link`: only what differs is set, and what
+ * someone else removed or changed is put back by the next call with the same input.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,6 +13,7 @@ import { canonicalEndpoint, canonicalSubnet, type Dropped, isWireGuardKey, shown
 import { type CommandRunner, mustRun } from '../../platform/command-runner.js';
 import { isAlive, stopOwnedProcess } from '../../platform/owned-process.js';
 import type { PeerPlan, StagedPeer } from '../plan.js';
+import { attempt } from './errors.js';
 
 export interface WireGuardOptions {
   readonly device: string;
@@ -56,6 +58,10 @@ export class WireGuard {
     return mustRun(this.opts.runner, cmd, full, input);
   }
 
+  private get device(): string {
+    return this.opts.device;
+  }
+
   private ip(args: readonly string[]): readonly string[] {
     return this.opts.netns ? ['-n', this.opts.netns, ...args] : args;
   }
@@ -63,53 +69,99 @@ export class WireGuard {
   /** This node's public key; the private key is created on first use and kept (0600). */
   async publicKey(): Promise<string> {
     if (!existsSync(this.keyFile)) {
-      mkdirSync(this.opts.stateDir, { recursive: true, mode: 0o700 });
-      const key = (await mustRun(this.opts.runner, 'wg', ['genkey'])).trim();
-      writeFileSync(this.keyFile, key + '\n', { mode: 0o600, flag: 'wx' });
+      await attempt(`create the WireGuard key in ${this.keyFile}`, async () => {
+        mkdirSync(this.opts.stateDir, { recursive: true, mode: 0o700 });
+        const key = (await mustRun(this.opts.runner, 'wg', ['genkey'])).trim();
+        writeFileSync(this.keyFile, key + '\n', { mode: 0o600, flag: 'wx' });
+      });
     }
-    return (await mustRun(this.opts.runner, 'wg', ['pubkey'], readFileSync(this.keyFile, 'utf8'))).trim();
+    return attempt(`derive the public key from ${this.keyFile}`, async () => (await mustRun(this.opts.runner, 'wg', ['pubkey'], readFileSync(this.keyFile, 'utf8'))).trim());
   }
 
   /** Whether the device exists now. */
   async exists(): Promise<boolean> {
-    return (await this.opts.runner.run('ip', this.ip(['link', 'show', 'dev', this.opts.device]))).code === 0;
+    return (await this.link()) !== undefined;
   }
 
-  /** Creates (or adopts, after a restart) the device, with our key, port and MTU, up. Returns the mode used. */
+  /** The device as the kernel has it now, or undefined when there is none. */
+  private async link(): Promise<{ mtu?: number; flags?: string[] } | undefined> {
+    const r = await this.opts.runner.run('ip', this.ip(['-json', 'link', 'show', 'dev', this.device]));
+    if (r.code !== 0) return undefined;
+    try {
+      return (JSON.parse(r.stdout || '[]') as { mtu?: number; flags?: string[] }[])[0] ?? {};
+    } catch {
+      return {};
+    }
+  }
+
+  /**
+   * Why the backend is not up, or null: the device must exist and, when we started wireguard-go for
+   * it, that process must still run. Reads the kernel and /proc, nothing cached.
+   */
+  async problem(): Promise<string | null> {
+    if (!(await this.exists())) return `device ${this.device} does not exist`;
+    const pid = this.recordedPid();
+    if (pid !== undefined && !isOurWireguardGo(pid, this.device)) return `wireguard-go (pid ${pid}) for ${this.device} is not running`;
+    return null;
+  }
+
+  private recordedPid(): number | undefined {
+    if (!existsSync(this.pidFile)) return undefined;
+    const pid = Number(readFileSync(this.pidFile, 'utf8'));
+    return pid > 0 ? pid : undefined;
+  }
+
+  /**
+   * Creates (or adopts, after a restart) the device, with our key, port and MTU, up; on an existing
+   * device only what differs is set. Returns the mode used ('existing' when it was there already).
+   */
   async up(): Promise<'kernel' | 'userspace' | 'existing'> {
     await this.publicKey();
     let mode: 'kernel' | 'userspace' | 'existing' = 'existing';
-    if (!(await this.exists())) {
-      const kernel = !this.opts.forceUserspace && (await this.opts.runner.run('ip', this.ip(['link', 'add', 'dev', this.opts.device, 'type', 'wireguard']))).code === 0;
+    let link = await this.link();
+    if (!link) {
+      const kernel = !this.opts.forceUserspace && (await this.opts.runner.run('ip', this.ip(['link', 'add', 'dev', this.device, 'type', 'wireguard']))).code === 0;
       if (kernel) mode = 'kernel';
       else {
         await this.startUserspace();
         mode = 'userspace';
       }
+      link = {};
     }
-    await this.wg(['set', this.opts.device, 'private-key', this.keyFile, 'listen-port', String(this.opts.port)]);
-    await mustRun(this.opts.runner, 'ip', this.ip(['link', 'set', 'dev', this.opts.device, 'mtu', String(this.opts.mtu), 'up']));
+    const key = readFileSync(this.keyFile, 'utf8').trim();
+    const [privateKey, , port] = mode === 'existing' ? ((await this.dump())[0] ?? '').split('\t') : [];
+    if (privateKey !== key || port !== String(this.opts.port)) {
+      await attempt(`configure the key and port ${this.opts.port} of device ${this.device}`, () => this.wg(['set', this.device, 'private-key', this.keyFile, 'listen-port', String(this.opts.port)]));
+    }
+    if (link.mtu !== this.opts.mtu || !link.flags?.includes('UP')) {
+      await attempt(`bring up device ${this.device} with MTU ${this.opts.mtu}`, () => mustRun(this.opts.runner, 'ip', this.ip(['link', 'set', 'dev', this.device, 'mtu', String(this.opts.mtu), 'up'])));
+    }
     return mode;
+  }
+
+  /** `wg show <dev> dump`: the interface line, then one line per peer. */
+  private async dump(): Promise<string[]> {
+    return (await attempt(`read the WireGuard state of ${this.device}`, () => this.wg(['show', this.device, 'dump']))).trim().split('\n');
   }
 
   private async startUserspace(): Promise<void> {
     // The UAPI socket (/var/run/wireguard/<dev>.sock) is global, not per netns: a stale one from a
     // killed wireguard-go would make the new one fail, and it is ours (the device name is ours).
-    rmSync(`${WIREGUARD_RUN_DIR}/${this.opts.device}.sock`, { force: true });
-    const [cmd, args] = this.ns('wireguard-go', ['-f', this.opts.device]);
+    rmSync(`${WIREGUARD_RUN_DIR}/${this.device}.sock`, { force: true });
+    const [cmd, args] = this.ns('wireguard-go', ['-f', this.device]);
     // Detached: the device must outlive an agent restart; the PID file lets the next agent stop it.
     const child = spawn(cmd, args, { detached: true, stdio: 'ignore', env: { ...process.env, ...USERSPACE_ENV } });
     child.unref();
     writeFileSync(this.pidFile, String(child.pid));
     const deadline = Date.now() + 3000;
     while (!(await this.exists())) {
-      if (Date.now() > deadline) throw new Error(`failed to start wireguard-go for ${this.opts.device}: device did not appear within 3 s`);
+      if (Date.now() > deadline) throw new Error(`failed to start wireguard-go for ${this.device}: device did not appear within 3 s`);
       await new Promise((r) => setTimeout(r, 5));
     }
   }
 
   async peers(): Promise<CurrentPeer[]> {
-    const lines = (await this.wg(['show', this.opts.device, 'dump'])).trim().split('\n').slice(1).filter(Boolean);
+    const lines = (await this.dump()).slice(1).filter(Boolean);
     return lines.map((line) => {
       const [publicKey, , endpoint, allowed, handshake, , , keepalive] = line.split('\t');
       return {
@@ -129,9 +181,10 @@ export class WireGuard {
    * acceptable, so a failover does not wait for WireGuard's 5 s retry; those with an endpoint are
    * dialled too, so a session with them exists before they take over. Peers with
    * `initiateDelayMs` are set after that delay, so the two sides of an edge-to-edge pair do not
-   * initiate at the same moment. Returns the gateways whose peers were set, and removed keys.
+   * initiate at the same moment (only when one of them differs). Returns the gateways whose peers
+   * were set, those of staged peers set, and removed keys.
    */
-  async setPeers(desired: readonly PeerPlan[], staged: readonly StagedPeer[] = []): Promise<{ set: string[]; removed: string[] }> {
+  async setPeers(desired: readonly PeerPlan[], staged: readonly StagedPeer[] = []): Promise<{ set: string[]; staged: string[]; removed: string[] }> {
     const refused: Dropped[] = [];
     this.refused = refused;
     const current = new Map((await this.peers()).map((p) => [p.publicKey, p]));
@@ -152,16 +205,17 @@ export class WireGuard {
     const apply = async (p: PeerPlan & { publicKey: string }): Promise<void> => {
       const allowed = [...p.allowedIPs].sort();
       if (sameConfig(current.get(p.publicKey), allowed, p.keepaliveSeconds, p.endpoint)) return;
-      if (!(await setPeer(p, peerArgs(this.opts.device, p.publicKey, allowed, p.keepaliveSeconds, p.endpoint)))) return;
+      if (!(await setPeer(p, peerArgs(this.device, p.publicKey, allowed, p.keepaliveSeconds, p.endpoint)))) return;
       this.changedAt.set(p.publicKey, Date.now() / 1000);
       set.push(p.gateway);
     };
     for (const p of wanted.filter((x) => !x.initiateDelayMs)) await apply(p);
+    const stagedSet: string[] = [];
     for (const p of standby) {
       if (sameConfig(current.get(p.publicKey), [], p.keepaliveSeconds, p.endpoint)) continue;
-      await setPeer(p, peerArgs(this.opts.device, p.publicKey, [], p.keepaliveSeconds, p.endpoint));
+      if (await setPeer(p, peerArgs(this.device, p.publicKey, [], p.keepaliveSeconds, p.endpoint))) stagedSet.push(p.gateway);
     }
-    const delayed = wanted.filter((x) => x.initiateDelayMs);
+    const delayed = wanted.filter((x) => x.initiateDelayMs && !sameConfig(current.get(x.publicKey), [...x.allowedIPs].sort(), x.keepaliveSeconds, x.endpoint));
     if (delayed.length) {
       await new Promise((r) => setTimeout(r, Math.max(...delayed.map((x) => x.initiateDelayMs!))));
       for (const p of delayed) await apply(p);
@@ -170,10 +224,10 @@ export class WireGuard {
     const removed: string[] = [];
     for (const key of current.keys()) {
       if (keep.has(key)) continue;
-      await this.wg(['set', this.opts.device, 'peer', key, 'remove']);
+      await attempt(`remove peer ${key} from ${this.device}`, () => this.wg(['set', this.device, 'peer', key, 'remove']));
       removed.push(key);
     }
-    return { set, removed };
+    return { set, staged: stagedSet, removed };
   }
 
   /**
@@ -191,23 +245,25 @@ export class WireGuard {
     for (const p of desired) {
       const have = p.publicKey ? current.get(p.publicKey) : undefined;
       if (!have || !p.endpoint || (have.latestHandshake > 0 && have.latestHandshake >= Math.floor(this.changedAt.get(p.publicKey!) ?? 0))) continue;
-      await this.wg(['set', this.opts.device, 'peer', p.publicKey!, 'remove']);
-      await this.wg(peerArgs(this.opts.device, p.publicKey!, [...p.allowedIPs].sort(), p.keepaliveSeconds, p.endpoint));
+      await attempt(`re-create peer ${p.publicKey} (${p.gateway}) on ${this.device}`, async () => {
+        await this.wg(['set', this.device, 'peer', p.publicKey!, 'remove']);
+        await this.wg(peerArgs(this.device, p.publicKey!, [...p.allowedIPs].sort(), p.keepaliveSeconds, p.endpoint));
+      });
       nudged.push(p.gateway);
     }
     return nudged;
   }
 
   /** Removes the device and stops the wireguard-go we started (by its recorded PID only). */
-  async down(): Promise<void> {
-    await this.opts.runner.run('ip', this.ip(['link', 'del', 'dev', this.opts.device]));
+  async cleanUp(): Promise<void> {
+    await this.opts.runner.run('ip', this.ip(['link', 'del', 'dev', this.device]));
     if (existsSync(this.pidFile)) {
       const pid = Number(readFileSync(this.pidFile, 'utf8'));
       // Under traffic wireguard-go can take over a second to exit: wait, then insist (same PID only).
-      if (pid > 0) await stopOwnedProcess(pid, () => isOurWireguardGo(pid, this.opts.device), 2000);
+      if (pid > 0) await stopOwnedProcess(pid, () => isOurWireguardGo(pid, this.device), 2000);
       rmSync(this.pidFile, { force: true });
     }
-    rmSync(`${WIREGUARD_RUN_DIR}/${this.opts.device}.sock`, { force: true });
+    rmSync(`${WIREGUARD_RUN_DIR}/${this.device}.sock`, { force: true });
   }
 }
 
