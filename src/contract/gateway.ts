@@ -1,9 +1,13 @@
 /**
- * The Gateway object (`raven.openyurt.io/v1beta1`) as the runtime reads and writes it, plus the
- * few parts of a Node it needs. Plain interfaces (no client library types), so the pure core
- * (membership, election, status) is testable without a cluster.
+ * The Gateway object (`raven.openyurt.io/v1beta1`), once: its type (spec and status, field for
+ * field OpenYurt's), `renderGateway` that the compiler writes it with, and the tolerant
+ * `parseGateway` that the controller and the agent read it with; plus the few parts of a Node the
+ * runtime needs. Plain interfaces (no client library types), so the pure core (membership,
+ * election, status) is testable without a cluster.
  */
-import type { EndpointType } from '../topology/model.js';
+import type { EndpointType, Region } from '../topology/model.js';
+import { GATEWAY_API_VERSION, MEMBER_NODES_ANNOTATION, POD_CIDRS_ANNOTATION, REGION_LABEL, REGION_TYPE_LABEL } from './names.js';
+import type { RavenSwitches } from './raven-cfg.js';
 import { canonicalIP, canonicalPort, canonicalSubnet, type Dropped, isObject, objectName, shown, wireGuardKey } from '../platform/canonical.js';
 
 /**
@@ -42,18 +46,100 @@ export interface GatewayNodeInfo {
   subnets: string[];
 }
 
+/** How other regions reach the gateway; '' (or absent) is not exposed. */
+export type ExposeType = '' | 'PublicIP' | 'LoadBalancer';
+
+/** OpenYurt's field names, capital `Replicas` included. */
+export interface GatewayTunnelConfig {
+  Replicas?: number;
+}
+
+export interface GatewayProxyConfig {
+  Replicas?: number;
+  /** Comma-separated HTTP ports proxied to edge nodes. */
+  proxyHTTPPort?: string;
+  /** Comma-separated HTTPS ports proxied to edge nodes. */
+  proxyHTTPSPort?: string;
+}
+
+/** Written by git (the compiler); the controller never rewrites it. */
+export interface GatewaySpec {
+  nodeSelector?: LabelSelector;
+  /** An ExposeType once parsed; `string` so hand-built test objects need no casts. */
+  exposeType?: string;
+  /** Candidates in priority order. */
+  endpoints?: GatewayEndpoint[];
+  tunnelConfig?: GatewayTunnelConfig;
+  proxyConfig?: GatewayProxyConfig;
+}
+
+/** Written by the controller (the status subresource). */
+export interface GatewayStatus {
+  activeEndpoints?: GatewayEndpoint[];
+  nodes?: GatewayNodeInfo[];
+}
+
+export interface GatewayMetadata {
+  name: string;
+  resourceVersion?: string;
+  annotations?: Record<string, string>;
+  labels?: Record<string, string>;
+  uid?: string;
+}
+
 export interface Gateway {
   apiVersion?: string;
   kind?: string;
-  metadata: { name: string; resourceVersion?: string; annotations?: Record<string, string>; labels?: Record<string, string>; uid?: string };
-  spec?: {
-    nodeSelector?: LabelSelector;
-    exposeType?: string;
-    endpoints?: GatewayEndpoint[];
-    tunnelConfig?: { Replicas?: number };
-    proxyConfig?: { Replicas?: number; proxyHTTPPort?: string; proxyHTTPSPort?: string };
+  metadata: GatewayMetadata;
+  spec?: GatewaySpec;
+  status?: GatewayStatus;
+}
+
+/** A Gateway as the compiler writes it: the spec only, never a status. */
+export interface RenderedGateway {
+  readonly apiVersion: typeof GATEWAY_API_VERSION;
+  readonly kind: 'Gateway';
+  readonly metadata: { readonly name: string; readonly labels: Record<string, string>; readonly annotations?: Record<string, string> };
+  readonly spec: RenderedGatewaySpec;
+}
+
+export type RenderedGatewaySpec = Omit<GatewaySpec, 'exposeType'> & { exposeType?: Exclude<ExposeType, ''> };
+
+/**
+ * One region's Gateway, in OpenYurt's shape (it validates against OpenYurt's own CRD). Each part is
+ * built as its contract type, so no field outside it can be written. `switches` are raven-cfg's:
+ * with a switch off no endpoint of that type is elected, so its Replicas is 0. Pure; collections
+ * are sorted where order carries no meaning, endpoints stay in priority order.
+ */
+export function renderGateway(r: Region, switches: RavenSwitches): RenderedGateway {
+  const annotations: Record<string, string> = {};
+  if (r.nodes.length) annotations[MEMBER_NODES_ANNOTATION] = [...r.nodes].sort().join(',');
+  if (r.podCIDRs.length) annotations[POD_CIDRS_ANNOTATION] = [...r.podCIDRs].sort().join(',');
+  const ports = (list: readonly number[]): string => [...list].sort((a, b) => a - b).join(',');
+  const proxyConfig: GatewayProxyConfig = { Replicas: switches.l7Proxy ? r.replicas.proxy : 0 };
+  if (r.proxyPorts.http.length) proxyConfig.proxyHTTPPort = ports(r.proxyPorts.http);
+  if (r.proxyPorts.https.length) proxyConfig.proxyHTTPSPort = ports(r.proxyPorts.https);
+  const spec: RenderedGatewaySpec = {
+    tunnelConfig: { Replicas: switches.l3Tunnel ? r.replicas.tunnel : 0 },
+    proxyConfig,
+    endpoints: r.endpoints.map((e) => {
+      const endpoint: GatewayEndpoint = { nodeName: e.node, type: e.type, port: e.port, underNAT: r.underNAT };
+      if (e.publicIP !== undefined) endpoint.publicIP = e.publicIP;
+      return endpoint;
+    }),
   };
-  status?: { activeEndpoints?: GatewayEndpoint[]; nodes?: GatewayNodeInfo[] };
+  if (r.nodeSelector) spec.nodeSelector = { matchLabels: { ...r.nodeSelector } };
+  if (r.exposure !== 'none') spec.exposeType = r.exposure;
+  return {
+    apiVersion: GATEWAY_API_VERSION,
+    kind: 'Gateway',
+    metadata: {
+      name: r.gatewayName,
+      labels: { [REGION_LABEL]: r.name, [REGION_TYPE_LABEL]: r.type },
+      ...(Object.keys(annotations).length && { annotations }),
+    },
+    spec,
+  };
 }
 
 export interface NodeLike {
@@ -101,8 +187,9 @@ export function parseGateway(raw: unknown): ParsedGateway {
   const source = name.value;
   const dropped: Dropped[] = [];
   const drop = (kind: string, reason: string): void => void dropped.push({ source, kind, reason });
-  const spec = isObject(o!.spec) ? o!.spec : undefined;
-  const status = isObject(o!.status) ? o!.status : undefined;
+  // Still unchecked below: each field is checked on its own.
+  const spec: Partial<GatewaySpec> | undefined = isObject(o!.spec) ? o!.spec : undefined;
+  const status: Partial<GatewayStatus> | undefined = isObject(o!.status) ? o!.status : undefined;
   const exposeType = spec?.exposeType ?? '';
   if (!EXPOSE_TYPES.includes(exposeType)) drop('expose-type', `exposeType ${shown(exposeType)} is not PublicIP or LoadBalancer; treated as not exposed`);
   const endpoints = (list: unknown, where: string): GatewayEndpoint[] | undefined =>
