@@ -1,13 +1,13 @@
 /**
  * `raven lab check`: pings every pod pair and node pair, within and across regions, and says which
- * path each takes (local, direct, edge-to-edge, relayed) from the Gateways' status, exactly as the
- * agents compute it. A pair "should connect" when it is in one region, or across regions for pods
+ * path each takes (local, direct, edge-to-edge, relayed) from the Gateways' status, by the mesh
+ * model the agents plan with (src/topology/mesh.ts). A pair "should connect" when it is in one region, or across regions for pods
  * (nodes too with forwardNodeIP) when the topology enables the L3 tunnel: a region left without an
  * active gateway makes its pairs fail, which is what a check is for.
  */
 import type { CommandRunner } from '../platform/command-runner.js';
-import { plan as nodePlan } from '../agent/plan.js';
-import type { Gateway } from '../contract/gateway.js';
+import { type Gateway, parseGateway } from '../contract/gateway.js';
+import { buildMesh, gatewayOf, type Mesh, type MeshGateway } from '../topology/mesh.js';
 import type { LabNode } from './layout.js';
 import type { LabRecord } from './state.js';
 
@@ -34,31 +34,33 @@ export interface CheckOptions {
   readonly skip?: ReadonlySet<string>;
 }
 
-/** The path traffic from `a`'s region to `b`'s takes, as `a`'s region's gateway plans it. */
-export function pathBetween(record: LabRecord, gateways: readonly Gateway[], a: LabNode, b: LabNode): string {
+/** The lab's mesh, from the Gateways as the agents read them (parsed; what does not parse is left out). */
+export function labMesh(record: Pick<LabRecord, 'natTraversal'>, gateways: readonly Gateway[]): Mesh<MeshGateway> {
+  const parsed = gateways.flatMap((g) => parseGateway(g).gateway ?? []);
+  return buildMesh(parsed.map(gatewayOf), { natTraversal: record.natTraversal });
+}
+
+/** The path traffic from `a`'s region to `b`'s takes. */
+export function pathBetween(record: Pick<LabRecord, 'l3Tunnel'>, mesh: Mesh<MeshGateway>, a: Pick<LabNode, 'region'>, b: Pick<LabNode, 'region'>): string {
   if (a.region === b.region) return 'local';
-  const gwA = gateways.find((g) => g.metadata.name === `gw-${a.region}`);
-  const gwB = gateways.find((g) => g.metadata.name === `gw-${b.region}`);
-  const activeA = gwA?.status?.activeEndpoints?.find((e) => e.type === 'tunnel')?.nodeName;
-  const activeB = gwB?.status?.activeEndpoints?.find((e) => e.type === 'tunnel')?.nodeName;
   if (!record.l3Tunnel) return 'no l3 tunnel';
-  if (!activeA || !activeB) return `no active gateway in ${!activeA ? a.region : b.region}`;
-  const p = nodePlan(gateways, { node: activeA, backend: record.backend, device: 'x', natTraversal: record.natTraversal, forwardNodeIP: record.forwardNodeIP, mtu: 0, underlayMTU: 1500 });
-  const peer = p.peers.find((x) => x.gateway === `gw-${b.region}`);
-  if (peer) return peer.path === 'edge-to-edge' ? 'edge-to-edge' : 'direct';
-  const relay = p.peers.find((x) => x.relaysFor.includes(`gw-${b.region}`));
-  return relay ? `relayed via ${relay.gateway}` : 'no path';
+  const gwA = mesh.gateways.find((g) => g.name === `gw-${a.region}`);
+  const gwB = mesh.gateways.find((g) => g.name === `gw-${b.region}`);
+  if (!gwA?.active || !gwB?.active) return `no active gateway in ${!gwA?.active ? a.region : b.region}`;
+  const path = mesh.pathBetween(gwA, gwB);
+  return path.kind === 'relayed' ? `relayed via ${path.via.name}` : path.kind === 'none' ? 'no path' : path.kind;
 }
 
 export async function checkLab(record: LabRecord, gateways: readonly Gateway[], runner: CommandRunner, o: CheckOptions): Promise<PairResult[]> {
   const nodes = record.plan.nodes.filter((n) => !o.skip?.has(n.name));
   const kinds = o.kinds ?? ['pod', 'node'];
   const jobs: (() => Promise<PairResult>)[] = [];
+  const mesh = labMesh(record, gateways);
   for (const kind of kinds) {
     for (const a of nodes) {
       for (const b of nodes) {
         if (a === b) continue;
-        const path = pathBetween(record, gateways, a, b);
+        const path = pathBetween(record, mesh, a, b);
         const crossNode = kind === 'node' && a.region !== b.region;
         // What the topology asks for, whatever the cluster's state: a region without an active
         // gateway is a failure to see, not a reason to expect less.

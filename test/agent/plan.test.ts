@@ -151,6 +151,11 @@ test('a remote standby with a public address is dialled from behind NAT, so its 
   cloud.status!.nodes!.push({ nodeName: 'cloud-gw-2', privateIP: '10.0.0.12', subnets: ['10.244.6.0/24'] });
   cloud.status!.activeEndpoints![0]!.config = { publicKey: K('c'), [STANDBY_KEYS_CONFIG]: JSON.stringify({ 'cloud-gw-2': K('d') }) };
   assert.equal(plan(gws, opts('hz-1')).staged, [{ gateway: 'gw-cloud', node: 'cloud-gw-2', publicKey: K('d'), endpoint: '203.0.113.11:4500', keepaliveSeconds: 5 }]);
+  // A standby is dialled when it is dialable itself (src/topology/mesh.ts): one behind NAT is not,
+  // though the active endpoint of its region is (before, only the active endpoint was asked).
+  cloud.spec!.endpoints![1]!.underNAT = true;
+  assert.equal(plan(gws, opts('hz-1')).staged, [{ gateway: 'gw-cloud', node: 'cloud-gw-2', publicKey: K('d') }]);
+  cloud.spec!.endpoints![1]!.underNAT = false;
   // The cloud standby, warm, can dial no NATed edge: it holds their keys and waits.
   const warm = plan(gws, opts('cloud-gw-2', { warmStandby: true }));
   assert.equal(warm.peers.map((x) => [x.gateway, x.endpoint ?? null]), [['gw-hangzhou', null], ['gw-qingdao', null]]);

@@ -46,4 +46,19 @@ test('no proxy off the active proxy endpoints, without enable-l7-proxy, or with 
   assert.is(proxyConfigFor(noServer, 'hz-1', addrs), undefined, 'nothing to dial yet');
 });
 
+test('an exposed Gateway whose proxy endpoint is under NAT is no server: nobody can dial it, so it dials the servers like any edge', () => {
+  // Before the mesh model (src/topology/mesh.ts), the proxy role looked at exposeType alone.
+  const odd = gateways.map((g) => {
+    if (g.metadata.name === 'gw-hangzhou') {
+      return { ...g, spec: { exposeType: 'PublicIP' }, status: { ...g.status!, activeEndpoints: [{ nodeName: 'hz-1', type: 'proxy' as const, underNAT: true, publicIP: '198.51.100.21', config: on }] } };
+    }
+    if (g.metadata.name === 'gw-qingdao') return { ...g, status: { ...g.status!, activeEndpoints: [{ nodeName: 'qd-1', type: 'proxy' as const, config: on }] } };
+    return g;
+  });
+  const hz = proxyConfigFor(odd, 'hz-1', addrs)!;
+  assert.equal([hz.role, hz.client], ['client', { servers: [{ host: '203.0.113.10', port: 10262 }] }]);
+  assert.equal(proxyConfigFor(odd, 'qd-1', addrs)!.client, { servers: [{ host: '203.0.113.10', port: 10262 }] }, 'its address is not dialled');
+  assert.is(proxyConfigFor(odd, 'cloud-gw-1', addrs)!.role, 'server');
+});
+
 test.run();
