@@ -146,7 +146,7 @@ const addressing: Check = (t, out) => {
 
 const exposure: Check = (t, out) => {
   for (const r of t.regions) {
-    if (r.exposure !== 'none' && r.underNAT) {
+    if (isExposed(r.exposure) && r.underNAT) {
       out.push(error([...r.path, 'exposure'], `region "${r.name}" is underNAT and exposed by ${r.exposure}; other regions cannot dial a gateway behind NAT: set exposure: none, or underNAT: false if the gateway has a public address`));
     }
     const reported = new Set<number>();

@@ -2,7 +2,9 @@
 import { readFileSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { labMesh, pathBetween } from '../../src/lab/check.ts';
 import { natRuleset, networkScript } from '../../src/lab/network.ts';
+import type { Gateway } from '../../src/contract/gateway.ts';
 import { type LabOptions, planLab } from '../../src/lab/layout.ts';
 import { loadTopology } from '../../src/topology/index.ts';
 import type { Topology } from '../../src/topology/model.ts';
@@ -82,6 +84,24 @@ test('the plan is the same for any ordering of regions and member lists', () => 
   const text = reordered(readFileSync('topologies/seed.yaml', 'utf8'));
   assert.ok(text.indexOf('name: qingdao') < text.indexOf('name: hangzhou') && text.includes('nodes: [hz-2, hz-1]'), 'the input really is reordered');
   assert.equal(JSON.stringify(planLab(load('topologies/seed.yaml', reordered), options)), JSON.stringify(a));
+});
+
+test('lab check names each pair\'s path by the mesh the agents plan with: local, direct, edge-to-edge, relayed', () => {
+  const gw = (name: string, exposeType: string, active?: Record<string, unknown>): Gateway => ({
+    metadata: { name },
+    spec: { ...(exposeType && { exposeType }) },
+    status: { activeEndpoints: active ? [{ nodeName: `${name}-1`, type: 'tunnel', port: 4500, ...active }] : [] },
+  });
+  const cone = { underNAT: true, natType: 'Full Cone', publicPort: 4500 };
+  const gateways = [gw('gw-cloud', 'PublicIP', { publicIP: '203.0.113.10' }), gw('gw-hz', '', { ...cone, publicIP: '198.51.100.1' }), gw('gw-qd', '', { ...cone, publicIP: '198.51.100.2' }), gw('gw-idle', '')];
+  const at = (region: string) => ({ region });
+  const paths = (natTraversal: boolean, l3Tunnel = true): string[] => {
+    const mesh = labMesh({ natTraversal }, gateways);
+    return [['hz', 'hz'], ['hz', 'cloud'], ['hz', 'qd'], ['qd', 'idle']].map(([a, b]) => pathBetween({ l3Tunnel }, mesh, at(a!), at(b!)));
+  };
+  assert.equal(paths(false), ['local', 'direct', 'relayed via gw-cloud', 'no active gateway in idle']);
+  assert.equal(paths(true), ['local', 'direct', 'edge-to-edge', 'no active gateway in idle']);
+  assert.equal(paths(false, false), ['local', 'no l3 tunnel', 'no l3 tunnel', 'no l3 tunnel']);
 });
 
 test.run();
