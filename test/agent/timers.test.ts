@@ -157,7 +157,7 @@ test('failed syncs retry after 1, 2, 4, 8, 16, 30, 30 s; a success starts over; 
   const config: AgentConfig = {
     // hz-3 is a member: it routes the cloud's range via hz-2, the active gateway, and runs no tunnel.
     nodeName: 'hz-3', nodeIP: '192.168.1.13', namespace: NS, stateDir: state, vpnDriver: 'wireguard', vpnPort: 4500, tunnelMTU: 0, underlayMTU: 1500,
-    natTraversal: false, forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device: 'raven-test0',
+    forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device: 'raven-test0',
     proxy: { certDir: join(state, 'proxy'), tunnelAddr: '127.0.0.1:0', httpAddr: '127.0.0.1:0', httpsAddr: '127.0.0.1:0', metricsAddr: '127.0.0.1:0' },
   };
   const agent = new Agent(lab.kc, config, kernel, log, { clock });
