@@ -7,7 +7,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
@@ -218,6 +218,17 @@ if (!canUseNetns() || !haveStrongswan()) {
       assert.equal(await a.setPeers(toB, 'gw-a'), { loaded: false, connections: ['raven-gw-b'], removed: [], restarted: [], refused: [] });
       assert.equal((await b.setPeers(toA, 'gw-b')).loaded, false);
       assert.equal([loads(ra), loads(rb)], [1, 1], 'no swanctl --load-all for an unchanged plan');
+
+      // Someone unloads b's connection (loading a config without it): the same input loads it
+      // again, since setPeers reads charon's connections rather than remembering them.
+      assert.is(await b.problem(), null, 'charon runs and its TUN exists');
+      const empty = join(state, 'empty.conf');
+      writeFileSync(empty, 'connections {\n}\n');
+      sh('env', ['-i', 'PATH=/usr/sbin:/usr/bin:/sbin:/bin', `STRONGSWAN_CONF=${join(state, 'b', 'strongswan.conf')}`, 'swanctl', '--load-conns', '--file', empty, '--uri', b.viciUri]);
+      assert.equal(await b.loadedConnections(), []);
+      assert.is((await b.setPeers(toA, 'gw-b')).loaded, true, 'reloaded');
+      assert.equal(await b.loadedConnections(), ['raven-gw-a']);
+      assert.is(loads(rb), 2);
 
       // An agent restart adopts the running charon; loading the same config does not re-key.
       const ra2 = new RecordingRunner();
