@@ -12,7 +12,7 @@ import * as assert from 'uvu/assert';
 import { Agent } from '../../src/agent/agent.ts';
 import type { CommandResult, CommandRunner } from '../../src/platform/command-runner.ts';
 import type { AgentConfig } from '../../src/contract/agent-config.ts';
-import { leaseName } from '../../src/contract/heartbeat.ts';
+import { HEALTH_ANNOTATION, leaseName, parseHealth } from '../../src/contract/heartbeat.ts';
 import { FakeClock } from '../support/fake-clock.ts';
 import { GATEWAY, startLab } from '../support/apiserver-support.ts';
 
@@ -219,6 +219,64 @@ test('failed syncs retry after 1, 2, 4, 8, 16, 30, 30 s; a success starts over; 
   } finally {
     await agent.stop();
     assert.is(clock.armed, 0, 'stop leaves no timer armed');
+    rmSync(state, { recursive: true, force: true });
+    await lab.api.close();
+  }
+});
+
+test('a tunnel device that vanished is reported down by the next heartbeat, and a sync brings it back', async () => {
+  const lab = await startLab({ seedCrds: true });
+  const state = mkdtempSync(join(tmpdir(), 'raven-agent-backend-'));
+  const clock = new FakeClock(() => new Promise((r) => setTimeout(r, 2)));
+  let deviceGone = false;
+  /** A node whose tunnel device can vanish; while it is gone it cannot be brought up either. */
+  const runner = new (class extends AnsweringRunner {
+    override async run(cmd: string, args: readonly string[]): Promise<CommandResult> {
+      const link = args.includes('link') && args.includes('raven-test0');
+      if (deviceGone && link && (args.includes('show') || args.includes('set'))) return { code: 1, stdout: '', stderr: 'Cannot find device "raven-test0"' };
+      return super.run(cmd, args);
+    }
+  })();
+  const logged: string[] = [];
+  const log = { info: (m: string) => logged.push(m), warn: (m: string, f?: object) => logged.push(`${m} ${JSON.stringify(f)}`), error: (m: string, f?: object) => logged.push(`${m} ${JSON.stringify(f)}`) };
+  const config: AgentConfig = {
+    nodeName: 'hz-1', nodeIP: '192.168.1.11', namespace: NS, stateDir: state, vpnDriver: 'wireguard', vpnPort: 4500, tunnelMTU: 0, underlayMTU: 1500,
+    natTraversal: false, forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device: 'raven-test0',
+    proxy: { certDir: join(state, 'proxy'), tunnelAddr: '127.0.0.1:0', httpAddr: '127.0.0.1:0', httpsAddr: '127.0.0.1:0', metricsAddr: '127.0.0.1:0' },
+  };
+  const agent = new Agent(lab.kc, config, runner, log, { clock });
+  const coordination = lab.kc.makeApiClient((await import('@kubernetes/client-node')).CoordinationV1Api);
+  const backendUp = async (): Promise<boolean | undefined> => {
+    const lease = await coordination.readNamespacedLease({ name: leaseName('hz-1'), namespace: NS }).catch(() => undefined);
+    return parseHealth(lease?.metadata?.annotations?.[HEALTH_ANNOTATION])?.backendUp;
+  };
+  /** Advances a second at a time until the heartbeat says `want` (the lease is written over real HTTP). */
+  const until = async (want: boolean, what: string): Promise<void> => {
+    for (let i = 0; i < 10; i++) {
+      await clock.advance(1000);
+      for (let j = 0; j < 20 && (await backendUp()) !== want; j++) await new Promise((r) => setTimeout(r, 10));
+      if ((await backendUp()) === want) return;
+    }
+    assert.unreachable(`${what}:\n${logged.join('\n')}`);
+  };
+  try {
+    await lab.core.createNamespace({ body: { metadata: { name: NS } } });
+    for (const gw of [cloud, gateway('hz-1')]) {
+      const stored = (await lab.custom.createClusterCustomObject({ ...GATEWAY, body: gw })) as Gw;
+      await lab.custom.replaceClusterCustomObjectStatus({ ...GATEWAY, name: gw.metadata.name, body: { ...gw, metadata: { ...gw.metadata, resourceVersion: stored.metadata.resourceVersion } } });
+    }
+    await agent.run();
+    await until(true, 'the gateway to report its backend up');
+    deviceGone = true;
+    await until(false, 'the heartbeat to report the backend down');
+    assert.ok(logged.some((l) => l === 'tunnel backend is down; restoring it {"reason":"device raven-test0 does not exist"}'), logged.join('\n'));
+    // The sync it started failed too (the device cannot be brought up), naming what it could not do.
+    assert.ok(logged.some((l) => l.startsWith('failed to apply plan') && l.includes('failed to bring up device raven-test0')), logged.join('\n'));
+    deviceGone = false;
+    await until(true, 'a retry to restore the backend and the heartbeat to say so');
+    assert.ok(logged.includes('tunnel backend restored'), logged.join('\n'));
+  } finally {
+    await agent.stop();
     rmSync(state, { recursive: true, force: true });
     await lab.api.close();
   }
