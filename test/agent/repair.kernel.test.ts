@@ -58,7 +58,7 @@ async function startGateway(tag: string, repairPeriodMs: number) {
   const line = (level: string) => (m: string, f?: Record<string, unknown>) => logged.push(`${level} ${m} ${JSON.stringify(f ?? {})}`);
   const config: AgentConfig = {
     nodeName: 'hz-1', nodeIP: '192.168.1.11', namespace: NS, stateDir: state, vpnDriver: 'wireguard', vpnPort: 51860, tunnelMTU: 1420, underlayMTU: 1500,
-    natTraversal: false, forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device, netns: ns,
+    forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device, netns: ns,
     proxy: { certDir: join(state, 'proxy'), tunnelAddr: '127.0.0.1:0', httpAddr: '127.0.0.1:0', httpsAddr: '127.0.0.1:0', metricsAddr: '127.0.0.1:0' },
   };
   const agent = new Agent(lab.kc, config, new RecordingRunner(), { info: line('info'), warn: line('warn'), error: line('error') }, { repairPeriodMs });

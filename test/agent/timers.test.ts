@@ -241,7 +241,7 @@ test('a tunnel device that vanished is reported down by the next heartbeat, and 
   const log = { info: (m: string) => logged.push(m), warn: (m: string, f?: object) => logged.push(`${m} ${JSON.stringify(f)}`), error: (m: string, f?: object) => logged.push(`${m} ${JSON.stringify(f)}`) };
   const config: AgentConfig = {
     nodeName: 'hz-1', nodeIP: '192.168.1.11', namespace: NS, stateDir: state, vpnDriver: 'wireguard', vpnPort: 4500, tunnelMTU: 0, underlayMTU: 1500,
-    natTraversal: false, forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device: 'raven-test0',
+    forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device: 'raven-test0',
     proxy: { certDir: join(state, 'proxy'), tunnelAddr: '127.0.0.1:0', httpAddr: '127.0.0.1:0', httpsAddr: '127.0.0.1:0', metricsAddr: '127.0.0.1:0' },
   };
   const agent = new Agent(lab.kc, config, runner, log, { clock });
