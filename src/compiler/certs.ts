@@ -26,11 +26,13 @@ import { toYaml } from './bundle.js';
 import { pskSecretRef } from './agent-mounts.js';
 import { canonicalIP } from '../platform/canonical.js';
 import { PROXY_SERVICE_NAME } from '../contract/names.js';
+import type { GatewayEndpoint } from '../contract/gateway.js';
 import { CERT_FILES } from '../contract/proxy-config.js';
 import { makeProxyCerts } from './proxy-certs.js';
 import { PROXY_CERTS_VOLUME, PSK_VOLUME, REGION_LABEL } from '../contract/names.js';
 import { dnsSubdomainProblem } from '../topology/k8s-names.js';
 import type { Topology } from '../topology/model.js';
+import { acceptsDials } from '../topology/mesh.js';
 
 /** A compiled object, as much of it as this module reads. */
 export interface CompiledObject {
@@ -69,8 +71,6 @@ export interface SecretsPlan {
   readonly addressUnknown: readonly string[];
 }
 
-const EXPOSED = new Set(['PublicIP', 'LoadBalancer']);
-
 /** The synced objects of one cluster (crds, runtime, gateways) from `compile()`'s file tree. */
 export function clusterObjects(files: FileTree, cluster: string): CompiledObject[] {
   return [...files.entries()]
@@ -95,7 +95,7 @@ export function planSecrets(t: Topology, objects: readonly CompiledObject[]): Se
     const region = ds.spec?.selector?.matchLabels?.[REGION_LABEL] as string | undefined;
     const gw = region === undefined ? undefined : gatewayOf.get(region);
     if (!region || !gw?.metadata?.name) throw new Error(`failed to plan the proxy Secret ${secret}: DaemonSet ${ds.metadata?.name} names no region with a Gateway`);
-    proxy.push({ region, gateway: gw.metadata.name, secretName: secret, role: EXPOSED.has(String(gw.spec?.exposeType)) ? 'server' : 'client' });
+    proxy.push({ region, gateway: gw.metadata.name, secretName: secret, role: acceptsDials(gw.spec?.exposeType, (gw.spec?.endpoints as GatewayEndpoint[] | undefined)?.find((e) => e.type === 'proxy')) ? 'server' : 'client' });
   }
   proxy.sort((a, b) => (a.secretName < b.secretName ? -1 : 1));
 

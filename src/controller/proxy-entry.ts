@@ -10,6 +10,7 @@ import { canonicalPort, type Dropped, shown } from '../platform/canonical.js';
 import type { Gateway } from '../contract/gateway.js';
 import { PROXY_SERVICE_NAME, SLICE_MANAGED_BY_LABEL, SLICE_MANAGER, SLICE_SERVICE_LABEL } from '../contract/names.js';
 import { addressType, type ServiceLike } from './exposure.js';
+import { acceptsDials, isExposed } from '../topology/mesh.js';
 
 /** The work-queue key of this aggregate: a `/` never occurs in a Gateway name, so it cannot collide. */
 export const PROXY_ENTRY_KEY = `services/${PROXY_SERVICE_NAME}`;
@@ -97,10 +98,11 @@ export function desiredProxyEntry(input: ProxyEntryInput): ProxyEntry {
   const gateways = [...input.gateways].sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
   for (const gw of gateways) {
     const exposeType = gw.spec?.exposeType;
-    if (exposeType !== 'PublicIP' && exposeType !== 'LoadBalancer') continue;
+    if (!isExposed(exposeType)) continue;
     const nodes = gw.status?.nodes ?? [];
     for (const e of gw.status?.activeEndpoints ?? []) {
-      if (e.type !== 'proxy') continue;
+      // A proxy endpoint behind NAT serves nobody (the agent's proxy role makes it a client).
+      if (e.type !== 'proxy' || !acceptsDials(exposeType, e)) continue;
       const address = nodes.find((n) => n.nodeName === e.nodeName)?.privateIP;
       if (!address) {
         dropped.push({ source: gw.metadata.name, kind: 'node-ip', reason: `active proxy endpoint ${e.nodeName} has no privateIP in status.nodes; left out of ${PROXY_SERVICE_NAME}` });

@@ -16,7 +16,9 @@ import { ExecRunner } from '../platform/command-runner.js';
 import { isAlive, signal } from '../platform/owned-process.js';
 import type { Gateway } from '../contract/gateway.js';
 import { formatDiagnostic, hasErrors } from '../topology/diagnostics.js';
+import { AGENT_CONFIG, type AgentConfigKey } from '../contract/agent-config.js';
 import { GATEWAY_GROUP, GATEWAY_VERSION, PSK_FILE_NAME, WIREGUARD_RUN_DIR } from '../contract/names.js';
+import { acceptsDials } from '../topology/mesh.js';
 import { agentMounts } from '../compiler/agent-mounts.js';
 import { checkLab, type CheckOptions, failures, type PairResult } from './check.js';
 import { ravenCommand } from '../platform/raven-command.js';
@@ -112,6 +114,9 @@ export async function labUp(o: UpOptions, io: Io): Promise<{ state: LabState; co
   }
 }
 
+/** The Gateway's L7 proxy is a server (others dial its proxy endpoint), as the agent's proxy role decides. */
+const proxyServes = (gw: Gateway): boolean => acceptsDials(gw.spec?.exposeType, gw.spec?.endpoints?.find((e) => e.type === 'proxy'));
+
 /**
  * The L7 proxy's certificates, as each region's proxy Secret would provide them (throwaway CAs,
  * `makeProxyCerts`). Every node's directory holds the tunnel CA (`ca.crt`); nodes of exposed regions
@@ -123,7 +128,7 @@ export async function labUp(o: UpOptions, io: Io): Promise<{ state: LabState; co
  */
 function writeProxyCerts(state: LabState, plan: LabPlan, objects: readonly k8s.KubernetesObject[]): void {
   const dir = join(state.dir, 'proxy-ca');
-  const exposedGateways = new Set(objects.filter((x) => x.kind === 'Gateway' && ['PublicIP', 'LoadBalancer'].includes(String((x as Gateway).spec?.exposeType))).map((x) => x.metadata?.name));
+  const exposedGateways = new Set(objects.filter((x) => x.kind === 'Gateway' && proxyServes(x as Gateway)).map((x) => x.metadata?.name));
   const exposed = (n: LabNode): boolean => exposedGateways.has(plan.regions.find((r) => r.name === n.region)!.gateway);
   const servers = plan.nodes.filter(exposed);
   const edges = plan.regions.filter((r) => !exposedGateways.has(r.gateway)).map((r) => r.gateway);
@@ -168,12 +173,13 @@ export function pskFileOf(state: LabState, n: LabNode): string {
  * machine's (not in containers) share its ports, so then health and metrics move to free loopback ports.
  */
 function writeAgentConfigs(state: LabState, nodes: readonly LabNode[], objects: readonly k8s.KubernetesObject[], sharedPorts: boolean): void {
-  const cm = objects.find((x) => x.kind === 'ConfigMap' && x.metadata?.name === 'raven-agent-config') as k8s.V1ConfigMap | undefined;
-  if (!cm?.data) throw new Error('the compiled output has no raven-agent-config ConfigMap');
+  const cm = objects.find((x) => x.kind === 'ConfigMap' && x.metadata?.name === AGENT_CONFIG) as k8s.V1ConfigMap | undefined;
+  if (!cm?.data) throw new Error(`the compiled output has no ${AGENT_CONFIG} ConfigMap`);
+  const loopback: Partial<Record<AgentConfigKey, string>> = { 'health-probe-addr': '127.0.0.1:0', 'metric-bind-addr': '127.0.0.1:0' };
   for (const n of nodes) {
     const dir = join(state.nodeDir(n.name), 'config');
     mkdirSync(dir, { recursive: true });
-    const data = sharedPorts ? { ...cm.data, 'health-probe-addr': '127.0.0.1:0', 'metric-bind-addr': '127.0.0.1:0' } : cm.data;
+    const data = sharedPorts ? { ...cm.data, ...loopback } : cm.data;
     for (const [k, v] of Object.entries(data)) writeFileSync(join(dir, k), v);
   }
 }

@@ -19,6 +19,7 @@ import { mustRun } from '../platform/command-runner.js';
 import { agentMounts, placesOn } from '../compiler/agent-mounts.js';
 import { Runc } from './containers.js';
 import { capabilitiesOf, containerSpec, ManifestError, type OciMount, type Placement } from './oci-spec.js';
+import { AGENT_CONFIG } from '../contract/agent-config.js';
 import type { LabNode } from './layout.js';
 import type { LabRecord, LabState } from './state.js';
 
@@ -82,7 +83,7 @@ export async function startAgentPod(state: LabState, record: LabRecord, node: La
   const { psk, proxySecret } = agentMounts(objects, node.name);
   const nodeDir = state.nodeDir(node.name);
   const volumeDir = (v: k8s.V1Volume): string | undefined => {
-    if (v.configMap?.name === 'raven-agent-config') return join(nodeDir, 'config');
+    if (v.configMap?.name === AGENT_CONFIG) return join(nodeDir, 'config');
     if (v.secret && psk && v.secret.secretName === psk.name) return secretFiles(join(nodeDir, 'secrets', v.name), v.secret, { [psk.key]: join(nodeDir, 'ipsec', 'psk') });
     if (v.secret && v.secret.secretName === proxySecret) return existsSync(join(nodeDir, 'proxy-certs')) ? join(nodeDir, 'proxy-certs') : undefined;
     if (v.hostPath) return hostPath(nodeDir, v.hostPath);

@@ -230,7 +230,7 @@ export const topologySchema = {
               description: 'IPsec pre-shared key, by Secret reference only.',
               properties: { secretRef: secretKeyRef },
             },
-            natTraversal: { type: 'boolean', default: false, description: 'Let NATed edges connect directly when their NATs allow it.' },
+            natTraversal: { type: 'boolean', default: false, description: 'Not supported yet: must be false (edge regions reach each other through a reachable gateway).' },
             mtu: { type: 'integer', minimum: 576, maximum: 9000, description: 'Tunnel MTU override. Default: underlayMTU minus the backend overhead.' },
             underlayMTU: { type: 'integer', minimum: 576, maximum: 9216, default: 1500, description: 'MTU of the network between regions.' },
           },

@@ -56,6 +56,14 @@ test('edge regions (not exposed) and tunnel endpoints never become endpoints of 
   assert.is(r.none, 'no exposed region has an active proxy endpoint');
 });
 
+test('a proxy endpoint behind NAT is no server (the agent makes it a client), so the entry does not lead to it', () => {
+  const natted = gw('gw-cloud', 'PublicIP', [['cloud-gw-1', 'proxy']], [['cloud-gw-1', '10.0.0.10']]);
+  natted.status!.activeEndpoints![0]!.underNAT = true;
+  const r = desiredProxyEntry(input({ gateways: [natted, edge] }));
+  assert.equal(r.slices, []);
+  assert.is(r.none, 'no exposed region has an active proxy endpoint');
+});
+
 test('every exposed region counts, LoadBalancer too; dual-stack gives one slice per family', () => {
   const lb = gw('gw-frankfurt', 'LoadBalancer', [['fra-1', 'proxy']], [['fra-1', 'fd00::12']]);
   const other = gw('gw-aws', 'PublicIP', [['aws-1', 'proxy']], [['aws-1', '10.1.0.5']]);
