@@ -444,7 +444,8 @@ export class Agent {
     void tick();
   }
 
-  private isCandidate(): boolean {
+  /** This node is an endpoint candidate (tunnel or proxy) of some Gateway: it heartbeats as one. */
+  private isEndpointCandidate(): boolean {
     const gws = (this.informer?.list() ?? []) as unknown as Gateway[];
     return gws.some((g) => (g.spec?.endpoints ?? []).some((e) => e.nodeName === this.config.nodeName));
   }
@@ -452,7 +453,7 @@ export class Agent {
   private heartbeatLoop(): void {
     const tick = async (): Promise<void> => {
       if (this.stopped) return;
-      const candidate = this.isCandidate();
+      const candidate = this.isEndpointCandidate();
       const started = this.clock.now();
       await this.checkBackend();
       await this.beatNow();
@@ -472,7 +473,7 @@ export class Agent {
       this.beatAgain = true;
       return this.beating;
     }
-    this.beating = this.beat(this.isCandidate())
+    this.beating = this.beat(this.isEndpointCandidate())
       .catch((err) => this.log.warn('failed to renew heartbeat', { error: (err as Error).message }))
       .finally(() => {
         this.beating = undefined;
