@@ -8,11 +8,14 @@
  * - The current active endpoint is kept while it stays a candidate (sticky); free slots are filled
  *   in spec order. Per type (`tunnel`, `proxy`), up to that type's Replicas.
  * - Every rejected candidate carries its reason; output is sorted, so equal inputs give equal output.
+ * - Static stability: while `holdExpired` is set (the controller has just regained sight of
+ *   heartbeats, or a large share of them lapsed together), an expired heartbeat alone does not
+ *   remove a current active endpoint; it is kept and listed in `held`. See `heartbeatDisruption`.
  */
 import type { EndpointType } from '../topology/model.js';
 import type { Gateway, GatewayEndpoint, NodeLike } from '../contract/gateway.js';
 import { isNodeReady, STANDBY_KEYS_CONFIG } from '../contract/gateway.js';
-import { expiresAt, type Heartbeat, OBSERVATION_MAX_AGE_MS } from '../contract/heartbeat.js';
+import { CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, expiresAt, type Heartbeat, OBSERVATION_MAX_AGE_MS } from '../contract/heartbeat.js';
 import { L3_TUNNEL_KEY, L7_PROXY_KEY } from '../contract/raven-cfg.js';
 
 export interface Features {
@@ -29,6 +32,13 @@ export interface ElectionInput {
   readonly features: Features;
   /** Milliseconds since the epoch. */
   readonly now: number;
+  /**
+   * Why an expired heartbeat is not evidence right now (see `holdReason`); when set, a current
+   * active endpoint whose only fault is an expired heartbeat stays active. Other faults (NotReady,
+   * backend down, standbys' votes) still fail it over, and candidates that are not active are still
+   * rejected for an expired heartbeat: only fresh evidence elects.
+   */
+  readonly holdExpired?: string;
 }
 
 export interface Rejection {
@@ -43,6 +53,8 @@ export interface ElectionResult {
   /** Healthy candidates not elected for lack of slots: ready to take over. */
   readonly standbys: { readonly node: string; readonly type: EndpointType }[];
   readonly rejected: Rejection[];
+  /** Current active endpoints kept although their heartbeat expired (`holdExpired`); reason says both. */
+  readonly held: Rejection[];
 }
 
 const TYPES: readonly EndpointType[] = ['proxy', 'tunnel'];
@@ -61,6 +73,7 @@ export function elect(input: ElectionInput): ElectionResult {
   const active: GatewayEndpoint[] = [];
   const standbys: { node: string; type: EndpointType }[] = [];
   const rejected: Rejection[] = [];
+  const held: Rejection[] = [];
 
   for (const type of TYPES) {
     const candidates = uniqueByNode((gateway.spec?.endpoints ?? []).filter((e) => e.type === type));
@@ -77,9 +90,15 @@ export function elect(input: ElectionInput): ElectionResult {
     const current = new Set((gateway.status?.activeEndpoints ?? []).filter((e) => e.type === type).map((e) => e.nodeName));
     const healthy: GatewayEndpoint[] = [];
     for (const c of candidates) {
-      const reason = rejectionReason(input, c, current.has(c.nodeName));
-      if (reason) rejected.push({ node: c.nodeName, type, reason });
-      else healthy.push(c);
+      const isCurrent = current.has(c.nodeName);
+      const reason = rejectionReason(input, c, isCurrent);
+      if (reason) {
+        rejected.push({ node: c.nodeName, type, reason });
+        continue;
+      }
+      healthy.push(c);
+      const expired = isCurrent ? expiredFor(input, c.nodeName) : undefined;
+      if (expired) held.push({ node: c.nodeName, type, reason: `${expired}, not failed over: ${input.holdExpired}` });
     }
     // Sticky: current actives first (in spec order), then the rest in spec order.
     const ordered = [...healthy.filter((c) => current.has(c.nodeName)), ...healthy.filter((c) => !current.has(c.nodeName))];
@@ -93,7 +112,15 @@ export function elect(input: ElectionInput): ElectionResult {
     active: active.sort((a, b) => compare(a.nodeName, a.type, b.nodeName, b.type)),
     standbys: standbys.sort((a, b) => compare(a.node, a.type, b.node, b.type)),
     rejected: rejected.sort((a, b) => compare(a.node, a.type, b.node, b.type)),
+    held: held.sort((a, b) => compare(a.node, a.type, b.node, b.type)),
   };
+}
+
+/** "heartbeat expired N s ago" when `node`'s heartbeat has lapsed, else undefined. */
+function expiredFor(input: ElectionInput, node: string): string | undefined {
+  const hb = input.heartbeats.get(node);
+  const expired = hb ? input.now - expiresAt(hb) : 0;
+  return expired > 0 ? `heartbeat expired ${(expired / 1000).toFixed(1)} s ago` : undefined;
 }
 
 /** Why `c` cannot be active, or null when it can. Checks run cheapest-first; the first failure is the reason. */
@@ -106,8 +133,8 @@ function rejectionReason(input: ElectionInput, c: GatewayEndpoint, isCurrent: bo
   if (!isNodeReady(node)) return 'node is not Ready';
   const hb = input.heartbeats.get(c.nodeName);
   if (!hb) return `no heartbeat from its agent (Lease raven-agent-${c.nodeName})`;
-  const expired = input.now - expiresAt(hb);
-  if (expired > 0) return `heartbeat expired ${(expired / 1000).toFixed(1)} s ago`;
+  const expired = expiredFor(input, c.nodeName);
+  if (expired && !(isCurrent && input.holdExpired)) return expired;
   if (!hb.health) return 'heartbeat carries no health report';
   if (c.type === 'tunnel' && !hb.health.backendUp) return 'agent reports its tunnel backend down';
   if (isCurrent) {
@@ -182,6 +209,108 @@ function compare(nodeA: string, typeA: string, nodeB: string, typeB: string): nu
 function uniqueByNode(endpoints: GatewayEndpoint[]): GatewayEndpoint[] {
   const seen = new Set<string>();
   return endpoints.filter((e) => (seen.has(e.nodeName) ? false : (seen.add(e.nodeName), true)));
+}
+
+/*
+ * Static stability (docs/0003-controller.md, "Static stability"), after Kubernetes' node lifecycle
+ * controller: an expired heartbeat is evidence of a dead gateway only while the controller sees the
+ * heartbeats of the rest of the cluster arrive. Two rules hold a failover back:
+ * - grace: for SIGHT_GRACE_MS after the controller regained sight (its start or leadership, a
+ *   reconnect of the Lease watch, heartbeat events resuming after HEARTBEAT_GAP_MS of silence, the
+ *   end of a disruption), as the node lifecycle controller resets its probe times when it regains
+ *   sight;
+ * - disruption: when a large share of the cluster's candidates missed their renewal together
+ *   (`heartbeatDisruption`), like its zone states ("FullDisruption" stops evictions).
+ */
+
+/** After regaining sight, how long expired heartbeats are no evidence: one candidate lease, two renewals. */
+export const SIGHT_GRACE_MS = CANDIDATE_LEASE_SECONDS * 1000;
+/** No heartbeat event from any agent for this long is a gap: the next event regains sight. */
+export const HEARTBEAT_GAP_MS = CANDIDATE_LEASE_SECONDS * 1000;
+/**
+ * A heartbeat is overdue once it is older than this many renew periods (a renewal missed, with a
+ * quarter period for latency). Overdue, not expired, is what the disruption counts: when the API
+ * stops, every heartbeat is overdue before the first has expired.
+ */
+export const OVERDUE_RENEWALS = 1.25;
+/** The cluster's candidates are those whose heartbeat was valid within this long of the freshest renewal. */
+export const MASS_LAPSE_WINDOW_MS = 5 * CANDIDATE_RENEW_MS;
+/** A disruption: at least this share of the cluster's candidates overdue (the node lifecycle controller's unhealthyZoneThreshold)… */
+export const MASS_LAPSE_SHARE = 0.55;
+/** …in at least this many regions (Gateways): one region losing its link to the API is that region's fault. */
+export const MASS_LAPSE_MIN_REGIONS = 2;
+
+/** A gateway candidate of the cluster: a member node named in its Gateway's endpoints. */
+export interface ClusterCandidate {
+  readonly node: string;
+  readonly gateway: string;
+}
+
+export interface Disruption {
+  readonly disrupted: boolean;
+  /** Candidates counted (with a heartbeat valid within MASS_LAPSE_WINDOW_MS of the freshest renewal). */
+  readonly candidates: number;
+  /** Of those, how many are overdue, and in which Gateways (sorted). */
+  readonly overdue: number;
+  readonly regions: readonly string[];
+  /** One line for logs and events: the counts and the freshest renewal. */
+  readonly evidence: string;
+}
+
+/** Every member node named in some Gateway's endpoints, once, sorted by node. */
+export function clusterCandidates(gateways: readonly Gateway[], memberOf: ReadonlyMap<string, string>): ClusterCandidate[] {
+  const out = new Map<string, ClusterCandidate>();
+  for (const gw of gateways) {
+    for (const e of gw.spec?.endpoints ?? []) {
+      if (memberOf.get(e.nodeName) === gw.metadata.name) out.set(e.nodeName, { node: e.nodeName, gateway: gw.metadata.name });
+    }
+  }
+  return [...out.values()].sort((a, b) => compare(a.node, '', b.node, ''));
+}
+
+/** When `hb` is overdue: OVERDUE_RENEWALS renew periods after its renewal (the renew period scales with the lease). */
+export function overdueAt(hb: Heartbeat): number {
+  return hb.renewTime + (OVERDUE_RENEWALS * CANDIDATE_RENEW_MS * hb.leaseDurationSeconds) / CANDIDATE_LEASE_SECONDS;
+}
+
+/**
+ * Whether the cluster's heartbeats lapsed together. The candidates counted are those whose
+ * heartbeat was still valid within MASS_LAPSE_WINDOW_MS of the freshest renewal seen (so a node
+ * dead for an hour does not count, and after an outage of any length every node alive when the API
+ * stopped still does); candidates without any heartbeat are not counted. Disrupted when at least
+ * MASS_LAPSE_SHARE of them are overdue, in at least MASS_LAPSE_MIN_REGIONS Gateways.
+ */
+export function heartbeatDisruption(candidates: readonly ClusterCandidate[], heartbeats: ReadonlyMap<string, Heartbeat>, now: number): Disruption {
+  const beats = candidates.flatMap((c) => {
+    const hb = heartbeats.get(c.node);
+    return hb ? [{ ...c, hb }] : [];
+  });
+  const freshest = Math.max(...beats.map((b) => b.hb.renewTime));
+  const counted = beats.filter((b) => expiresAt(b.hb) >= freshest - MASS_LAPSE_WINDOW_MS);
+  const overdue = counted.filter((b) => now > overdueAt(b.hb));
+  const regions = [...new Set(overdue.map((b) => b.gateway))].sort();
+  const disrupted = counted.length > 0 && overdue.length >= MASS_LAPSE_SHARE * counted.length && regions.length >= MASS_LAPSE_MIN_REGIONS;
+  const latest = Number.isFinite(freshest) ? `; freshest renewal ${((now - freshest) / 1000).toFixed(1)} s ago` : '';
+  const evidence = `${overdue.length}/${counted.length} gateway candidates missed their heartbeat renewal, in ${regions.length} region${regions.length === 1 ? '' : 's'}${regions.length ? ` (${regions.join(', ')})` : ''}${latest}`;
+  return { disrupted, candidates: counted.length, overdue: overdue.length, regions, evidence };
+}
+
+/** What the controller knows of its own sight of heartbeats, for `holdReason`. */
+export interface Sight {
+  /** When it last regained sight (start, leadership, watch reconnect, end of a gap or of a disruption). */
+  readonly since?: number;
+  /** Why, for the log: "caches synced", "heartbeat events resumed after 20.1 s", … */
+  readonly why?: string;
+  readonly disruption: Disruption;
+}
+
+/** Why an expired heartbeat is no evidence at `now` (ElectionInput.holdExpired), or undefined when it is. */
+export function holdReason(sight: Sight, now: number): string | undefined {
+  if (sight.disruption.disrupted) return `heartbeat disruption, a control-plane fault rather than gateway faults: ${sight.disruption.evidence}`;
+  if (sight.since !== undefined && now < sight.since + SIGHT_GRACE_MS) {
+    return `regained sight of heartbeats ${((now - sight.since) / 1000).toFixed(1)} s ago (${sight.why ?? 'unknown'}); waiting ${SIGHT_GRACE_MS / 1000} s for fresh heartbeats`;
+  }
+  return undefined;
 }
 
 export interface ElectionEvent {
