@@ -1,12 +1,13 @@
 /**
  * Election benchmark: one full pass (membership of every node, election and status of every
  * Gateway) over 10,000 nodes in 1,000 Gateways. Prints JSON lines {"name","value","unit"}.
- * Half the Gateways select members by node-pool label, half name them explicitly.
+ * Half the Gateways select members by node-pool label, half name them explicitly. Also the
+ * cluster-wide heartbeat-disruption check the controller makes once per reconcile.
  */
 import type { Gateway, NodeLike } from '../src/contract/gateway.ts';
 import type { Heartbeat } from '../src/contract/heartbeat.ts';
 import { assignNodes } from '../src/controller/membership.ts';
-import { elect } from '../src/controller/election.ts';
+import { clusterCandidates, elect, heartbeatDisruption } from '../src/controller/election.ts';
 import { gatewayStatus } from '../src/controller/status.ts';
 
 const GATEWAYS = 1000;
@@ -65,3 +66,13 @@ out('election_full_pass_10000n_1000gw_cold', runs[0]!.totalMs, 'ms');
 out('election_full_pass_10000n_1000gw', median(runs.map((r) => r.totalMs)), 'ms');
 out('election_membership_10000n_1000gw', median(runs.map((r) => r.assignMs)), 'ms');
 out('election_elect_and_status_1000gw', median(runs.map((r) => r.electMs)), 'ms');
+
+// The controller checks for a heartbeat disruption once per reconcile, over the whole cluster's candidates.
+const { byNode } = assignNodes(gateways, nodes);
+const disruption = Array.from({ length: 9 }, () => {
+  const t0 = performance.now();
+  const d = heartbeatDisruption(clusterCandidates(gateways, byNode), heartbeats, now);
+  if (d.disrupted || d.candidates !== GATEWAYS * 2) throw new Error(`unexpected disruption check: ${d.evidence}`);
+  return performance.now() - t0;
+});
+out('election_disruption_check_2000_candidates', median(disruption), 'ms');
