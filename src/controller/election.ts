@@ -257,12 +257,18 @@ export interface Disruption {
   readonly evidence: string;
 }
 
-/** Every member node named in some Gateway's endpoints, once, sorted by node. */
+/**
+ * Every member node named in some Gateway's endpoints, once, sorted by node. Tolerant: the
+ * controller passes Gateways as cached (not parsed), and a malformed one contributes nothing.
+ */
 export function clusterCandidates(gateways: readonly Gateway[], memberOf: ReadonlyMap<string, string>): ClusterCandidate[] {
   const out = new Map<string, ClusterCandidate>();
   for (const gw of gateways) {
-    for (const e of gw.spec?.endpoints ?? []) {
-      if (memberOf.get(e.nodeName) === gw.metadata.name) out.set(e.nodeName, { node: e.nodeName, gateway: gw.metadata.name });
+    const endpoints: unknown = gw?.spec?.endpoints;
+    if (!Array.isArray(endpoints)) continue;
+    for (const e of endpoints as unknown[]) {
+      const node = (e as { nodeName?: unknown } | null)?.nodeName;
+      if (typeof node === 'string' && memberOf.get(node) === gw.metadata?.name) out.set(node, { node, gateway: gw.metadata.name });
     }
   }
   return [...out.values()].sort((a, b) => compare(a.node, '', b.node, ''));

@@ -46,6 +46,11 @@ test('the thresholds are the documented ones', () => {
   assert.equal(candidates.map((c) => `${c.gateway}/${c.node}`), ['gw-cloud/cloud-1', 'gw-cloud/cloud-2', 'gw-hangzhou/hz-1', 'gw-hangzhou/hz-2', 'gw-qingdao/qd-1', 'gw-qingdao/qd-2']);
 });
 
+test('a malformed cached Gateway contributes no candidates and breaks nothing', () => {
+  const junk = [{ metadata: { name: 'gw-hangzhou' }, spec: { endpoints: 'hz-1' } }, { metadata: { name: 'gw-qingdao' }, spec: { endpoints: [null, { nodeName: 7 }, { nodeName: 'qd-1' }] } }] as unknown as Gateway[];
+  assert.equal(clusterCandidates(junk, memberOf), [{ node: 'qd-1', gateway: 'gw-qingdao' }]);
+});
+
 test('holdExpired keeps a current active whose heartbeat expired, says why, and elects no candidate on stale evidence', () => {
   const hb = beats({ 'hz-1': NOW - 2500, 'hz-2': NOW - 100 });
   const r = elect({ gateway: gateway('gw-hangzhou', 'hz-1'), nodes, memberOf, heartbeats: hb, features: { l3Tunnel: true, l7Proxy: true }, now: NOW, holdExpired: 'a test' });
