@@ -57,6 +57,12 @@ export const SYNC_RETRY_MAX_MS = 30_000;
  * what differs, so this restores routes, rules, addresses and peers someone else removed.
  */
 export const REPAIR_PERIOD_MS = 10_000;
+/**
+ * A tunnel daemon that exits is started again at once; one that exits again within this long of
+ * its last exit waits 1, 2, 4 ... 30 s first (the sync retry's steps), so a daemon that cannot run
+ * does not restart in a tight loop. A daemon that ran this long starts over at once.
+ */
+export const BACKEND_STABLE_MS = 60_000;
 /** What a repair can restore, pre-initialised in `raven_agent_repairs_total`. */
 export const REPAIR_KINDS = ['backend', 'address', 'peer', 'route', 'rule'] as const;
 export type RepairKind = (typeof REPAIR_KINDS)[number];
@@ -147,6 +153,9 @@ export class Agent {
   /** Why the tunnel the plan needs is not up, from the last check (`checkBackend`); null when it is. */
   private backendProblem: string | null = null;
   private readonly retryBackoff = new Backoff(SYNC_RETRY_MS, SYNC_RETRY_MAX_MS);
+  /** Restarts of a tunnel daemon that keeps exiting (`BACKEND_STABLE_MS`). */
+  private readonly restartBackoff = new Backoff(SYNC_RETRY_MS, SYNC_RETRY_MAX_MS);
+  private lastBackendExit?: number;
   private readonly repairPeriodMs: number;
   private observation?: ActiveGatewayObservation;
   private syncing?: Promise<void>;
@@ -176,6 +185,7 @@ export class Agent {
       runner,
       ...(config.netns && { netns: config.netns }),
       ...(config.psk && { psk: config.psk }),
+      onExit: (what) => this.backendExited(what),
     });
     this.proxy = new ProxyRunner(config.stateDir, config.netns, log);
     this.coordination = kc.makeApiClient(k8s.CoordinationV1Api);
@@ -281,8 +291,13 @@ export class Agent {
       this.refusals.set('plan', [...(next.dropped ?? []), ...refused, ...this.tunnel.refused(), ...proxyDropped]);
       // Healthy: the plan is in the kernel (on a gateway, the tunnel device is up with its peers).
       this.synced = true;
-      if (this.backendProblem) this.log.info('tunnel backend restored', { was: this.backendProblem });
+      const wasDown = this.backendProblem;
       this.backendProblem = null;
+      if (wasDown) {
+        this.log.info('tunnel backend restored', { was: wasDown });
+        // Reported down at once, so reported up at once too.
+        void this.beatNow();
+      }
       this.retryBackoff.reset();
       this.timers.cancel('retry');
       if (next.role !== this.current.role || next.activeNode !== this.current.activeNode) {
@@ -352,6 +367,33 @@ export class Agent {
     if (problem && problem !== this.backendProblem) this.log.warn('tunnel backend is down; restoring it', { reason: problem });
     this.backendProblem = problem;
     if (problem) this.scheduleRestore();
+  }
+
+  /**
+   * The tunnel daemon exited (its executor watches it): the Lease says so now, not at the next
+   * renewal, and the backend is started again through a sync: at once, or after a backoff when it
+   * exited again soon after the last time (`BACKEND_STABLE_MS`).
+   */
+  private backendExited(what: string): void {
+    if (this.stopped || !needsTunnel(this.current)) return;
+    this.log.warn('tunnel backend exited', { what });
+    const now = this.clock.now();
+    const again = this.lastBackendExit !== undefined && now - this.lastBackendExit < BACKEND_STABLE_MS;
+    this.lastBackendExit = now;
+    if (again) this.timers.setIfIdle('retry', this.restartBackoff.next(), () => this.trigger());
+    else this.restartBackoff.reset();
+    void this.reportBackendDown().then(() => this.scheduleRestore());
+  }
+
+  /** Reads why the backend is down and writes a Lease saying so before anything else is done. */
+  private async reportBackendDown(): Promise<void> {
+    const problem = await this.tunnel.problem().catch((err: unknown) => failure('check the tunnel backend', err).message);
+    if (!problem || this.stopped) return;
+    if (problem !== this.backendProblem) this.log.warn('tunnel backend is down; restoring it', { reason: problem });
+    this.backendProblem = problem;
+    // A renewal in flight may have read the state before the exit: the one after it has not.
+    while (this.beating) await this.beating;
+    await this.beatNow();
   }
 
   /** A sync now, unless a retry is pending: a backend that keeps failing to start backs off like any sync. */
@@ -551,9 +593,11 @@ export class Agent {
   }
 
   private async beat(candidate: boolean): Promise<void> {
+    // Read first: what the Lease says is the state when the renewal started, not after its awaits.
+    const backendUp = this.backendUp;
     const peers = this.current.role === 'gateway' ? await this.peerHealth() : {};
     const health = encodeHealth({
-      backendUp: this.backendUp,
+      backendUp,
       peers,
       ...(this.observation && { activeGateway: this.observation }),
       ...(candidate && { publicKey: await this.tunnel.publicKey() }),

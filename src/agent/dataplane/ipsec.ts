@@ -20,14 +20,14 @@
  * problem can arise) into a 0600 swanctl.conf, and charon and swanctl run with an environment that
  * holds nothing but PATH and their config paths (the agent's own environment carries the PSK).
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, isIP } from 'node:net';
 import { isAbsolute, join } from 'node:path';
 import { canonicalEndpoint, type Dropped, shown } from '../../platform/canonical.js';
 import { type CommandRunner, mustRun } from '../../platform/command-runner.js';
-import { isAlive, stopOwnedProcess } from '../../platform/owned-process.js';
+import { describeExit, type ExitWatch, isAlive, type ProcessExit, stopOwnedProcess, watchExit } from '../../platform/owned-process.js';
 import { IPSEC_MAX_MTU, type PeerPlan } from '../plan.js';
 import { attempt } from './errors.js';
 
@@ -57,6 +57,8 @@ export interface IpsecOptions {
   readonly routeTable?: number;
   /** Path of the charon binary (Debian: /usr/lib/ipsec/charon). */
   readonly charonPath?: string;
+  /** Called once when the charon we started (or adopted) exits without our asking, with what happened. */
+  readonly onExit?: (what: string) => void;
 }
 
 export type IpsecMode = 'kernel' | 'userspace';
@@ -118,6 +120,8 @@ export class IpsecBackend {
   private modeCache?: IpsecMode;
   /** The swanctl.conf last loaded into the running charon by this instance, and its connection blocks. */
   private loaded?: Rendered;
+  /** The charon being watched for an exit we did not ask for. */
+  private watch?: ExitWatch;
 
   constructor(private readonly opts: IpsecOptions) {
     if (!isAbsolute(opts.stateDir) || !SAFE_PATH.test(opts.stateDir)) throw new Error(`ipsec: state dir must be an absolute path of [A-Za-z0-9._/-], got ${JSON.stringify(opts.stateDir)}`);
@@ -183,6 +187,10 @@ export class IpsecBackend {
       writeFileSync(this.files.strongswanConf, conf, { mode: 0o644 });
       await this.startCharon();
       this.loaded = undefined;
+    } else if (this.watch?.pid !== running) {
+      // A charon an earlier agent started: not our child, so watched by its PID in /proc.
+      const pid = running!;
+      this.watchCharon(watchExit({ pid, isOurs: () => isOurCharon(pid, this.files.strongswanConf) }, (e) => this.exited(e)));
     }
     if (mode === 'userspace' && this.opts.mtu !== undefined && this.opts.mtu !== LIBIPSEC_MTU) {
       const mtu = this.opts.mtu;
@@ -210,6 +218,16 @@ export class IpsecBackend {
     return this.opts.netns ? ['-n', this.opts.netns, ...args] : args;
   }
 
+  private watchCharon(w: ExitWatch): void {
+    this.watch?.stop();
+    this.watch = w;
+  }
+
+  private exited(e: ProcessExit): void {
+    if (this.watch?.pid === e.pid) this.watch = undefined;
+    this.opts.onExit?.(`charon (pid ${e.pid}) ${describeExit(e)}`);
+  }
+
   private async startCharon(): Promise<void> {
     const charon = this.opts.charonPath ?? CHARON_CANDIDATES.find((p) => existsSync(p));
     if (!charon) throw new Error(`failed to start charon: not found (looked in ${CHARON_CANDIDATES.join(', ')}); install strongswan-charon`);
@@ -218,10 +236,11 @@ export class IpsecBackend {
     const [cmd, args] = this.opts.netns ? ['ip', ['netns', 'exec', this.opts.netns, ...inner]] : [inner[0]!, inner.slice(1)];
     const log = openSync(this.files.log, 'w', 0o600);
     let pid: number | undefined;
+    let child: ChildProcess | undefined;
     try {
       // Detached: the tunnel must outlive an agent restart; the PID file lets the next agent adopt or stop it.
       // `ip netns exec`, `unshare` and `sh -c '... && exec'` all exec in place: the PID is charon's.
-      const child = spawn(cmd, args, { detached: true, stdio: ['ignore', log, log], env: { PATH: CLEAN_PATH, STRONGSWAN_CONF: this.files.strongswanConf } });
+      child = spawn(cmd, args, { detached: true, stdio: ['ignore', log, log], env: { PATH: CLEAN_PATH, STRONGSWAN_CONF: this.files.strongswanConf } });
       child.on('error', () => undefined);
       child.unref();
       pid = child.pid;
@@ -241,6 +260,8 @@ export class IpsecBackend {
       }
       await sleep(10);
     }
+    // Only a start that worked is watched: one that failed is the sync's to retry, with backoff.
+    this.watchCharon(watchExit({ child: child! }, (e) => this.exited(e)));
   }
 
   /** `env -i ...`: swanctl gets neither the agent's environment (which holds the PSK) nor /etc/swanctl's credentials. */
@@ -327,6 +348,11 @@ export class IpsecBackend {
   }
 
   private async stopCharon(pid: number): Promise<void> {
+    // Stopping it is ours to do, not an exit to report.
+    if (this.watch?.pid === pid) {
+      this.watch.stop();
+      this.watch = undefined;
+    }
     // SIGTERM: charon deletes its SAs (telling peers), routes, rule and TUN device on the way out.
     await stopOwnedProcess(pid, () => isOurCharon(pid, this.files.strongswanConf), 3000);
   }

@@ -64,6 +64,12 @@ export interface TunnelOptions {
   readonly runner: CommandRunner;
   readonly netns?: string;
   readonly psk?: string;
+  /**
+   * Called when the backend's userspace daemon (wireguard-go, charon) exits without our asking:
+   * noticed at once for one we started (its exit event), within 200 ms for one adopted from an
+   * earlier agent (its PID in /proc). Kernel WireGuard and kernel ESP have no daemon to watch.
+   */
+  readonly onExit?: (what: string) => void;
 }
 
 export function makeTunnel(o: TunnelOptions): Tunnel {
@@ -78,7 +84,7 @@ class WireGuardTunnel implements Tunnel {
   private up = false;
 
   constructor(private readonly o: TunnelOptions) {
-    this.wg = new WireGuard({ device: o.device, port: o.port, mtu: o.mtu, stateDir: o.stateDir, runner: o.runner, ...(o.netns && { netns: o.netns }) });
+    this.wg = new WireGuard({ device: o.device, port: o.port, mtu: o.mtu, stateDir: o.stateDir, runner: o.runner, ...(o.netns && { netns: o.netns }), ...(o.onExit && { onExit: o.onExit }) });
     this.addresses = new TunnelAddresses(o.runner, o.netns);
   }
 
@@ -143,7 +149,7 @@ class IpsecTunnel implements Tunnel {
 
   constructor(o: TunnelOptions) {
     // No PSK on nodes that are no gateway candidate: they never apply a tunnel plan (setPeers refuses).
-    this.ipsec = new IpsecBackend({ node: o.node, stateDir: join(o.stateDir, 'ipsec'), runner: o.runner, port: o.port, ...(o.psk && { psk: o.psk }), ...(o.mtu >= 1280 && { mtu: o.mtu }), ...(o.netns && { netns: o.netns }) });
+    this.ipsec = new IpsecBackend({ node: o.node, stateDir: join(o.stateDir, 'ipsec'), runner: o.runner, port: o.port, ...(o.psk && { psk: o.psk }), ...(o.mtu >= 1280 && { mtu: o.mtu }), ...(o.netns && { netns: o.netns }), ...(o.onExit && { onExit: o.onExit }) });
     this.addresses = new TunnelAddresses(o.runner, o.netns);
   }
 

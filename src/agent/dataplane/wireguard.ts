@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { WIREGUARD_RUN_DIR } from '../../contract/names.js';
 import { canonicalEndpoint, canonicalSubnet, type Dropped, isWireGuardKey, shown } from '../../platform/canonical.js';
 import { type CommandRunner, mustRun } from '../../platform/command-runner.js';
-import { isAlive, stopOwnedProcess } from '../../platform/owned-process.js';
+import { describeExit, type ExitWatch, isAlive, stopOwnedProcess, watchExit } from '../../platform/owned-process.js';
 import type { PeerPlan, StagedPeer } from '../plan.js';
 import { attempt } from './errors.js';
 
@@ -24,6 +24,11 @@ export interface WireGuardOptions {
   readonly runner: CommandRunner;
   /** Test hook: pretend the kernel has no WireGuard (this machine's kernel has none anyway). */
   readonly forceUserspace?: boolean;
+  /**
+   * Called once when the wireguard-go we started (or adopted) exits without our asking, with what
+   * happened ("wireguard-go (pid 42) for rw0 killed by SIGKILL"). Not called for a kernel device.
+   */
+  readonly onExit?: (what: string) => void;
 }
 
 export interface CurrentPeer {
@@ -43,6 +48,8 @@ export class WireGuard {
   private readonly changedAt = new Map<string, number>();
   /** Peers (or parts of them) refused or rejected by `wg` in the last `setPeers`. */
   refused: Dropped[] = [];
+  /** The wireguard-go being watched for an exit we did not ask for. */
+  private watch?: ExitWatch;
 
   constructor(private readonly opts: WireGuardOptions) {
     this.keyFile = join(opts.stateDir, 'wireguard.key');
@@ -127,7 +134,7 @@ export class WireGuard {
         mode = 'userspace';
       }
       link = {};
-    }
+    } else this.adopt();
     const key = readFileSync(this.keyFile, 'utf8').trim();
     const [privateKey, , port] = mode === 'existing' ? ((await this.dump())[0] ?? '').split('\t') : [];
     if (privateKey !== key || port !== String(this.opts.port)) {
@@ -144,6 +151,23 @@ export class WireGuard {
     return (await attempt(`read the WireGuard state of ${this.device}`, () => this.wg(['show', this.device, 'dump']))).trim().split('\n');
   }
 
+  /** Watches a wireguard-go an earlier agent started (not our child: by its PID in /proc). */
+  private adopt(): void {
+    const pid = this.recordedPid();
+    if (pid === undefined || this.watch?.pid === pid || !isOurWireguardGo(pid, this.device)) return;
+    this.watchProcess(watchExit({ pid, isOurs: () => isOurWireguardGo(pid, this.device) }, (e) => this.exited(e)));
+  }
+
+  private watchProcess(w: ExitWatch): void {
+    this.watch?.stop();
+    this.watch = w;
+  }
+
+  private exited(e: { pid: number; code?: number; signal?: NodeJS.Signals }): void {
+    if (this.watch?.pid === e.pid) this.watch = undefined;
+    this.opts.onExit?.(`wireguard-go (pid ${e.pid}) for ${this.device} ${describeExit(e)}`);
+  }
+
   private async startUserspace(): Promise<void> {
     // The UAPI socket (/var/run/wireguard/<dev>.sock) is global, not per netns: a stale one from a
     // killed wireguard-go would make the new one fail, and it is ours (the device name is ours).
@@ -151,6 +175,7 @@ export class WireGuard {
     const [cmd, args] = this.ns('wireguard-go', ['-f', this.device]);
     // Detached: the device must outlive an agent restart; the PID file lets the next agent stop it.
     const child = spawn(cmd, args, { detached: true, stdio: 'ignore', env: { ...process.env, ...USERSPACE_ENV } });
+    child.on('error', () => undefined);
     child.unref();
     writeFileSync(this.pidFile, String(child.pid));
     const deadline = Date.now() + 3000;
@@ -158,6 +183,8 @@ export class WireGuard {
       if (Date.now() > deadline) throw new Error(`failed to start wireguard-go for ${this.device}: device did not appear within 3 s`);
       await new Promise((r) => setTimeout(r, 5));
     }
+    // Only a start that worked is watched: one that failed is the sync's to retry, with backoff.
+    this.watchProcess(watchExit({ child }, (e) => this.exited(e)));
   }
 
   async peers(): Promise<CurrentPeer[]> {
@@ -256,6 +283,9 @@ export class WireGuard {
 
   /** Removes the device and stops the wireguard-go we started (by its recorded PID only). */
   async cleanUp(): Promise<void> {
+    // Stopping it is ours to do, not an exit to report.
+    this.watch?.stop();
+    this.watch = undefined;
     await this.opts.runner.run('ip', this.ip(['link', 'del', 'dev', this.device]));
     if (existsSync(this.pidFile)) {
       const pid = Number(readFileSync(this.pidFile, 'utf8'));

@@ -1,0 +1,200 @@
+/**
+ * A tunnel daemon that dies is reported at once: a real `Agent` (in this process, against the
+ * embedded API server) is the active WireGuard gateway of its region in a throwaway namespace, on a
+ * fake clock, so no heartbeat, retry or repair runs unless the test moves time. Every write of its
+ * Lease is recorded through a watch. When its wireguard-go is SIGKILLed, the next write says
+ * `backendUp: false` with no timer having run (so it was no scheduled renewal), and the daemon is
+ * started again and reported up the same way. A second exit soon after waits for its backoff.
+ * Asserted: the order of the Lease writes and the timers run, never how fast anything was.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as k8s from '@kubernetes/client-node';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Agent, BACKEND_STABLE_MS, SYNC_RETRY_MS } from '../../src/agent/agent.ts';
+import type { AgentConfig } from '../../src/contract/agent-config.ts';
+import { CANDIDATE_RENEW_MS, HEALTH_ANNOTATION, leaseName, parseHealth } from '../../src/contract/heartbeat.ts';
+import { isAlive, type ProcessExit, watchExit } from '../../src/platform/owned-process.ts';
+import { GATEWAY, startLab } from '../support/apiserver-support.ts';
+import { waitFor } from '../support/cluster-harness.ts';
+import { FakeClock } from '../support/fake-clock.ts';
+import { canUseNetns, haveWireGuard, leftovers, PREFIX, RecordingRunner, run, sh } from '../support/netns.ts';
+
+const NS = 'raven-system';
+const key = (): string => spawnSync('wg', ['pubkey'], { input: spawnSync('wg', ['genkey'], { encoding: 'utf8' }).stdout, encoding: 'utf8' }).stdout.trim();
+
+test('watchExit reports a child\'s exit with its signal, and an adopted process by its PID once it is gone', async () => {
+  const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+  const fromChild = new Promise<ProcessExit>((r) => watchExit({ child }, r));
+  child.kill('SIGKILL');
+  assert.equal(await fromChild, { pid: child.pid, signal: 'SIGKILL' });
+
+  const other = spawn('sleep', ['30'], { stdio: 'ignore' });
+  const pid = other.pid!;
+  const seen: ProcessExit[] = [];
+  const fromProc = new Promise<ProcessExit>((r) => watchExit({ pid, isOurs: () => isAlive(pid) }, (e) => (seen.push(e), r(e)), 20));
+  other.kill('SIGTERM');
+  // The watch's own timer keeps no process alive (an agent has its servers for that); this test does.
+  const alive = setInterval(() => undefined, 1000);
+  assert.equal(await fromProc, { pid }, 'no status to read for a process we did not start');
+  clearInterval(alive);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.is(seen.length, 1, 'reported once');
+
+  const stopped = spawn('sleep', ['30'], { stdio: 'ignore' });
+  let called = false;
+  watchExit({ child: stopped }, () => (called = true)).stop();
+  const gone = new Promise((r) => stopped.once('exit', r));
+  stopped.kill('SIGKILL');
+  await gone;
+  await new Promise((r) => setImmediate(r));
+  assert.not.ok(called, 'a stopped watch says nothing: we stopped that process on purpose');
+});
+
+/** A WireGuard gateway agent on a fake clock; `writes` holds every Lease write's backendUp, in order. */
+async function startGateway(tag: string) {
+  const ns = `${PREFIX}-${tag}`;
+  const device = `rg${tag}${process.pid % 100000}`.slice(0, 15);
+  const state = mkdtempSync(join(tmpdir(), 'raven-exit-'));
+  sh('ip', ['netns', 'add', ns]);
+  sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+  const lab = await startLab({ seedCrds: true });
+  const cloudKey = key();
+  const gateways = [
+    {
+      apiVersion: `${GATEWAY.group}/${GATEWAY.version}`,
+      kind: 'Gateway',
+      metadata: { name: 'gw-cloud' },
+      spec: { exposeType: 'PublicIP', endpoints: [{ nodeName: 'cloud-1', type: 'tunnel' }] },
+      status: {
+        activeEndpoints: [{ nodeName: 'cloud-1', type: 'tunnel', port: 4500, publicIP: '203.0.113.10', config: { publicKey: cloudKey } }],
+        nodes: [{ nodeName: 'cloud-1', privateIP: '10.0.0.10', subnets: ['10.244.0.0/24'] }],
+      },
+    },
+    {
+      apiVersion: `${GATEWAY.group}/${GATEWAY.version}`,
+      kind: 'Gateway',
+      metadata: { name: 'gw-hz' },
+      spec: { exposeType: 'PublicIP', endpoints: [{ nodeName: 'hz-1', type: 'tunnel' }] },
+      status: {
+        activeEndpoints: [{ nodeName: 'hz-1', type: 'tunnel', port: 4500, publicIP: '198.51.100.21', config: {} }],
+        nodes: [{ nodeName: 'hz-1', privateIP: '192.168.1.11', subnets: ['10.244.1.0/24'] }],
+      },
+    },
+  ];
+  const logged: string[] = [];
+  const line = (level: string) => (m: string, f?: Record<string, unknown>) => logged.push(`${level} ${m} ${JSON.stringify(f ?? {})}`);
+  const config: AgentConfig = {
+    nodeName: 'hz-1', nodeIP: '192.168.1.11', namespace: NS, stateDir: state, vpnDriver: 'wireguard', vpnPort: 51861, tunnelMTU: 1420, underlayMTU: 1500,
+    forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device, netns: ns,
+    proxy: { certDir: join(state, 'proxy'), tunnelAddr: '127.0.0.1:0', httpAddr: '127.0.0.1:0', httpsAddr: '127.0.0.1:0', metricsAddr: '127.0.0.1:0' },
+  };
+  const clock = new FakeClock();
+  const agent = new Agent(lab.kc, config, new RecordingRunner(), { info: line('info'), warn: line('warn'), error: line('error') }, { clock });
+  const writes: (boolean | undefined)[] = [];
+  let watching: AbortController | undefined;
+  const pidFile = join(state, `wireguard-go.${device}.pid`);
+  const gw = {
+    ns,
+    device,
+    cloudKey,
+    agent,
+    clock,
+    writes,
+    logs: (): string => logged.join('\n'),
+    pid: (): number => Number(readFileSync(pidFile, 'utf8')),
+    /** A wireguard-go for our device runs (not a zombie). */
+    daemonRuns: (): boolean => sh('ps', ['-eo', 'stat,args']).split('\n').some((l) => l.includes('wireguard-go') && l.includes(device) && !l.trim().startsWith('Z')),
+    ready: async (): Promise<boolean> => {
+      const route = (await run('ip', ['-n', ns, 'route', 'show', 'table', '9031'])).out;
+      const peers = await run('ip', ['netns', 'exec', ns, 'wg', 'show', device, 'peers']);
+      return new RegExp(`^10\\.244\\.0\\.0/24 dev ${device} `, 'm').test(route) && peers.code === 0 && peers.out.includes(cloudKey);
+    },
+    stop: async (): Promise<void> => {
+      watching?.abort();
+      await agent.stop();
+      await lab.api.close();
+      spawnSync('ip', ['netns', 'del', ns]);
+      rmSync(state, { recursive: true, force: true });
+      assert.not.ok(existsSync(`/var/run/wireguard/${device}.sock`), 'the UAPI socket is removed');
+      assert.not.ok(gw.daemonRuns(), 'no wireguard-go of ours is left');
+    },
+  };
+  try {
+    await lab.core.createNamespace({ body: { metadata: { name: NS } } });
+    for (const g of gateways) {
+      const stored = (await lab.custom.createClusterCustomObject({ ...GATEWAY, body: g })) as { metadata: { resourceVersion: string } };
+      await lab.custom.replaceClusterCustomObjectStatus({ ...GATEWAY, name: g.metadata.name, body: { ...g, metadata: { ...g.metadata, resourceVersion: stored.metadata.resourceVersion } } });
+    }
+    watching = await new k8s.Watch(lab.kc).watch(
+      `/apis/coordination.k8s.io/v1/namespaces/${NS}/leases`,
+      {},
+      (_phase, lease: k8s.V1Lease) => {
+        if (lease.metadata?.name === leaseName('hz-1')) writes.push(parseHealth(lease.metadata.annotations?.[HEALTH_ANNOTATION])?.backendUp);
+      },
+      () => undefined,
+    );
+    await agent.run();
+    await waitFor(() => gw.ready(), 15_000, () => `the gateway's plan in the kernel:\n${gw.logs()}`);
+    // The first renewal ran before the first sync; the next one, due in a second, reports it up.
+    await clock.advance(CANDIDATE_RENEW_MS);
+    await waitFor(() => writes.at(-1) === true, 5_000, () => `a renewal saying the backend is up (writes: ${JSON.stringify(writes)}):\n${gw.logs()}`);
+  } catch (err) {
+    await gw.stop();
+    throw err;
+  }
+  return gw;
+}
+
+if (!canUseNetns() || !haveWireGuard()) {
+  console.warn('needs root, wireguard-tools and wireguard-go: backend exit tests not run');
+} else {
+  test('a SIGKILLed wireguard-go is reported down in a Lease written at once, started again, and reported up', async () => {
+    const gw = await startGateway('bx');
+    try {
+      const before = gw.writes.length;
+      const fired = gw.clock.fired;
+      const pid = gw.pid();
+      process.kill(pid, 'SIGKILL');
+      await waitFor(() => gw.writes.length >= before + 2, 10_000, () => `two Lease writes after the kill (writes: ${JSON.stringify(gw.writes)}):\n${gw.logs()}`);
+      assert.equal(gw.writes.slice(before), [false, true], 'down, then up again');
+      assert.is(gw.clock.fired, fired, 'no timer ran: neither write was a scheduled renewal, nor the restart a retry or a repair');
+      assert.ok(gw.pid() !== pid && gw.daemonRuns(), 'a new wireguard-go runs');
+      await waitFor(() => gw.ready(), 5_000, 'its route and peer back');
+      assert.match(gw.logs(), new RegExp(`tunnel backend exited \\{"what":"wireguard-go \\(pid ${pid}\\) for ${gw.device} killed by SIGKILL"\\}`));
+      assert.match(gw.logs(), /tunnel backend is down; restoring it \{"reason":"(device \S+ does not exist|wireguard-go \(pid \d+\) for \S+ is not running)"\}/);
+      assert.match(gw.logs(), /tunnel backend restored/);
+
+      // Again, at once (no time has passed on the agent's clock): this one waits for its backoff.
+      const second = gw.writes.length;
+      const pid2 = gw.pid();
+      process.kill(pid2, 'SIGKILL');
+      await waitFor(() => gw.writes.length > second, 10_000, () => `a Lease write after the second kill:\n${gw.logs()}`);
+      assert.is(gw.writes[second], false, 'reported down at once again');
+      assert.is(gw.clock.fired, fired, 'still no timer ran');
+      // Nothing but the retry timer could start it now; give a wrong restart time to show itself.
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.not.ok(gw.daemonRuns(), 'not restarted before its backoff');
+      assert.ok(SYNC_RETRY_MS < BACKEND_STABLE_MS);
+      await gw.clock.advance(SYNC_RETRY_MS);
+      await waitFor(() => gw.writes.at(-1) === true && gw.daemonRuns(), 10_000, () => `the restart after the backoff (writes: ${JSON.stringify(gw.writes)}):\n${gw.logs()}`);
+      assert.ok(gw.pid() !== pid2);
+      assert.not.match(gw.logs(), /^error /m, 'nothing failed on the way');
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  test('a wireguard-go the agent stops itself (stepping down, stopping) is not reported as an exit', async () => {
+    const gw = await startGateway('bs');
+    await gw.stop();
+    assert.not.match(gw.logs(), /tunnel backend exited/);
+  });
+
+  test.after(() => assert.equal(leftovers(), [], 'no namespaces of ours are left'));
+}
+
+test.run();
