@@ -2,8 +2,8 @@
 import { basename, dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { failures, formatCheck } from './check.js';
-import { type Io, labCheck, labDown, labFail, labRestore, labUp, resolveLab } from './lab.js';
-import { DEFAULT_RUN_DIR, LabState } from './state.js';
+import { type Io, labCheck, labDown, labFail, labFailApi, labRestore, labRestoreApi, labUp, resolveLab, resumeApiWhenDue } from './lab.js';
+import { DEFAULT_RUN_DIR, LabState, NODE_FAULTS, type NodeFault } from './state.js';
 
 export const LAB_USAGE = `usage: (up, fail, restore and down need root)
   raven lab up TOPOLOGY [--name N] [--nodes-per-region 2] [--symmetric-nat] [--wan-loss PCT]
@@ -15,12 +15,59 @@ export const LAB_USAGE = `usage: (up, fail, restore and down need root)
   raven lab check [NAME] [--verbose] [--count 3]
                                      ping every pod pair and node pair; exit 1 if any that should
                                      connect does not
-  raven lab fail NODE [--name N]     hard-kill a node: its agent and tunnel, its links
-  raven lab restore NODE [--name N]  bring it back
+  raven lab fail NODE [--what node|agent|tunnel|wan|udp-block] [--name N]
+                                     break one thing of a node: node (default) = power cut (agent
+                                     and tunnel SIGKILLed, ports down); agent = the agent process;
+                                     tunnel = its wireguard-go or charon (SIGKILL); wan = its uplink
+                                     (behind NAT: its region's router's); udp-block = nftables drops
+                                     UDP to and from the tunnel port
+  raven lab fail --api DURATION [--name N]
+                                     pause the lab's API server (SIGSTOP) for DURATION (500ms, 20s,
+                                     2m; 1 s to 1 h), then resume it
+  raven lab restore NODE [--what ...] | --api [--name N]
+                                     undo exactly what fail did (without --what: the node's only fault)
   raven lab down [NAME]              remove everything of the lab (also after a crash)
   --run-dir DIR                      where labs keep their state (default ${DEFAULT_RUN_DIR})`;
 
 export class LabUsageError extends Error {}
+
+/** What `lab fail` or `lab restore` is asked to do, parsed and checked. */
+export type FaultCommand =
+  | { readonly target: 'node'; readonly node: string; readonly what?: NodeFault }
+  | { readonly target: 'api'; readonly ms?: number };
+
+/** Kubernetes node names (DNS-1123 subdomains). */
+const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const API_PAUSE_MS = { min: 1000, max: 3_600_000 };
+
+/** `20s`, `500ms`, `2m`: a whole number and its unit, from 1 s to 1 h. */
+export function parseDuration(raw: string, flag: string): number {
+  const m = /^(\d{1,7})(ms|s|m)$/.exec(raw);
+  if (!m) throw new LabUsageError(`${flag} needs a duration such as 20s, 500ms or 2m, not "${raw}"`);
+  const ms = Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] as 'ms' | 's' | 'm'];
+  if (ms < API_PAUSE_MS.min || ms > API_PAUSE_MS.max) throw new LabUsageError(`${flag} ${raw}: the pause must be from 1s to 60m`);
+  return ms;
+}
+
+/**
+ * `fail NODE [--what W]`, `fail --api DURATION`, `restore NODE [--what W]`, `restore --api`:
+ * exactly one of NODE and --api; --what one of NODE_FAULTS (fail defaults to node; restore to the
+ * node's only fault); NODE a node name (whether the lab has it is checked against its plan).
+ */
+export function parseFaultArgs(sub: 'fail' | 'restore', positionals: readonly string[], values: { readonly what?: string | undefined; readonly api?: string | boolean | undefined }): FaultCommand {
+  const api = values.api;
+  if (api !== undefined && api !== false) {
+    if (positionals.length) throw new LabUsageError(`lab ${sub} --api takes no node (got "${positionals.join(' ')}")`);
+    if (values.what !== undefined) throw new LabUsageError(`lab ${sub} --api takes no --what`);
+    return sub === 'fail' ? { target: 'api', ms: parseDuration(String(api), '--api') } : { target: 'api' };
+  }
+  if (positionals.length !== 1) throw new LabUsageError(`lab ${sub} needs a node name${sub === 'fail' ? ' or --api DURATION' : ' or --api'}${positionals.length ? `, not ${positionals.length}` : ''}`);
+  const node = positionals[0]!;
+  if (node.length > 253 || !NODE_NAME.test(node)) throw new LabUsageError(`"${node}" is not a node name (a-z, 0-9, "-" and ".", as Kubernetes names nodes)`);
+  const what = values.what;
+  if (what !== undefined && !(NODE_FAULTS as readonly string[]).includes(what)) throw new LabUsageError(`--what must be one of ${NODE_FAULTS.join(', ')}, not "${what}"`);
+  return { target: 'node', node, ...(what !== undefined ? { what: what as NodeFault } : sub === 'fail' && { what: 'node' as const }) };
+}
 
 export async function labCommand(sub: string, args: readonly string[], io: Io): Promise<number> {
   const { positionals, values } = parseArgs({
@@ -40,6 +87,9 @@ export async function labCommand(sub: string, args: readonly string[], io: Io): 
       verbose: { type: 'boolean' },
       count: { type: 'string' },
       image: { type: 'string' },
+      what: { type: 'string' },
+      // A duration for fail, a switch for restore.
+      api: { type: sub === 'fail' ? 'string' : 'boolean' },
     },
   });
   const runDir = values['run-dir'] ?? DEFAULT_RUN_DIR;
@@ -81,10 +131,14 @@ export async function labCommand(sub: string, args: readonly string[], io: Io): 
     }
     case 'fail':
     case 'restore': {
-      const node = one('a node name');
+      const c = parseFaultArgs(sub, positionals, values);
       const state = resolveLab(values.name, runDir);
-      await (sub === 'fail' ? labFail(state, node) : labRestore(state, node));
-      io.stdout(`lab ${state.name}: node ${node} ${sub === 'fail' ? 'failed (agent and tunnel killed, links down)' : 'restored'}\n`);
+      if (c.target === 'api') {
+        io.stdout(`lab ${state.name}: ${c.ms !== undefined ? await labFailApi(state, c.ms) : await labRestoreApi(state)}\n`);
+        return 0;
+      }
+      const done = sub === 'fail' ? await labFail(state, c.node, c.what) : await labRestore(state, c.node, c.what);
+      io.stdout(`lab ${state.name}: node ${c.node}: ${done}\n`);
       return 0;
     }
     case 'down': {
@@ -98,6 +152,13 @@ export async function labCommand(sub: string, args: readonly string[], io: Io): 
       const dir = values['state-dir'];
       const { serveLab } = await import('./supervisor.js');
       await serveLab(new LabState(dirname(dir), basename(dir)));
+      return 0;
+    }
+    case 'resume-api': {
+      // Internal: the helper `fail --api` starts to end the pause.
+      if (!values['state-dir']) throw new LabUsageError('lab resume-api needs --state-dir');
+      const dir = values['state-dir'];
+      await resumeApiWhenDue(new LabState(dirname(dir), basename(dir)));
       return 0;
     }
     default:

@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
@@ -22,11 +22,11 @@ import { acceptsDials } from '../topology/mesh.js';
 import { agentMounts } from '../compiler/agent-mounts.js';
 import { checkLab, type CheckOptions, failures, type PairResult } from './check.js';
 import { ravenCommand } from '../platform/raven-command.js';
-import { buildNetwork, labNamespaces, removeNetwork, setNodeLinks } from './network.js';
+import { buildNetwork, labNamespaces, removeNetwork, setNodeLinks, setUdpBlock, setWanLink, UDP_BLOCK_TABLE, wanLinkOf } from './network.js';
 import { makeProxyCerts } from '../compiler/proxy-certs.js';
 import { checkLabName, type LabNode, labNode, type LabOptions, type LabPlan, planLab } from './layout.js';
 import { deletePods, startAgentPod, startControllerPods } from './pods.js';
-import { labsIn, type LabRecord, LabState } from './state.js';
+import { labsIn, type LabRecord, LabState, type NodeFault, type NodeFaultRecord } from './state.js';
 import { unpackImage } from './containers.js';
 
 export interface Io {
@@ -243,30 +243,207 @@ export function resolveLab(name: string | undefined, runDir: string): LabState {
   throw new Error(labs.length ? `several labs are up (${labs.join(', ')}); name one` : `no lab is up under ${runDir}`);
 }
 
+/**
+ * Pings every pair. Nodes failed as a whole (`fail --what node`) are skipped; while the API is
+ * paused (`fail --api`) the paths come from the Gateways as they were when it was paused.
+ */
 export async function labCheck(state: LabState, o: Partial<CheckOptions> = {}): Promise<PairResult[]> {
   const record = state.read();
-  const skip = new Set(readdirSync(join(state.dir, 'failed')));
-  return checkLab(record, await gateways(state), runner, { count: 3, intervalS: 0.2, concurrency: 8, ...o, skip: new Set([...skip, ...(o.skip ?? [])]) });
+  const skip = new Set(state.nodeFaults().filter((f) => f.what === 'node').map((f) => f.node));
+  const gws = state.apiFault()?.gateways ?? (await gateways(state));
+  return checkLab(record, [...gws], runner, { count: 3, intervalS: 0.2, concurrency: 8, ...o, skip: new Set([...skip, ...(o.skip ?? [])]) });
 }
 
-/** Power cut: the node's agent and tunnel daemon are killed (SIGKILL) and its switch ports go down. */
-export async function labFail(state: LabState, nodeName: string): Promise<void> {
-  const record = state.read();
-  const n = labNode(record.plan, nodeName);
-  await state.stop(`agent-${n.name}`, 0, 'SIGKILL');
-  for (const pid of state.tunnelPids(n.name)) signal(pid, 'SIGKILL');
-  await setNodeLinks(record.plan, n, false, runner);
-  writeFileSync(state.failedFile(n.name), new Date().toISOString());
+/** Tunnel daemons by the name the kernel gives their process (`/proc/<pid>/comm`). */
+const TUNNEL_DAEMONS = new Set(['wireguard-go', 'charon']);
+
+/**
+ * The tunnel daemons (wireguard-go, charon) running in the node's network namespace, found by that
+ * namespace (the lab's own) rather than by PID files: an agent in a container (`--image`) records
+ * PIDs of its own PID namespace, which mean nothing here.
+ */
+export function tunnelDaemons(n: LabNode): { pid: number; name: string }[] {
+  let netns: number;
+  try {
+    netns = statSync(`/run/netns/${n.netns}`).ino;
+  } catch {
+    return [];
+  }
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number)
+    .flatMap((pid) => {
+      try {
+        const name = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+        return TUNNEL_DAEMONS.has(name) && statSync(`/proc/${pid}/ns/net`).ino === netns && isAlive(pid) ? [{ pid, name }] : [];
+      } catch {
+        return [];
+      }
+    });
 }
 
-/** Power back: ports up, agent started; it adopts or rebuilds what the kernel still has. */
-export async function labRestore(state: LabState, nodeName: string): Promise<void> {
+/** The node's tunnel port, from the agent config the lab mounted for it. */
+function tunnelPort(state: LabState, n: LabNode): number {
+  const key: AgentConfigKey = 'vpn-port';
+  const file = join(state.nodeDir(n.name), 'config', key);
+  const port = existsSync(file) ? Number(readFileSync(file, 'utf8').trim()) : NaN;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`node "${n.name}": no tunnel port in ${file}`);
+  return port;
+}
+
+/**
+ * Breaks one thing of a node (`what`, see NODE_FAULTS) and records what was done, so that
+ * `labRestore` undoes exactly that and `labDown` knows of it. Returns what happened, in words.
+ * - node: power cut: agent and tunnel daemon SIGKILLed, its switch ports down (its pairs are
+ *   skipped by `check` until it is restored);
+ * - agent: the agent process alone (with --image its container, whose tunnel daemon goes with it);
+ * - tunnel: the tunnel daemon alone (SIGKILL), for the agent to notice;
+ * - wan: its uplink (the switch's end of wan0; behind NAT, its region's router's uplink);
+ * - udp-block: nftables in the node drops UDP to and from the tunnel port.
+ */
+export async function labFail(state: LabState, nodeName: string, what: NodeFault = 'node'): Promise<string> {
   const record = state.read();
   const n = labNode(record.plan, nodeName);
-  if (state.livePid(`agent-${n.name}`)) throw new Error(`node "${n.name}" is not failed: its agent is running`);
-  await setNodeLinks(record.plan, n, true, runner);
-  await startAgent(state, record, n);
-  rmSync(state.failedFile(n.name), { force: true });
+  if (state.nodeFault(n.name, what)) throw new Error(`node "${n.name}" is already failed with --what ${what}; run raven lab restore ${n.name} --what ${what} first`);
+  const at = new Date().toISOString();
+  switch (what) {
+    case 'node': {
+      await state.stop(`agent-${n.name}`, 0, 'SIGKILL');
+      for (const pid of state.tunnelPids(n.name)) signal(pid, 'SIGKILL');
+      await setNodeLinks(record.plan, n, false, runner);
+      state.recordFault({ what, node: n.name, at });
+      return 'failed (agent and tunnel killed, links down)';
+    }
+    case 'agent': {
+      if (!state.livePid(`agent-${n.name}`)) throw new Error(`node "${n.name}": its agent is not running`);
+      await state.stop(`agent-${n.name}`, 0, 'SIGKILL');
+      state.recordFault({ what, node: n.name, at });
+      return record.image ? 'agent container killed (its tunnel daemon with it, as in a cluster; links left up)' : 'agent killed (its tunnel daemon, routes and links left as they were)';
+    }
+    case 'tunnel': {
+      const killed = tunnelDaemons(n);
+      if (!killed.length) throw new Error(`node "${n.name}" runs no tunnel daemon (no wireguard-go or charon in ${n.netns}): it is neither a gateway nor a warm standby now`);
+      for (const d of killed) signal(d.pid, 'SIGKILL');
+      state.recordFault({ what, node: n.name, at, killed });
+      return `tunnel daemon killed (${killed.map((d) => `${d.name} ${d.pid}`).join(', ')}); its agent is left running`;
+    }
+    case 'wan': {
+      const link = wanLinkOf(record.plan, n);
+      const holder = state.nodeFaults().find((f) => f.what === 'wan' && f.port === link.port);
+      if (holder) throw new Error(`the uplink ${link.port} of node "${n.name}" is already down (fail ${holder.node} --what wan): region "${link.region ?? n.region}" shares it`);
+      await setWanLink(record.plan, link, false, runner);
+      state.recordFault({ what, node: n.name, at, ...link });
+      return link.region ? `WAN cut: region ${link.region}'s NAT router uplink (${link.port}) is down, for every node of the region` : `WAN cut: its uplink (${link.port}) is down`;
+    }
+    case 'udp-block': {
+      const port = tunnelPort(state, n);
+      await setUdpBlock(n.netns, port, true, runner);
+      state.recordFault({ what, node: n.name, at, port });
+      return `UDP to and from port ${port} dropped (nftables table ${UDP_BLOCK_TABLE} in ${n.netns})`;
+    }
+  }
+}
+
+/**
+ * Undoes a fault `labFail` recorded for the node: the one named, or its only one. Returns what was
+ * done, in words. Where two faults touch the same thing (a node failed whole and its WAN cut), what
+ * the other still holds down stays down.
+ */
+export async function labRestore(state: LabState, nodeName: string, what?: NodeFault): Promise<string> {
+  const record = state.read();
+  const n = labNode(record.plan, nodeName);
+  const faults = state.nodeFaults().filter((f) => f.node === n.name);
+  const kinds = faults.map((f) => f.what).join(', ');
+  const f = what ? faults.find((x) => x.what === what) : faults.length === 1 ? faults[0] : undefined;
+  if (!f) {
+    if (what) throw new Error(`node "${n.name}" has no --what ${what} fault to restore${faults.length ? ` (it has: ${kinds})` : ''}`);
+    throw new Error(faults.length ? `node "${n.name}" has several faults (${kinds}); name one with --what` : `node "${n.name}" is not failed`);
+  }
+  const message = await undo(state, record, n, f);
+  state.forgetFault(n.name, f.what);
+  return message;
+}
+
+async function undo(state: LabState, record: LabRecord, n: LabNode, f: NodeFaultRecord): Promise<string> {
+  const all = state.nodeFaults();
+  const agentRuns = (): boolean => state.livePid(`agent-${n.name}`) !== undefined;
+  switch (f.what) {
+    case 'node': {
+      const wanHeld = all.some((x) => x.what === 'wan' && x.port === n.wanPort);
+      await setNodeLinks(record.plan, n, true, runner, { keepWanDown: wanHeld });
+      if (!agentRuns()) await startAgent(state, record, n);
+      return `restored (links up${wanHeld ? ', but its WAN stays cut: restore --what wan' : ''}, agent started)`;
+    }
+    case 'agent': {
+      if (all.some((x) => x.node === n.name && x.what === 'node')) throw new Error(`node "${n.name}" is failed as a whole too; restore it with --what node`);
+      if (agentRuns()) return 'restored (its agent was running already)';
+      await startAgent(state, record, n);
+      return 'restored (agent started; it adopts what the kernel has)';
+    }
+    case 'tunnel': {
+      const now = tunnelDaemons(n);
+      return `nothing to undo: its agent restarts the daemon itself (running now: ${now.length ? now.map((d) => `${d.name} ${d.pid}`).join(', ') : 'none'})`;
+    }
+    case 'wan': {
+      // A node failed whole holds its own WAN port down until it is restored.
+      const held = all.find((x) => x.what === 'node' && labNode(record.plan, x.node).wanPort === f.port);
+      if (held) return `restored (its uplink stays down while node ${held.node} is failed)`;
+      await setWanLink(record.plan, f, true, runner);
+      return `restored (uplink ${f.port} up)`;
+    }
+    case 'udp-block': {
+      await setUdpBlock(n.netns, f.port, false, runner);
+      return `restored (UDP port ${f.port} open again)`;
+    }
+  }
+}
+
+/**
+ * `fail --api`: stops the lab's API server (the control plane process, SIGSTOP; the controller
+ * keeps running and finds the API silent) for `ms`, after which a detached helper resumes it.
+ * The Gateways as they were are recorded, so `check` still knows the paths meanwhile.
+ */
+export async function labFailApi(state: LabState, ms: number): Promise<string> {
+  if (state.apiFault()) throw new Error('the lab API is paused already; run raven lab restore --api first');
+  const pid = state.livePid('supervisor');
+  if (pid === undefined) throw new Error(`lab "${state.name}": its control plane is not running`);
+  const gws = await gateways(state);
+  const at = new Date();
+  const until = new Date(at.getTime() + ms);
+  state.recordFault({ what: 'api', pid, at: at.toISOString(), until: until.toISOString(), gateways: gws });
+  signal(pid, 'SIGSTOP');
+  const out = openSync(state.log('api-resume'), 'a');
+  const [cmd, ...args] = ravenCommand();
+  const child = spawn(cmd, [...args, 'lab', 'resume-api', '--state-dir', state.dir], { detached: true, stdio: ['ignore', out, out], env: { ...process.env, RAVEN_LAB_DIR: state.dir } });
+  child.unref();
+  state.writePid('api-resume', child.pid!);
+  return `API paused for ${ms / 1000} s (control plane pid ${pid} stopped); it resumes at ${until.toISOString()}, or at raven lab restore --api`;
+}
+
+/** `restore --api`: resumes the paused API server now (the helper waiting to do it is stopped). */
+export async function labRestoreApi(state: LabState): Promise<string> {
+  const f = state.apiFault();
+  if (!f) throw new Error(`the API of lab "${state.name}" is not paused`);
+  await state.stop('api-resume', 0, 'SIGKILL');
+  return resumeApi(state, f.pid);
+}
+
+/** The helper `labFailApi` starts (`raven lab resume-api`): waits until the pause is over, then resumes. */
+export async function resumeApiWhenDue(state: LabState): Promise<void> {
+  const f = state.apiFault();
+  if (!f) return;
+  await sleep(Math.max(0, Date.parse(f.until) - Date.now()));
+  // Restored early (and perhaps paused again since): that pause is not ours to end.
+  if (state.apiFault()?.at !== f.at) return;
+  rmSync(state.pidFile('api-resume'), { force: true });
+  resumeApi(state, f.pid);
+}
+
+function resumeApi(state: LabState, pid: number): string {
+  const ours = state.owns(pid);
+  if (ours) signal(pid, 'SIGCONT');
+  state.forgetApiFault();
+  return ours ? `API resumed (control plane pid ${pid})` : `the paused control plane (pid ${pid}) is gone; nothing to resume`;
 }
 
 /**
@@ -279,6 +456,10 @@ export async function labDown(o: { name: string; runDir: string }, io: Io): Prom
   checkLabName(o.name);
   const state = new LabState(o.runDir, o.name);
   const record = state.exists() ? state.read() : undefined;
+  // A paused API server first: it could not stop (SIGTERM waits for SIGCONT), nor answer anyone.
+  await state.stop('api-resume', 0, 'SIGKILL');
+  const paused = state.apiFault();
+  if (paused && state.owns(paused.pid)) signal(paused.pid, 'SIGCONT');
   const recorded = state.recorded();
   const agents = recorded.filter((w) => w.startsWith('agent-'));
   await Promise.all(agents.map((a) => state.stop(a, 5000)));

@@ -135,10 +135,57 @@ export async function removeNetwork(prefix: string, runner: CommandRunner): Prom
  * Unplugs a node (its switch ports go down: the node keeps its addresses and routes, as a powered-off
  * machine keeps its configuration), or plugs it back in.
  */
-export async function setNodeLinks(plan: LabPlan, node: LabNode, up: boolean, runner: CommandRunner): Promise<void> {
-  const ports = [`l${node.index}`, ...(node.wanPort ? [node.wanPort] : [])];
-  const lines = ports.map((l) => `link set ${l} ${up ? 'up' : 'down'}`);
+export async function setNodeLinks(plan: LabPlan, node: LabNode, up: boolean, runner: CommandRunner, o: { readonly keepWanDown?: boolean } = {}): Promise<void> {
+  const wan = node.wanPort && !(up && o.keepWanDown) ? [node.wanPort] : [];
+  const lines = [`l${node.index}`, ...wan].map((l) => `link set ${l} ${up ? 'up' : 'down'}`);
   // A port going down takes the router's route to the host's public address with it.
-  if (up && node.wanPort) lines.push(`route replace ${node.publicIP}/32 dev ${node.wanPort}`);
+  if (up && wan.length) lines.push(`route replace ${node.publicIP}/32 dev ${node.wanPort}`);
   await mustRun(runner, 'ip', ['-n', plan.switchNetns, '-batch', '-'], lines.join('\n') + '\n');
+}
+
+/** A node's uplink in the switch: its own WAN port, or (behind NAT) its region's router's. */
+export interface WanLink {
+  readonly port: string;
+  readonly publicIP: string;
+  /** Set when the link is the NAT router's, shared by every node of that region. */
+  readonly region?: string;
+}
+
+/** The uplink a WAN fault of `node` cuts, or an error naming why it has none. */
+export function wanLinkOf(plan: LabPlan, node: LabNode): WanLink {
+  if (node.wanPort && node.publicIP) return { port: node.wanPort, publicIP: node.publicIP };
+  const region = plan.regions.find((r) => r.name === node.region);
+  if (region?.nat) return { port: region.nat.wanPort, publicIP: region.nat.publicIP, region: region.name };
+  throw new Error(`node "${node.name}" has no WAN link: no public address, and region "${node.region}" has no NAT router (its nodes reach other regions through their gateway's LAN)`);
+}
+
+/**
+ * Sets the switch's end of an uplink down (the host sees its carrier go: its addresses and routes
+ * stay, and packets out of it are lost, as with a cut cable) or up again, with the router's route
+ * to the public address that going down removed.
+ */
+export async function setWanLink(plan: LabPlan, link: WanLink, up: boolean, runner: CommandRunner): Promise<void> {
+  const lines = [`link set ${link.port} ${up ? 'up' : 'down'}`, ...(up ? [`route replace ${link.publicIP}/32 dev ${link.port}`] : [])];
+  await mustRun(runner, 'ip', ['-n', plan.switchNetns, '-batch', '-'], lines.join('\n') + '\n');
+}
+
+/** The nftables table `fail --what udp-block` adds to a node (and `restore` deletes whole). */
+export const UDP_BLOCK_TABLE = 'raven_lab_block';
+
+/** Drops every UDP packet to or from `port` that the node sends or receives (IKE, ESP-in-UDP, WireGuard). */
+export function udpBlockRuleset(port: number): string {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`failed to block UDP: port ${port} is not 1-65535`);
+  const chain = (name: string, hook: string): string[] => [
+    `  chain ${name} {`,
+    `    type filter hook ${hook} priority filter - 10; policy accept;`,
+    `    udp dport ${port} counter drop`,
+    `    udp sport ${port} counter drop`,
+    '  }',
+  ];
+  return [`table inet ${UDP_BLOCK_TABLE} {`, ...chain('block_in', 'input'), ...chain('block_out', 'output'), '}', ''].join('\n');
+}
+
+export async function setUdpBlock(netns: string, port: number, blocked: boolean, runner: CommandRunner): Promise<void> {
+  if (blocked) await mustRun(runner, 'ip', ['netns', 'exec', netns, 'nft', '-f', '-'], udpBlockRuleset(port));
+  else await mustRun(runner, 'ip', ['netns', 'exec', netns, 'nft', 'delete', 'table', 'inet', UDP_BLOCK_TABLE]);
 }

@@ -6,6 +6,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KubernetesObject } from '@kubernetes/client-node';
+import type { Gateway } from '../contract/gateway.js';
 import { parseAllDocuments } from 'yaml';
 import { isAlive, signal, stopOwnedProcess } from '../platform/owned-process.js';
 import type { ImageConfig } from './oci-spec.js';
@@ -31,6 +32,32 @@ export interface LabRecord {
     readonly rootfs: string;
     readonly config: ImageConfig;
   };
+}
+
+/**
+ * What `raven lab fail NODE --what` breaks: `node` a power cut (agent and tunnel killed, every port
+ * down), `agent` the agent process alone, `tunnel` its tunnel daemon alone, `wan` its uplink, and
+ * `udp-block` the tunnel's UDP port (nftables in the node).
+ */
+export const NODE_FAULTS = ['node', 'agent', 'tunnel', 'wan', 'udp-block'] as const;
+export type NodeFault = (typeof NODE_FAULTS)[number];
+
+/** What `fail` did to a node, recorded so that `restore` undoes exactly that and `down` knows of it. */
+export type NodeFaultRecord = { readonly node: string; readonly at: string } & (
+  | { readonly what: 'node' | 'agent' }
+  | { readonly what: 'tunnel'; readonly killed: readonly { readonly pid: number; readonly name: string }[] }
+  /** The switch port set down: the node's own WAN port, or its region's NAT router uplink (`region`). */
+  | { readonly what: 'wan'; readonly port: string; readonly publicIP: string; readonly region?: string }
+  | { readonly what: 'udp-block'; readonly port: number }
+);
+
+/** `fail --api`: the control plane process stopped (SIGSTOP) until `until`, and the Gateways as they were. */
+export interface ApiFaultRecord {
+  readonly what: 'api';
+  readonly pid: number;
+  readonly at: string;
+  readonly until: string;
+  readonly gateways: readonly Gateway[];
 }
 
 export class LabState {
@@ -73,8 +100,40 @@ export class LabState {
   nodeDir(node: string): string {
     return join(this.dir, 'nodes', node);
   }
-  failedFile(node: string): string {
-    return join(this.dir, 'failed', node);
+  /** Where the faults `fail` injected are recorded (`<node>.<what>.json`, `api.json`). */
+  get faultsDir(): string {
+    return join(this.dir, 'faults');
+  }
+  private faultFile(node: string, what: NodeFault): string {
+    return join(this.faultsDir, `${node}.${what}.json`);
+  }
+  private get apiFaultFile(): string {
+    return join(this.faultsDir, 'api.json');
+  }
+
+  /** Every node fault recorded, sorted by node, then kind. */
+  nodeFaults(): NodeFaultRecord[] {
+    if (!existsSync(this.faultsDir)) return [];
+    return readdirSync(this.faultsDir)
+      .filter((f) => f.endsWith('.json') && f !== 'api.json')
+      .sort()
+      .map((f) => JSON.parse(readFileSync(join(this.faultsDir, f), 'utf8')) as NodeFaultRecord);
+  }
+  nodeFault(node: string, what: NodeFault): NodeFaultRecord | undefined {
+    return this.nodeFaults().find((f) => f.node === node && f.what === what);
+  }
+  recordFault(f: NodeFaultRecord | ApiFaultRecord): void {
+    mkdirSync(this.faultsDir, { recursive: true, mode: 0o700 });
+    writeFileSync(f.what === 'api' ? this.apiFaultFile : this.faultFile(f.node, f.what), JSON.stringify(f, null, 2) + '\n');
+  }
+  forgetFault(node: string, what: NodeFault): void {
+    rmSync(this.faultFile(node, what), { force: true });
+  }
+  apiFault(): ApiFaultRecord | undefined {
+    return existsSync(this.apiFaultFile) ? (JSON.parse(readFileSync(this.apiFaultFile, 'utf8')) as ApiFaultRecord) : undefined;
+  }
+  forgetApiFault(): void {
+    rmSync(this.apiFaultFile, { force: true });
   }
 
   exists(): boolean {
@@ -82,7 +141,7 @@ export class LabState {
   }
 
   create(record: LabRecord): void {
-    for (const d of ['logs', 'pids', 'nodes', 'failed']) mkdirSync(join(this.dir, d), { recursive: true, mode: 0o700 });
+    for (const d of ['logs', 'pids', 'nodes', 'faults']) mkdirSync(join(this.dir, d), { recursive: true, mode: 0o700 });
     writeFileSync(this.recordFile, JSON.stringify(record, null, 2) + '\n');
   }
 
