@@ -5,6 +5,8 @@
  * Lease is recorded through a watch. When its wireguard-go is SIGKILLed, the next write says
  * `backendUp: false` with no timer having run (so it was no scheduled renewal), and the daemon is
  * started again and reported up the same way. A second exit soon after waits for its backoff.
+ * Below the agent, each executor reports the exit of a daemon it started (its exit event) and of
+ * one it adopted from an earlier agent (by PID), and never of one it stopped itself.
  * Asserted: the order of the Lease writes and the timers run, never how fast anything was.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -21,7 +23,9 @@ import { isAlive, type ProcessExit, watchExit } from '../../src/platform/owned-p
 import { GATEWAY, startLab } from '../support/apiserver-support.ts';
 import { waitFor } from '../support/cluster-harness.ts';
 import { FakeClock } from '../support/fake-clock.ts';
-import { canUseNetns, haveWireGuard, leftovers, PREFIX, RecordingRunner, run, sh } from '../support/netns.ts';
+import { IpsecBackend } from '../../src/agent/dataplane/ipsec.ts';
+import { WireGuard } from '../../src/agent/dataplane/wireguard.ts';
+import { canUseNetns, haveStrongswan, haveWireGuard, leftovers, PREFIX, RecordingRunner, run, sh } from '../support/netns.ts';
 
 const NS = 'raven-system';
 const key = (): string => spawnSync('wg', ['pubkey'], { input: spawnSync('wg', ['genkey'], { encoding: 'utf8' }).stdout, encoding: 'utf8' }).stdout.trim();
@@ -193,6 +197,78 @@ if (!canUseNetns() || !haveWireGuard()) {
     await gw.stop();
     assert.not.match(gw.logs(), /tunnel backend exited/);
   });
+
+  /** Collects what `onExit` reports; `next(n)` waits until there are `n`. */
+  const exits = () => {
+    const seen: string[] = [];
+    return {
+      seen,
+      onExit: (what: string): void => void seen.push(what),
+      next: (n: number): Promise<void> => waitFor(() => seen.length >= n, 5_000, () => `exit report ${n} (seen: ${JSON.stringify(seen)})`).then(() => undefined),
+    };
+  };
+
+  test('the WireGuard executor reports the exit of a wireguard-go it started, and of one it adopted, never of one it stopped', async () => {
+    const ns = `${PREFIX}-bw`;
+    const device = `rgbw${process.pid % 100000}`.slice(0, 15);
+    const stateDir = mkdtempSync(join(tmpdir(), 'raven-exit-wg-'));
+    sh('ip', ['netns', 'add', ns]);
+    const seen = exits();
+    const opts = { device, port: 51862, mtu: 1420, stateDir, netns: ns, runner: new RecordingRunner(), forceUserspace: true, onExit: seen.onExit };
+    const pidOf = (): number => Number(readFileSync(join(stateDir, `wireguard-go.${device}.pid`), 'utf8'));
+    try {
+      const first = new WireGuard(opts);
+      assert.is(await first.up(), 'userspace');
+      const started = pidOf();
+      process.kill(started, 'SIGKILL');
+      await seen.next(1);
+      assert.equal(seen.seen, [`wireguard-go (pid ${started}) for ${device} killed by SIGKILL`]);
+      // Another executor (a restarted agent) adopts the one this one starts: no exit event for it.
+      assert.is(await first.up(), 'userspace');
+      const adopted = pidOf();
+      const second = new WireGuard({ ...opts, onExit: seen.onExit });
+      assert.is(await second.up(), 'existing');
+      await first.cleanUp().catch(() => undefined);
+      await seen.next(2);
+      assert.equal(seen.seen.slice(1, 2), [`wireguard-go (pid ${adopted}) for ${device} is gone`], 'seen by the adopter (the starter stopped it on purpose)');
+      assert.is(seen.seen.length, 2, 'the executor that stopped it said nothing');
+      await second.cleanUp();
+    } finally {
+      spawnSync('ip', ['netns', 'del', ns]);
+      rmSync(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  if (haveStrongswan()) {
+    test('the IPsec executor reports the exit of a charon it started, and of one it adopted', async () => {
+      const ns = `${PREFIX}-bi`;
+      const stateDir = mkdtempSync(join(tmpdir(), 'raven-exit-ipsec-'));
+      sh('ip', ['netns', 'add', ns]);
+      sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+      const seen = exits();
+      const opts = { node: 'node-a', stateDir, netns: ns, runner: new RecordingRunner(), port: 4500, psk: 'x', onExit: seen.onExit };
+      const pidOf = (): number => Number(readFileSync(join(stateDir, 'charon.pid'), 'utf8'));
+      try {
+        const first = new IpsecBackend(opts);
+        assert.ok((await first.up()).started);
+        const started = pidOf();
+        process.kill(started, 'SIGKILL');
+        await seen.next(1);
+        assert.equal(seen.seen, [`charon (pid ${started}) killed by SIGKILL`]);
+        assert.ok((await first.up()).started, 'started again');
+        const adopted = pidOf();
+        const second = new IpsecBackend(opts);
+        assert.not.ok((await second.up()).started, 'adopted');
+        process.kill(adopted, 'SIGKILL');
+        await seen.next(3);
+        assert.equal(seen.seen.slice(1).sort(), [`charon (pid ${adopted}) is gone`, `charon (pid ${adopted}) killed by SIGKILL`], 'its starter and its adopter each saw it');
+        await second.cleanUp();
+      } finally {
+        spawnSync('ip', ['netns', 'del', ns]);
+        rmSync(stateDir, { recursive: true, force: true });
+      }
+    });
+  }
 
   test.after(() => assert.equal(leftovers(), [], 'no namespaces of ours are left'));
 }
