@@ -22,7 +22,7 @@ export const LAB_USAGE = `usage: (up, fail, restore and down need root)
                                      (behind NAT: its region's router's); udp-block = nftables drops
                                      UDP to and from the tunnel port
   raven lab fail --api DURATION [--name N]
-                                     pause the lab's API server (SIGSTOP) for DURATION (500ms, 20s,
+                                     pause the lab's API server (SIGSTOP) for DURATION (1500ms, 20s,
                                      2m; 1 s to 1 h), then resume it
   raven lab restore NODE [--what ...] | --api [--name N]
                                      undo exactly what fail did (without --what: the node's only fault)
@@ -40,10 +40,10 @@ export type FaultCommand =
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const API_PAUSE_MS = { min: 1000, max: 3_600_000 };
 
-/** `20s`, `500ms`, `2m`: a whole number and its unit, from 1 s to 1 h. */
+/** `20s`, `1500ms`, `2m`: a whole number and its unit, from 1 s to 1 h. */
 export function parseDuration(raw: string, flag: string): number {
   const m = /^(\d{1,7})(ms|s|m)$/.exec(raw);
-  if (!m) throw new LabUsageError(`${flag} needs a duration such as 20s, 500ms or 2m, not "${raw}"`);
+  if (!m) throw new LabUsageError(`${flag} needs a duration such as 20s, 1500ms or 2m, not "${raw}"`);
   const ms = Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] as 'ms' | 's' | 'm'];
   if (ms < API_PAUSE_MS.min || ms > API_PAUSE_MS.max) throw new LabUsageError(`${flag} ${raw}: the pause must be from 1s to 60m`);
   return ms;

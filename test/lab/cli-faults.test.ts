@@ -52,7 +52,7 @@ const bad: [string, 'fail' | 'restore', string[], { what?: string; api?: string 
   ['a node name with a space', 'fail', ['hz 1'], {}, /is not a node name/],
   ['a node and --api', 'fail', ['hz-1'], { api: '10s' }, /^lab fail --api takes no node \(got "hz-1"\)$/],
   ['--api and --what', 'fail', [], { api: '10s', what: 'node' }, /^lab fail --api takes no --what$/],
-  ['a bare number', 'fail', [], { api: '20' }, /^--api needs a duration such as 20s, 500ms or 2m, not "20"$/],
+  ['a bare number', 'fail', [], { api: '20' }, /^--api needs a duration such as 20s, 1500ms or 2m, not "20"$/],
   ['a negative duration', 'fail', [], { api: '-5s' }, /needs a duration/],
   ['a fraction', 'fail', [], { api: '1.5s' }, /needs a duration/],
   ['hours', 'fail', [], { api: '1h' }, /needs a duration/],
