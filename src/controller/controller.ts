@@ -20,7 +20,8 @@ import type { Logger } from '../platform/log.js';
 import { assignNodes } from './membership.js';
 import { Counter, Gauge, Histogram, Registry, registerProcessMetrics } from '../platform/metrics.js';
 import { WorkQueue } from './workqueue.js';
-import { elect, electionEvents, type Features, keyChangeEvents, publishedKeys } from './election.js';
+import { clusterCandidates, type Disruption, elect, type ElectionResult, electionEvents, type Features, HEARTBEAT_GAP_MS, heartbeatDisruption, holdReason, keyChangeEvents, publishedKeys, SIGHT_GRACE_MS } from './election.js';
+import { type Clock, systemClock } from '../platform/timers.js';
 import { EXPOSURE_GATEWAY_LABEL, PROXY_SERVICE_NAME, SLICE_MANAGED_BY_LABEL, SLICE_MANAGER, SLICE_SERVICE_LABEL } from '../contract/names.js';
 import { desiredExposure, type Exposed, type ServiceLike, withPublicAddresses } from './exposure.js';
 import { desiredProxyEntry, type EndpointSliceLike, ownedSliceFields, PROXY_ENTRY_KEY } from './proxy-entry.js';
@@ -53,6 +54,8 @@ export class GatewayController {
   private readonly failovers = this.registry.register(new Counter('raven_controller_failovers_total', 'Active endpoints replaced after becoming unusable, by type.'));
   private readonly decision = this.registry.register(new Histogram('raven_controller_decision_latency_seconds', 'From a failure becoming observable to the new status being written.', [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5]));
   private readonly leader = this.registry.register(new Gauge('raven_controller_leader', '1 when this replica is the leader.'));
+  private readonly disruptionGauge = this.registry.register(new Gauge('raven_controller_heartbeat_disruption', '1 while a large share of the cluster\'s heartbeats lapsed together (a control-plane fault): no failover for expired heartbeats.'));
+  private readonly heldFailovers = this.registry.register(new Counter('raven_controller_held_failovers_total', 'Active endpoints kept although their heartbeat expired, by reason (grace after regaining sight, heartbeat disruption).'));
   private readonly refusals = new Refusals(
     this.registry.register(new Gauge('raven_controller_refused_values', 'Values from Gateways, Nodes, Services and Calico blocks left out of Gateway status, by kind.')),
     REFUSAL_KINDS,
@@ -89,8 +92,23 @@ export class GatewayController {
   private readonly expiryTimers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   /** Node → Gateway; recomputed only after node or Gateway changes, not on every heartbeat. */
   private assignment?: Map<string, string>;
+  /** When (and why) this controller last regained sight of heartbeats: an expired one is no evidence for SIGHT_GRACE_MS after. */
+  private sightSince?: number;
+  private sightWhy?: string;
+  /** Set when the Lease watch reconnects (resumed, relisted or restarted); its first event regains sight. */
+  private reconnected?: string;
+  /** A cluster-wide Event not yet recorded (the API may have been down when it was due). */
+  private pendingEvent?: { reason: string; message: string; sending: boolean };
+  /** When the last heartbeat Lease event arrived, to notice a gap. */
+  private lastHeartbeatEventAt?: number;
+  /** The heartbeat disruption in force, if any (entered and left in `holdReason`). */
+  private disruption?: Disruption;
+  /** Re-checks every Gateway when the grace after regaining sight ends. */
+  private graceTimer?: NodeJS.Timeout;
+  /** Per Gateway, the held failovers last logged, so each is logged once. */
+  private readonly heldLogged = new Map<string, string>();
 
-  constructor(private readonly kc: k8s.KubeConfig, private readonly opts: ControllerOptions, private readonly log: Logger) {
+  constructor(private readonly kc: k8s.KubeConfig, private readonly opts: ControllerOptions, private readonly log: Logger, private readonly clock: Clock = systemClock) {
     this.core = kc.makeApiClient(k8s.CoreV1Api);
     this.custom = kc.makeApiClient(k8s.CustomObjectsApi);
     this.discovery = kc.makeApiClient(k8s.DiscoveryV1Api);
@@ -101,6 +119,8 @@ export class GatewayController {
       this.elections.init({ type });
       this.failovers.init({ type });
     }
+    for (const reason of ['grace', 'disruption']) this.heldFailovers.init({ reason });
+    this.disruptionGauge.set(0);
   }
 
   /** The HTTP port actually bound (useful with port 0). */
@@ -145,6 +165,7 @@ export class GatewayController {
     this.stopped = true;
     this.queue.shutdown();
     for (const { timer } of this.expiryTimers.values()) clearTimeout(timer);
+    clearTimeout(this.graceTimer);
     for (const inf of this.informers) await inf.stop();
     await this.elector?.stop();
     this.server?.close();
@@ -157,7 +178,7 @@ export class GatewayController {
       this.custom.listClusterCustomObject({ group: GATEWAY_GROUP, version: GATEWAY_VERSION, plural: 'gateways' }) as Promise<k8s.KubernetesListObject<k8s.KubernetesObject>>,
     );
     this.nodes = this.watch('nodes', '/api/v1/nodes', () => this.core.listNode());
-    this.leases = this.watch('leases', `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases`, () => coordination.listNamespacedLease({ namespace: ns }));
+    this.leases = this.watch('leases', `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases`, () => coordination.listNamespacedLease({ namespace: ns }), undefined, (why) => (this.reconnected = why));
     this.configMaps = this.watch('configmaps', `/api/v1/namespaces/${ns}/configmaps`, () => this.core.listNamespacedConfigMap({ namespace: ns }));
     // Every Service of our namespace: the exposure Services (by label) and the proxy's entry (by name).
     this.services = this.watch('services', `/api/v1/namespaces/${ns}/services`, () => this.core.listNamespacedService({ namespace: ns }));
@@ -194,8 +215,15 @@ export class GatewayController {
     this.nodes.on('update', nodeChanged);
     this.nodes.on('delete', nodeChanged);
     const leaseChanged = (l: k8s.V1Lease): void => {
-      const hb = heartbeatFromLease(l, Date.now());
-      if (hb) this.enqueueGatewaysOfNode(hb.node);
+      const now = this.clock.now();
+      const hb = heartbeatFromLease(l, now);
+      if (!hb) return;
+      const last = this.lastHeartbeatEventAt;
+      this.lastHeartbeatEventAt = now;
+      if (last !== undefined && now - last > HEARTBEAT_GAP_MS) this.regainSight(`heartbeat events resumed after ${((now - last) / 1000).toFixed(1)} s without any`, now);
+      else if (this.reconnected) this.regainSight(this.reconnected, now);
+      this.reconnected = undefined;
+      this.enqueueGatewaysOfNode(hb.node);
     };
     this.leases.on('add', leaseChanged);
     this.leases.on('update', leaseChanged);
@@ -222,13 +250,18 @@ export class GatewayController {
 
     await Promise.all(this.informers.map((i) => i.start()));
     this.synced = true;
+    this.regainSight(this.opts.leaderElect ? 'became leader; caches synced' : 'started; caches synced');
     this.log.info('caches synced; reconciling', { gateways: this.gateways.list().length, nodes: this.nodes.list().length });
     this.enqueueAll();
     for (let i = 0; i < this.opts.workers; i++) void this.worker();
   }
 
-  /** An informer that restarts itself (with backoff) after errors other than 410, which it relists itself. */
-  private watch<T extends k8s.KubernetesObject>(name: string, path: string, list: () => Promise<k8s.KubernetesListObject<T>>, labelSelector?: string): Cache<T> {
+  /**
+   * An informer that restarts itself (with backoff) after errors other than 410, which it relists
+   * itself. `resynced`, if given, hears of every (re)start after the caches first synced: a watch
+   * resumed, relisted, or restarted after an error.
+   */
+  private watch<T extends k8s.KubernetesObject>(name: string, path: string, list: () => Promise<k8s.KubernetesListObject<T>>, labelSelector?: string, resynced?: (why: string) => void): Cache<T> {
     const inf = k8s.makeInformer<T>(this.kc, path, list, labelSelector);
     let delay = 100;
     inf.on('error', (err) => {
@@ -239,7 +272,10 @@ export class GatewayController {
       }, delay);
       delay = Math.min(delay * 2, 10_000);
     });
-    inf.on('connect', () => (delay = 100));
+    inf.on('connect', () => {
+      delay = 100;
+      if (this.synced) resynced?.(`the ${name} watch reconnected`);
+    });
     this.informers.push(inf as unknown as Cache<k8s.KubernetesObject>);
     return inf;
   }
@@ -255,7 +291,7 @@ export class GatewayController {
     }
   }
 
-  private enqueue(gateway: string, observableAt = Date.now()): void {
+  private enqueue(gateway: string, observableAt = this.clock.now()): void {
     if (!this.triggeredAt.has(gateway)) this.triggeredAt.set(gateway, observableAt);
     this.queue.add(gateway);
   }
@@ -341,9 +377,10 @@ export class GatewayController {
       await this.phase('exposure', () => this.syncExposure(name, []));
       return;
     }
-    const now = Date.now();
+    const now = this.clock.now();
     const byNode = (this.assignment ??= assignNodes(this.gatewayList(), nodes).byNode);
     const heartbeats = this.heartbeats(now);
+    const holdExpired = this.holdReason(heartbeats, byNode, now);
     const result = elect({
       gateway: gw,
       nodes: new Map(nodes.map((n) => [n.metadata.name, n])),
@@ -351,7 +388,9 @@ export class GatewayController {
       heartbeats,
       features: this.features(),
       now,
+      ...(holdExpired && { holdExpired }),
     });
+    this.logHeld(name, result.held);
     const members = nodes.filter((n) => byNode.get(n.metadata.name) === name);
     const ownServices = new Map((this.services?.list() ?? []).filter((s) => s.metadata?.labels?.[EXPOSURE_GATEWAY_LABEL] === name).map((s) => [s.metadata!.name!, s as unknown as ServiceLike]));
     const blocks = (this.blockAffinities?.list() ?? []) as unknown as BlockAffinityLike[];
@@ -429,9 +468,63 @@ export class GatewayController {
     }
   }
 
+  /**
+   * Whether an expired heartbeat is evidence now (see election.ts, "Static stability"): enters and
+   * leaves the heartbeat disruption (gauge, one warning and one Event on entry), and gives the
+   * reason to hold failovers back, if any.
+   */
+  private holdReason(heartbeats: ReadonlyMap<string, Heartbeat>, byNode: ReadonlyMap<string, string>, now: number): string | undefined {
+    const d = heartbeatDisruption(clusterCandidates(this.gatewayList(), byNode), heartbeats, now);
+    if (d.disrupted && !this.disruption) {
+      this.disruption = d;
+      this.disruptionGauge.set(1);
+      this.log.warn('heartbeat disruption: a large share of the cluster\'s heartbeats lapsed together; treating it as a control-plane fault and failing nothing over for expired heartbeats until they are fresh again', { evidence: d.evidence });
+      this.pendingEvent = { reason: 'HeartbeatDisruption', message: `heartbeat disruption: ${d.evidence}; no gateway fails over for an expired heartbeat until heartbeats are fresh again`, sending: false };
+    } else if (!d.disrupted && this.disruption) {
+      this.disruption = undefined;
+      this.disruptionGauge.set(0);
+      this.log.info('heartbeat disruption over', { evidence: d.evidence });
+      this.regainSight('heartbeats fresh again after a disruption', now);
+    }
+    this.flushClusterEvent();
+    return holdReason({ ...(this.sightSince !== undefined && { since: this.sightSince, why: this.sightWhy }), disruption: d }, now);
+  }
+
+  /**
+   * The controller (again) sees heartbeats arrive: for SIGHT_GRACE_MS an expired heartbeat is no
+   * evidence, then every Gateway is checked again (held actives whose agents did not renew fail over).
+   */
+  private regainSight(why: string, now = this.clock.now()): void {
+    this.sightSince = now;
+    this.sightWhy = why;
+    this.log.info('regained sight of heartbeats; expired heartbeats fail nothing over until the grace ends', { why, graceMs: SIGHT_GRACE_MS });
+    clearTimeout(this.graceTimer);
+    if (this.stopped) return;
+    this.graceTimer = setTimeout(() => {
+      if (!this.stopped) this.enqueueAll();
+    }, SIGHT_GRACE_MS + 1);
+    this.graceTimer.unref();
+  }
+
+  /** Logs each held failover once, with its evidence, and counts it. */
+  private logHeld(gateway: string, held: ElectionResult['held']): void {
+    const key = held.map((h) => `${h.type}/${h.node}`).join(',');
+    if (this.heldLogged.get(gateway) === key) return;
+    if (!key) {
+      this.heldLogged.delete(gateway);
+      return;
+    }
+    this.heldLogged.set(gateway, key);
+    for (const h of held) {
+      this.heldFailovers.inc({ reason: this.disruption ? 'disruption' : 'grace' });
+      this.log.warn('held back a failover', { gateway, node: h.node, type: h.type, reason: h.reason });
+    }
+  }
+
   /** Heartbeats expire without any event: re-check the Gateway the moment its active's heartbeat lapses. */
   private scheduleExpiry(name: string, active: string[], heartbeats: Map<string, Heartbeat>, now: number): void {
-    const next = Math.min(...active.map((n) => heartbeats.get(n)).filter((h): h is Heartbeat => !!h).map(expiresAt));
+    // An expiry already past is a held active: the end of the grace or of the disruption re-checks it.
+    const next = Math.min(...active.map((n) => heartbeats.get(n)).filter((h): h is Heartbeat => !!h).map(expiresAt).filter((t) => t > now));
     const pending = this.expiryTimers.get(name);
     if (pending?.at === next) return;
     if (pending) clearTimeout(pending.timer);
@@ -453,6 +546,42 @@ export class GatewayController {
     const replaced = before.filter((e) => !is.has(key(e)) && after.some((a) => a.type === e.type));
     for (const e of replaced) this.failovers.inc({ type: e.type });
     if (replaced.length && observableAt !== undefined) this.decision.observe((Date.now() - observableAt) / 1000);
+  }
+
+  /** Records the pending cluster-wide Warning, on the raven namespace; kept for the next reconcile if the API refuses it. */
+  private flushClusterEvent(): void {
+    const e = this.pendingEvent;
+    if (!e || e.sending) return;
+    e.sending = true;
+    void this.emitClusterEvent(e.reason, e.message).then((ok) => {
+      e.sending = false;
+      if (ok && this.pendingEvent === e) this.pendingEvent = undefined;
+    });
+  }
+
+  private async emitClusterEvent(reason: string, message: string): Promise<boolean> {
+    const now = new Date(this.clock.now());
+    const ns = this.opts.namespace;
+    try {
+      await this.core.createNamespacedEvent({
+        namespace: ns,
+        body: {
+          metadata: { generateName: 'raven-controller.', namespace: ns },
+          involvedObject: { apiVersion: 'v1', kind: 'Namespace', name: ns },
+          reason,
+          message,
+          type: 'Warning',
+          source: { component: 'raven-controller' },
+          firstTimestamp: now,
+          lastTimestamp: now,
+          count: 1,
+        },
+      });
+      return true;
+    } catch (err) {
+      this.log.warn('failed to record an event; will retry', { reason, error: describe(err) });
+      return false;
+    }
   }
 
   private async emitEvents(gw: Gateway, events: ReturnType<typeof electionEvents>): Promise<void> {
