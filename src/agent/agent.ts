@@ -156,6 +156,8 @@ export class Agent {
   /** Restarts of a tunnel daemon that keeps exiting (`BACKEND_STABLE_MS`). */
   private readonly restartBackoff = new Backoff(SYNC_RETRY_MS, SYNC_RETRY_MAX_MS);
   private lastBackendExit?: number;
+  /** The backend went down and no renewal has said so yet: the next one says down, even if it is back. */
+  private downUnreported = false;
   private readonly repairPeriodMs: number;
   private observation?: ActiveGatewayObservation;
   private syncing?: Promise<void>;
@@ -385,15 +387,18 @@ export class Agent {
     void this.reportBackendDown().then(() => this.scheduleRestore());
   }
 
-  /** Reads why the backend is down and writes a Lease saying so before anything else is done. */
+  /**
+   * Reads why the backend is down (from /proc and the kernel) and starts a renewal saying so. The
+   * restore does not wait for that write (the API may be the thing that is down): the next renewal
+   * to start says down whatever happens meanwhile, and the one after the restore says up.
+   */
   private async reportBackendDown(): Promise<void> {
     const problem = await this.tunnel.problem().catch((err: unknown) => failure('check the tunnel backend', err).message);
     if (!problem || this.stopped) return;
     if (problem !== this.backendProblem) this.log.warn('tunnel backend is down; restoring it', { reason: problem });
     this.backendProblem = problem;
-    // A renewal in flight may have read the state before the exit: the one after it has not.
-    while (this.beating) await this.beating;
-    await this.beatNow();
+    this.downUnreported = true;
+    void this.beatNow();
   }
 
   /** A sync now, unless a retry is pending: a backend that keeps failing to start backs off like any sync. */
@@ -593,8 +598,13 @@ export class Agent {
   }
 
   private async beat(candidate: boolean): Promise<void> {
-    // Read first: what the Lease says is the state when the renewal started, not after its awaits.
-    const backendUp = this.backendUp;
+    // Read first: what the Lease says is the state when the renewal started, not after its awaits;
+    // a backend that went down since the last renewal is reported down once, even if it is back.
+    const backendUp = this.backendUp && !this.downUnreported;
+    if (this.downUnreported) {
+      this.downUnreported = false;
+      if (this.backendUp) this.beatAgain = true;
+    }
     const peers = this.current.role === 'gateway' ? await this.peerHealth() : {};
     const health = encodeHealth({
       backendUp,
