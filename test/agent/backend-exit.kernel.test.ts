@@ -10,25 +10,22 @@
  * Asserted: the order of the Lease writes and the timers run, never how fast anything was.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Agent, BACKEND_STABLE_MS, SYNC_RETRY_MS } from '../../src/agent/agent.ts';
-import type { AgentConfig } from '../../src/contract/agent-config.ts';
+import { BACKEND_STABLE_MS, SYNC_RETRY_MS } from '../../src/agent/agent.ts';
 import { CANDIDATE_RENEW_MS, HEALTH_ANNOTATION, leaseName, parseHealth } from '../../src/contract/heartbeat.ts';
 import { isAlive, type ProcessExit, watchExit } from '../../src/platform/owned-process.ts';
-import { GATEWAY, startLab } from '../support/apiserver-support.ts';
 import { waitFor } from '../support/cluster-harness.ts';
 import { FakeClock } from '../support/fake-clock.ts';
+import { createGatewayAgent, NODE, NS } from '../support/gateway-agent.ts';
 import { IpsecBackend } from '../../src/agent/dataplane/ipsec.ts';
 import { WireGuard } from '../../src/agent/dataplane/wireguard.ts';
 import { canUseNetns, haveStrongswan, haveWireGuard, leftovers, PREFIX, RecordingRunner, run, sh } from '../support/netns.ts';
 
-const NS = 'raven-system';
-const key = (): string => spawnSync('wg', ['pubkey'], { input: spawnSync('wg', ['genkey'], { encoding: 'utf8' }).stdout, encoding: 'utf8' }).stdout.trim();
 
 test('watchExit reports a child\'s exit with its signal, and an adopted process by its PID once it is gone', async () => {
   const child = spawn('sleep', ['30'], { stdio: 'ignore' });
@@ -58,60 +55,18 @@ test('watchExit reports a child\'s exit with its signal, and an adopted process 
   assert.not.ok(called, 'a stopped watch says nothing: we stopped that process on purpose');
 });
 
-/** A WireGuard gateway agent on a fake clock; `writes` holds every Lease write's backendUp, in order. */
+/** The shared gateway agent on a fake clock; `writes` holds every Lease write's backendUp, in order. */
 async function startGateway(tag: string) {
-  const ns = `${PREFIX}-${tag}`;
-  const device = `rg${tag}${process.pid % 100000}`.slice(0, 15);
-  const state = mkdtempSync(join(tmpdir(), 'raven-exit-'));
-  sh('ip', ['netns', 'add', ns]);
-  sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-  const lab = await startLab({ seedCrds: true });
-  const cloudKey = key();
-  const gateways = [
-    {
-      apiVersion: `${GATEWAY.group}/${GATEWAY.version}`,
-      kind: 'Gateway',
-      metadata: { name: 'gw-cloud' },
-      spec: { exposeType: 'PublicIP', endpoints: [{ nodeName: 'cloud-1', type: 'tunnel' }] },
-      status: {
-        activeEndpoints: [{ nodeName: 'cloud-1', type: 'tunnel', port: 4500, publicIP: '203.0.113.10', config: { publicKey: cloudKey } }],
-        nodes: [{ nodeName: 'cloud-1', privateIP: '10.0.0.10', subnets: ['10.244.0.0/24'] }],
-      },
-    },
-    {
-      apiVersion: `${GATEWAY.group}/${GATEWAY.version}`,
-      kind: 'Gateway',
-      metadata: { name: 'gw-hz' },
-      spec: { exposeType: 'PublicIP', endpoints: [{ nodeName: 'hz-1', type: 'tunnel' }] },
-      status: {
-        activeEndpoints: [{ nodeName: 'hz-1', type: 'tunnel', port: 4500, publicIP: '198.51.100.21', config: {} }],
-        nodes: [{ nodeName: 'hz-1', privateIP: '192.168.1.11', subnets: ['10.244.1.0/24'] }],
-      },
-    },
-  ];
-  const logged: string[] = [];
-  const line = (level: string) => (m: string, f?: Record<string, unknown>) => logged.push(`${level} ${m} ${JSON.stringify(f ?? {})}`);
-  const config: AgentConfig = {
-    nodeName: 'hz-1', nodeIP: '192.168.1.11', namespace: NS, stateDir: state, vpnDriver: 'wireguard', vpnPort: 51861, tunnelMTU: 1420, underlayMTU: 1500,
-    forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device, netns: ns,
-    proxy: { certDir: join(state, 'proxy'), tunnelAddr: '127.0.0.1:0', httpAddr: '127.0.0.1:0', httpsAddr: '127.0.0.1:0', metricsAddr: '127.0.0.1:0' },
-  };
   const clock = new FakeClock();
-  const agent = new Agent(lab.kc, config, new RecordingRunner(), { info: line('info'), warn: line('warn'), error: line('error') }, { clock });
+  const base = await createGatewayAgent(tag, 51861, { clock });
+  const { ns, device, agent, lab, cloudKey } = base;
   const writes: (boolean | undefined)[] = [];
   let watching: AbortController | undefined;
-  const pidFile = join(state, `wireguard-go.${device}.pid`);
   const gw = {
-    ns,
-    device,
-    cloudKey,
-    agent,
+    ...base,
     clock,
     writes,
-    logs: (): string => logged.join('\n'),
-    pid: (): number => Number(readFileSync(pidFile, 'utf8')),
-    /** A wireguard-go for our device runs (not a zombie). */
-    daemonRuns: (): boolean => sh('ps', ['-eo', 'stat,args']).split('\n').some((l) => l.includes('wireguard-go') && l.includes(device) && !l.trim().startsWith('Z')),
+    pid: (): number => Number(readFileSync(base.pidFile, 'utf8')),
     ready: async (): Promise<boolean> => {
       const route = (await run('ip', ['-n', ns, 'route', 'show', 'table', '9031'])).out;
       const peers = await run('ip', ['netns', 'exec', ns, 'wg', 'show', device, 'peers']);
@@ -119,25 +74,15 @@ async function startGateway(tag: string) {
     },
     stop: async (): Promise<void> => {
       watching?.abort();
-      await agent.stop();
-      await lab.api.close();
-      spawnSync('ip', ['netns', 'del', ns]);
-      rmSync(state, { recursive: true, force: true });
-      assert.not.ok(existsSync(`/var/run/wireguard/${device}.sock`), 'the UAPI socket is removed');
-      assert.not.ok(gw.daemonRuns(), 'no wireguard-go of ours is left');
+      await base.stop();
     },
   };
   try {
-    await lab.core.createNamespace({ body: { metadata: { name: NS } } });
-    for (const g of gateways) {
-      const stored = (await lab.custom.createClusterCustomObject({ ...GATEWAY, body: g })) as { metadata: { resourceVersion: string } };
-      await lab.custom.replaceClusterCustomObjectStatus({ ...GATEWAY, name: g.metadata.name, body: { ...g, metadata: { ...g.metadata, resourceVersion: stored.metadata.resourceVersion } } });
-    }
     watching = await new k8s.Watch(lab.kc).watch(
       `/apis/coordination.k8s.io/v1/namespaces/${NS}/leases`,
       {},
       (_phase, lease: k8s.V1Lease) => {
-        if (lease.metadata?.name === leaseName('hz-1')) writes.push(parseHealth(lease.metadata.annotations?.[HEALTH_ANNOTATION])?.backendUp);
+        if (lease.metadata?.name === leaseName(NODE)) writes.push(parseHealth(lease.metadata.annotations?.[HEALTH_ANNOTATION])?.backendUp);
       },
       () => undefined,
     );
