@@ -64,6 +64,20 @@ const cloud: Gw = {
   },
 };
 
+/** The config of a hangzhou node of these tests: no tunnel device of its own (a runner answers for the kernel). */
+function agentConfig(state: string, nodeName: string, nodeIP: string): AgentConfig {
+  return {
+    nodeName, nodeIP, namespace: NS, stateDir: state, vpnDriver: 'wireguard', vpnPort: 4500, tunnelMTU: 0, underlayMTU: 1500,
+    forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device: 'raven-test0',
+    proxy: { certDir: join(state, 'proxy'), tunnelAddr: '127.0.0.1:0', httpAddr: '127.0.0.1:0', httpsAddr: '127.0.0.1:0', metricsAddr: '127.0.0.1:0' },
+  };
+}
+
+/** A logger that keeps each line, warnings and errors with their fields, in `logged`. */
+function recordingLog(logged: string[]) {
+  return { info: (m: string) => logged.push(m), warn: (m: string, f?: object) => logged.push(`${m} ${JSON.stringify(f)}`), error: (m: string, f?: object) => logged.push(`${m} ${JSON.stringify(f)}`) };
+}
+
 test('after five simulated minutes of loops and failovers, the agent holds no more timers than it has loops', async () => {
   const lab = await startLab({ seedCrds: true });
   const state = mkdtempSync(join(tmpdir(), 'raven-agent-timers-'));
@@ -71,11 +85,7 @@ test('after five simulated minutes of loops and failovers, the agent holds no mo
   const runner = new AnsweringRunner();
   const logged: string[] = [];
   const log = { info: (m: string) => logged.push(m), warn: (m: string) => logged.push(m), error: (m: string) => logged.push(m) };
-  const config: AgentConfig = {
-    nodeName: 'hz-1', nodeIP: '192.168.1.11', namespace: NS, stateDir: state, vpnDriver: 'wireguard', vpnPort: 4500, tunnelMTU: 0, underlayMTU: 1500,
-    forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device: 'raven-test0',
-    proxy: { certDir: join(state, 'proxy'), tunnelAddr: '127.0.0.1:0', httpAddr: '127.0.0.1:0', httpsAddr: '127.0.0.1:0', metricsAddr: '127.0.0.1:0' },
-  };
+  const config = agentConfig(state, 'hz-1', '192.168.1.11');
   const agent = new Agent(lab.kc, config, runner, log, { clock });
   /** Creates or updates a Gateway with its status (a subresource: written on its own). */
   const put = async (gw: Gw): Promise<void> => {
@@ -153,13 +163,9 @@ test('failed syncs retry after 1, 2, 4, 8, 16, 30, 30 s; a success starts over; 
   const clock = new FakeClock(() => new Promise((r) => setTimeout(r, 2)));
   const kernel = new RoutingKernel(clock);
   const logged: string[] = [];
-  const log = { info: (m: string) => logged.push(m), warn: (m: string, f?: object) => logged.push(`${m} ${JSON.stringify(f)}`), error: (m: string, f?: object) => logged.push(`${m} ${JSON.stringify(f)}`) };
-  const config: AgentConfig = {
-    // hz-3 is a member: it routes the cloud's range via hz-2, the active gateway, and runs no tunnel.
-    nodeName: 'hz-3', nodeIP: '192.168.1.13', namespace: NS, stateDir: state, vpnDriver: 'wireguard', vpnPort: 4500, tunnelMTU: 0, underlayMTU: 1500,
-    forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device: 'raven-test0',
-    proxy: { certDir: join(state, 'proxy'), tunnelAddr: '127.0.0.1:0', httpAddr: '127.0.0.1:0', httpsAddr: '127.0.0.1:0', metricsAddr: '127.0.0.1:0' },
-  };
+  const log = recordingLog(logged);
+  // hz-3 is a member: it routes the cloud's range via hz-2, the active gateway, and runs no tunnel.
+  const config = agentConfig(state, 'hz-3', '192.168.1.13');
   const agent = new Agent(lab.kc, config, kernel, log, { clock });
   const put = async (gw: Gw): Promise<void> => {
     const stored = (await lab.custom.createClusterCustomObject({ ...GATEWAY, body: gw })) as Gw;
@@ -238,12 +244,8 @@ test('a tunnel device that vanished is reported down by the next heartbeat, and 
     }
   })();
   const logged: string[] = [];
-  const log = { info: (m: string) => logged.push(m), warn: (m: string, f?: object) => logged.push(`${m} ${JSON.stringify(f)}`), error: (m: string, f?: object) => logged.push(`${m} ${JSON.stringify(f)}`) };
-  const config: AgentConfig = {
-    nodeName: 'hz-1', nodeIP: '192.168.1.11', namespace: NS, stateDir: state, vpnDriver: 'wireguard', vpnPort: 4500, tunnelMTU: 0, underlayMTU: 1500,
-    forwardNodeIP: false, metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', device: 'raven-test0',
-    proxy: { certDir: join(state, 'proxy'), tunnelAddr: '127.0.0.1:0', httpAddr: '127.0.0.1:0', httpsAddr: '127.0.0.1:0', metricsAddr: '127.0.0.1:0' },
-  };
+  const log = recordingLog(logged);
+  const config = agentConfig(state, 'hz-1', '192.168.1.11');
   const agent = new Agent(lab.kc, config, runner, log, { clock });
   const coordination = lab.kc.makeApiClient((await import('@kubernetes/client-node')).CoordinationV1Api);
   const backendUp = async (): Promise<boolean | undefined> => {
