@@ -10,7 +10,7 @@ import { GATEWAY_GROUP, GATEWAY_VERSION } from '../contract/names.js';
 import { type Dropped, shown } from '../platform/canonical.js';
 import { Refusals } from '../platform/refusals.js';
 import type { Gateway } from '../contract/gateway.js';
-import { type ActiveGatewayObservation, CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, encodeHealth, HEALTH_ANNOTATION, leaseName, MEMBER_LEASE_SECONDS, MEMBER_RENEW_MS, type PeerHealth } from '../contract/heartbeat.js';
+import { type ActiveGatewayObservation, CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, encodeHealth, HEALTH_ANNOTATION, leaseName, LOST_PROBES, MEMBER_LEASE_SECONDS, MEMBER_RENEW_MS, type PeerHealth, TUNNEL_PROBE_PERIOD_MS, TUNNEL_PROBE_TIMEOUT_MS } from '../contract/heartbeat.js';
 import { serveEndpoints } from '../platform/http-endpoints.js';
 import { code } from '../platform/leader-election.js';
 import type { Logger } from '../platform/log.js';
@@ -32,9 +32,11 @@ import { makeTunnel, type Tunnel } from './dataplane/tunnel.js';
  */
 export const PROBE_PERIOD_MS = 250;
 export const PROBE_TIMEOUT_MS = 200;
-/** Gateways probe their tunnel peers each round, at most this many per round (round-robin). */
-export const TUNNEL_PROBE_PERIOD_MS = 1000;
-export const TUNNEL_PROBES_PER_ROUND = 16;
+/**
+ * Gateways and warm standbys probe their tunnel peers every TUNNEL_PROBE_PERIOD_MS (the contract's:
+ * the controller reads the results), at most this many per round (round-robin): 16 pings a second.
+ */
+export const TUNNEL_PROBES_PER_ROUND = 4;
 /**
  * After a peer change, peers we dial that have not answered since are re-initiated at these delays:
  * early and often, since the gateway we dial may need a few hundred ms to come up.
@@ -73,12 +75,17 @@ export interface Write {
 }
 /** Kinds of refused values, pre-initialised in `raven_agent_refused_values` so dashboards see zeros. */
 const REFUSAL_KINDS = ['gateway-name', 'endpoint', 'node', 'node-ip', 'subnet', 'subnet-conflict', 'public-ip', 'port', 'public-key', 'peer', 'route'];
-/** Backends that give up on a peer (IPsec) are nudged this often (in tunnel probe rounds). */
-export const MAINTENANCE_ROUNDS = 5;
+/** Backends that give up on a peer (IPsec) are nudged this often (in tunnel probe rounds: 5 s). */
+export const MAINTENANCE_ROUNDS = 20;
 
 /** Whether a plan needs the tunnel: a gateway, or a warm standby (WireGuard) with its would-be peers. */
 export function needsTunnel(p: NodePlan): boolean {
   return p.role === 'gateway' || p.peers.length > 0;
+}
+
+/** Whether a plan's node probes (and reports) tunnel peers: a gateway, or a warm standby. */
+function probesPeers(p: NodePlan): boolean {
+  return p.role === 'gateway' || (p.role === 'standby' && p.peers.length > 0);
 }
 
 /**
@@ -438,17 +445,24 @@ export class Agent {
       .catch((err) => this.log.warn('failed to re-initiate handshakes', { error: (err as Error).message }));
   }
 
-  /** Per-peer health for the heartbeat and /metrics: handshake age, probe RTT and loss. */
+  /**
+   * Per-peer health for the heartbeat and /metrics: the node probed, handshake age, probe RTT, loss
+   * and the current run of lost probes (what the controller weighs, see election.ts).
+   */
   private async peerHealth(): Promise<Record<string, PeerHealth>> {
     const out: Record<string, PeerHealth> = {};
     const ages = await this.tunnel.handshakeAges(this.current).catch(() => new Map<string, number>());
+    const now = this.clock.now();
     for (const p of this.current.peers) {
       const age = ages.get(p.gateway);
       const probe = this.probes.stats(p.gateway);
+      const current = probe?.node === p.node ? probe : undefined;
       out[p.gateway] = {
+        node: p.node,
         ...(age !== undefined && { handshakeAgeSeconds: age }),
-        ...(probe?.rttMs !== undefined && { rttMs: probe.rttMs }),
-        ...(probe && { loss: probe.loss }),
+        ...(current?.rttMs !== undefined && { rttMs: current.rttMs }),
+        ...(current && { loss: current.loss, lostProbes: current.lostProbes }),
+        ...(current?.lostSince !== undefined && { lostForMs: Math.max(0, now - current.lostSince) }),
       };
       if (age !== undefined) this.handshakeAge.set(age, { gateway: p.gateway });
     }
@@ -456,39 +470,53 @@ export class Agent {
   }
 
   private forgetDeparted(next: NodePlan): void {
-    const keep = new Set(next.role === 'gateway' ? next.peers.map((p) => p.gateway) : []);
+    const keep = new Set(probesPeers(next) ? next.peers.map((p) => p.gateway) : []);
     this.probes.retain(keep);
     for (const g of [this.handshakeAge, this.peerRtt, this.peerLoss]) g.retain((labels) => keep.has(labels.gateway ?? ''));
   }
 
   /**
-   * Gateways ping each tunnel peer's probe address from their own, through the tunnel, on their own
-   * clock: a bounded batch per round, so a thousand peers never mean a thousand processes at once.
+   * Gateways, and warm standbys through their warm tunnels, ping each tunnel peer's probe address
+   * from their own on their own clock, at a fixed rate: a bounded batch per round, so a thousand
+   * peers never mean a thousand processes at once. A peer that becomes lost (`LOST_PROBES` in a row
+   * unanswered) or answers again is reported at once: that is the evidence a data-path failover
+   * waits for, so it does not wait for the next renewal.
    */
   private tunnelProbeLoop(): void {
     const tick = async (): Promise<void> => {
       if (this.stopped) return;
+      const started = this.clock.now();
       const p = this.current;
       if (p.role === 'gateway' && !this.tunnel.retriesByItself && ++this.probeRounds % MAINTENANCE_ROUNDS === 0) this.nudgeNow();
       // The L7 proxy is a child we keep alive: one that died is started again within a round.
       if (!this.syncing) await this.proxy.ensure().catch((err) => this.log.warn('failed to restart the L7 proxy', { error: (err as Error).message }));
-      if (p.role === 'gateway' && p.probeSource && this.tunnel.probeDevice()) {
+      if (probesPeers(p) && p.probeSource && this.tunnel.probeDevice()) {
         const targets = p.peers.filter((x) => x.probeIP);
         const { batch, cursor } = roundRobin(targets, this.probeCursor, TUNNEL_PROBES_PER_ROUND);
         this.probeCursor = cursor;
+        let flipped = false;
         await Promise.all(
           batch.map(async (peer) => {
-            const r = await this.pingFrom(p.probeSource!, peer.probeIP!).catch(() => ({ ok: false }) as const);
-            this.probes.record(peer.gateway, r);
+            const at = this.clock.now();
+            const wasLost = this.isPeerLost(peer.gateway, peer.node);
+            const r = await this.pingFrom(p.probeSource!, peer.probeIP!, TUNNEL_PROBE_TIMEOUT_MS).catch(() => ({ ok: false }));
+            this.probes.record(peer.gateway, peer.node, { ...r, at });
             const s = this.probes.stats(peer.gateway)!;
+            if (this.isPeerLost(peer.gateway, peer.node) !== wasLost) flipped = true;
             this.peerLoss.set(s.loss, { gateway: peer.gateway });
             if (s.rttMs !== undefined) this.peerRtt.set(s.rttMs / 1000, { gateway: peer.gateway });
           }),
         );
+        if (flipped && this.current === p) void this.beatNow();
       }
-      this.timers.set('tunnel-probe', TUNNEL_PROBE_PERIOD_MS, () => void tick());
+      this.timers.set('tunnel-probe', TUNNEL_PROBE_PERIOD_MS - (this.clock.now() - started), () => void tick());
     };
     void tick();
+  }
+
+  private isPeerLost(gateway: string, node: string): boolean {
+    const s = this.probes.stats(gateway);
+    return s?.node === node && s.lostProbes >= LOST_PROBES;
   }
 
   /** This node is an endpoint candidate (tunnel or proxy) of some Gateway: it heartbeats as one. */
@@ -587,8 +615,8 @@ export class Agent {
     return (await this.runPing(['-c', '1', '-W', String(PROBE_TIMEOUT_MS / 1000), ip])).code === 0;
   }
 
-  private async pingFrom(source: string, ip: string): Promise<{ ok: boolean; rttMs?: number }> {
-    const r = await this.runPing(['-c', '1', '-W', '1', '-I', source, ip]);
+  private async pingFrom(source: string, ip: string, timeoutMs: number): Promise<{ ok: boolean; rttMs?: number }> {
+    const r = await this.runPing(['-c', '1', '-W', String(timeoutMs / 1000), '-I', source, ip]);
     const rtt = r.code === 0 ? parsePingRtt(r.stdout) : undefined;
     return { ok: r.code === 0, ...(rtt !== undefined && { rttMs: rtt }) };
   }
@@ -605,7 +633,7 @@ export class Agent {
       this.downUnreported = false;
       if (this.backendUp) this.beatAgain = true;
     }
-    const peers = this.current.role === 'gateway' ? await this.peerHealth() : {};
+    const peers = probesPeers(this.current) ? await this.peerHealth() : {};
     const health = encodeHealth({
       backendUp,
       peers,

@@ -9,7 +9,7 @@
  * rules (Raven issue #136).
  */
 import ipaddr from 'ipaddr.js';
-import { type Cidr, overlaps, parseCidr } from '../platform/cidr.js';
+import { type Cidr, hostCidr, overlaps, parseCidr } from '../platform/cidr.js';
 import { BACKEND_OVERHEAD, IPSEC_MAX_MTU } from '../contract/names.js';
 import { type Dropped, isWireGuardKey, objectName, sortDropped } from '../platform/canonical.js';
 import { type Gateway, type GatewayEndpoint, parseGateway, STANDBY_KEYS_CONFIG } from '../contract/gateway.js';
@@ -61,6 +61,12 @@ export interface StagedPeer {
   readonly publicKey: string;
   readonly endpoint?: string;
   readonly keepaliveSeconds?: number;
+  /**
+   * The standby's own probe address (`anchorOf` its first pod subnet): its only allowed IP here, so
+   * its warm probes are answered through its own session while the region's ranges stay with the
+   * active peer (the longer prefix wins).
+   */
+  readonly probeIP?: string;
 }
 
 export interface NodePlan {
@@ -72,7 +78,10 @@ export interface NodePlan {
   readonly peers: readonly PeerPlan[];
   /** Gateway only: keys of the standbys of the regions we hold tunnels with. */
   readonly staged: readonly StagedPeer[];
-  /** Gateway only: this node's probe address, held on the tunnel device; peers ping it. */
+  /**
+   * Gateways and warm standbys: this node's probe address, held on the tunnel device; peers ping
+   * it, and probes of theirs are sent from it.
+   */
   readonly probeSource?: string;
   readonly mtu: number;
   /** Values from the Gateways that were refused, and why (sorted): logged and counted by the agent. */
@@ -160,9 +169,12 @@ function planParsed(gateways: readonly Gateway[], opts: PlanOptions, dropped: Dr
     if (notActive !== 'standby' || !opts.warmStandby || opts.backend !== 'wireguard') return base;
     // Warm: the peers this node would have as the active gateway (direct ones: edge-to-edge pairs
     // punch only once they are active), so a failover needs no new handshake.
+    // Its probes of the remote gateways go through the warm tunnel (host routes to their probe
+    // addresses), so what it reports is what it would carry as the active: data-path evidence.
     const me = asActive(mine, opts.node);
     const warm = peers(me, remotes, buildMesh(regions.map((r) => (r === mine ? me : r)), opts)).filter((p) => p.path === 'direct');
-    return { ...base, peers: warm, staged: staged(warm, remotes, me) };
+    const probeRoutes = me.anchor ? warm.flatMap((p) => (p.probeIP ? [{ dst: hostCidr(p.probeIP), dev: opts.device, mtu }] : [])) : [];
+    return { ...base, routes: sortRoutes([...routes, ...probeRoutes]), peers: warm, staged: staged(warm, remotes, me), ...(me.anchor && { probeSource: me.anchor }) };
   }
 
   const tunnelPeers = peers(mine, remotes, buildMesh(regions, opts));
@@ -388,7 +400,10 @@ function staged(tunnelPeers: readonly PeerPlan[], remotes: readonly PlannedGatew
       // behind our NAT, gets a session now: it may be the one we need in a second.
       const spec = r!.gw.spec?.endpoints?.find((e) => e.nodeName === node && e.type === 'tunnel');
       const dialable = !isReachable(mine) && isDialable(r!.exposeType, spec);
-      out.push({ gateway: p.gateway, node, publicKey, ...(dialable && { endpoint: `${host(spec!.publicIP!)}:${spec!.port ?? 4500}`, keepaliveSeconds: KEEPALIVE_SECONDS }) });
+      // Only inside a range we route to that region (a refused range gives no probe address).
+      const first = r!.gw.status?.nodes?.find((n) => n.nodeName === node)?.subnets[0];
+      const probeIP = first && r!.subnets.includes(first) ? anchorOf(first) : undefined;
+      out.push({ gateway: p.gateway, node, publicKey, ...(dialable && { endpoint: `${host(spec!.publicIP!)}:${spec!.port ?? 4500}`, keepaliveSeconds: KEEPALIVE_SECONDS }), ...(probeIP && { probeIP }) });
     }
   }
   return out.sort((a, b) => (a.gateway < b.gateway ? -1 : a.gateway > b.gateway ? 1 : a.node < b.node ? -1 : 1));

@@ -9,16 +9,34 @@ export const PROBE_WINDOW = 10;
 export interface ProbeResult {
   readonly ok: boolean;
   readonly rttMs?: number;
+  /** When the probe was sent (milliseconds, the agent's clock). */
+  readonly at: number;
 }
 
-export class ProbeWindow {
-  private readonly results = new Map<string, ProbeResult[]>();
+export interface ProbeStats {
+  /** The node the window's probes went to. */
+  readonly node: string;
+  readonly loss: number;
+  readonly rttMs?: number;
+  readonly samples: number;
+  /** Probes unanswered in a row, up to the latest. */
+  readonly lostProbes: number;
+  /** When the first of those was sent (absent when the latest was answered). */
+  readonly lostSince?: number;
+}
 
-  record(target: string, r: ProbeResult): void {
-    const list = this.results.get(target) ?? [];
-    list.push(r);
-    if (list.length > PROBE_WINDOW) list.shift();
-    this.results.set(target, list);
+/**
+ * A window per target (a remote gateway), for one node at a time: when the target's active node
+ * changes, what was learned of the old one is forgotten, so a failover starts with a clean record.
+ */
+export class ProbeWindow {
+  private readonly results = new Map<string, { node: string; list: ProbeResult[] }>();
+
+  record(target: string, node: string, r: ProbeResult): void {
+    let entry = this.results.get(target);
+    if (!entry || entry.node !== node) this.results.set(target, (entry = { node, list: [] }));
+    entry.list.push(r);
+    if (entry.list.length > PROBE_WINDOW) entry.list.shift();
   }
 
   /** Forgets targets not in `keep` (peers that left the plan). */
@@ -26,13 +44,23 @@ export class ProbeWindow {
     for (const t of [...this.results.keys()]) if (!keep.has(t)) this.results.delete(t);
   }
 
-  /** Loss over the window (0..1) and the latest successful RTT in it. */
-  stats(target: string): { loss: number; rttMs?: number; samples: number } | undefined {
-    const list = this.results.get(target);
-    if (!list?.length) return undefined;
+  /** Loss over the window (0..1), the latest successful RTT in it and the current run of losses. */
+  stats(target: string): ProbeStats | undefined {
+    const entry = this.results.get(target);
+    if (!entry?.list.length) return undefined;
+    const { node, list } = entry;
     const lost = list.filter((r) => !r.ok).length;
     const rtt = [...list].reverse().find((r) => r.ok && r.rttMs !== undefined)?.rttMs;
-    return { loss: lost / list.length, ...(rtt !== undefined && { rttMs: rtt }), samples: list.length };
+    let run = 0;
+    while (run < list.length && !list[list.length - 1 - run]!.ok) run++;
+    return {
+      node,
+      loss: lost / list.length,
+      ...(rtt !== undefined && { rttMs: rtt }),
+      samples: list.length,
+      lostProbes: run,
+      ...(run > 0 && { lostSince: list[list.length - run]!.at }),
+    };
   }
 
   targets(): string[] {

@@ -34,12 +34,41 @@ export const MAX_HEALTH_BYTES = 256 * 1024;
 /** Peers in one health report beyond this are not read (a hub has about one per region). */
 export const MAX_HEALTH_PEERS = 10_000;
 
+/**
+ * Tunnel probes (data-path health): gateways, and warm standbys through their warm tunnels, ping
+ * each remote gateway's probe address this often, each ping waiting at most the timeout.
+ */
+export const TUNNEL_PROBE_PERIOD_MS = 250;
+export const TUNNEL_PROBE_TIMEOUT_MS = 300;
+/**
+ * A peer is lost after this many probes in a row went unanswered (one lost ping on a busy node or
+ * a lossy link is noise). The agent writes its heartbeat when a peer becomes lost or answers
+ * again; the controller counts a lost peer as evidence against the gateway probed.
+ */
+export const LOST_PROBES = 2;
+
 export interface PeerHealth {
+  /** The remote gateway node the probes went to (the remote region's active, when we probed). */
+  readonly node?: string;
   /** Seconds since the last completed handshake with this peer (WireGuard) or SA rekey (IPsec). */
   readonly handshakeAgeSeconds?: number;
   readonly rttMs?: number;
   /** Fraction of probes lost over the last window, 0..1. */
   readonly loss?: number;
+  /** Probes unanswered in a row, up to the latest (0: the latest was answered). */
+  readonly lostProbes?: number;
+  /** Milliseconds from the first of those unanswered probes to the report. */
+  readonly lostForMs?: number;
+}
+
+/** Whether a peer report says the peer is lost (`LOST_PROBES` in a row unanswered). */
+export function isLost(p: PeerHealth | undefined): boolean {
+  return (p?.lostProbes ?? 0) >= LOST_PROBES;
+}
+
+/** Whether a peer report says the peer answers: probed, and the latest probe was answered. */
+export function isReached(p: PeerHealth | undefined): boolean {
+  return p?.lostProbes === 0;
 }
 
 /** What a standby candidate sees of its region's active gateway. */
@@ -149,7 +178,16 @@ export function parseHealth(text: string | undefined, now = Date.now()): AgentHe
       const age = num(p.handshakeAgeSeconds, 0);
       const rtt = num(p.rttMs, 0);
       const loss = num(p.loss, 0, 1);
-      peers[name] = { ...(age !== undefined && { handshakeAgeSeconds: age }), ...(rtt !== undefined && { rttMs: rtt }), ...(loss !== undefined && { loss }) };
+      const lostProbes = num(p.lostProbes, 0);
+      const lostForMs = num(p.lostForMs, 0);
+      peers[name] = {
+        ...(objectName(p.node).ok && { node: p.node as string }),
+        ...(age !== undefined && { handshakeAgeSeconds: age }),
+        ...(rtt !== undefined && { rttMs: rtt }),
+        ...(loss !== undefined && { loss }),
+        ...(lostProbes !== undefined && Number.isInteger(lostProbes) && { lostProbes }),
+        ...(lostForMs !== undefined && { lostForMs }),
+      };
     }
   }
   const a = raw.activeGateway;

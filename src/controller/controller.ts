@@ -12,7 +12,7 @@ import type { Gateway, NodeLike } from '../contract/gateway.js';
 import type { Dropped } from '../platform/canonical.js';
 import { Refusals } from '../platform/refusals.js';
 import { parseGateway } from '../contract/gateway.js';
-import { expiresAt, type Heartbeat, heartbeatFromLease, parseHeartbeat } from '../contract/heartbeat.js';
+import { expiresAt, type Heartbeat, heartbeatFromLease, isLost, parseHeartbeat } from '../contract/heartbeat.js';
 import { parseRavenCfg, RAVEN_CFG } from '../contract/raven-cfg.js';
 import { serveEndpoints } from '../platform/http-endpoints.js';
 import { code, LeaderElector } from '../platform/leader-election.js';
@@ -20,7 +20,7 @@ import type { Logger } from '../platform/log.js';
 import { assignNodes } from './membership.js';
 import { Counter, Gauge, Histogram, Registry, registerProcessMetrics } from '../platform/metrics.js';
 import { WorkQueue } from './workqueue.js';
-import { clusterCandidates, type Disruption, elect, type ElectionResult, electionEvents, type Features, HEARTBEAT_GAP_MS, heartbeatDisruption, holdReason, keyChangeEvents, publishedKeys, SIGHT_GRACE_MS } from './election.js';
+import { activeTunnelNodes, clusterCandidates, DATA_PATH_PREFIX, DATAPATH_HOLD_DOWN_MS, type Disruption, elect, type ElectionEvent, type ElectionResult, electionEvents, type Features, HEARTBEAT_GAP_MS, heartbeatDisruption, holdReason, keyChangeEvents, publishedKeys, SIGHT_GRACE_MS } from './election.js';
 import { type Clock, systemClock } from '../platform/timers.js';
 import { EXPOSURE_GATEWAY_LABEL, PROXY_SERVICE_NAME, SLICE_MANAGED_BY_LABEL, SLICE_MANAGER, SLICE_SERVICE_LABEL } from '../contract/names.js';
 import { desiredExposure, type Exposed, type ServiceLike, withPublicAddresses } from './exposure.js';
@@ -55,7 +55,8 @@ export class GatewayController {
   private readonly decision = this.registry.register(new Histogram('raven_controller_decision_latency_seconds', 'From a failure becoming observable to the new status being written.', [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5]));
   private readonly leader = this.registry.register(new Gauge('raven_controller_leader', '1 when this replica is the leader.'));
   private readonly disruptionGauge = this.registry.register(new Gauge('raven_controller_heartbeat_disruption', '1 while a large share of the cluster\'s heartbeats lapsed together (a control-plane fault): no failover for expired heartbeats.'));
-  private readonly heldFailovers = this.registry.register(new Counter('raven_controller_held_failovers_total', 'Active endpoints kept although their heartbeat expired, by reason (grace after regaining sight, heartbeat disruption).'));
+  private readonly heldFailovers = this.registry.register(new Counter('raven_controller_held_failovers_total', 'Active endpoints kept although their heartbeat expired (grace after regaining sight, heartbeat disruption) or remote regions lost them with no better standby or within the hold-down (data-path), by reason.'));
+  private readonly dataPathGauge = this.registry.register(new Counter('raven_controller_data_path_failovers_total', 'Tunnel endpoints replaced because remote regions lost them through the tunnel while a standby reached them.'));
   private readonly refusals = new Refusals(
     this.registry.register(new Gauge('raven_controller_refused_values', 'Values from Gateways, Nodes, Services and Calico blocks left out of Gateway status, by kind.')),
     REFUSAL_KINDS,
@@ -107,6 +108,12 @@ export class GatewayController {
   private graceTimer?: NodeJS.Timeout;
   /** Per Gateway, the held failovers last logged, so each is logged once. */
   private readonly heldLogged = new Map<string, string>();
+  /** Every Gateway's active tunnel node, from the cache (dropped on any Gateway event): whose data-path reports count. */
+  private activeTunnels?: Map<string, string>;
+  /** Per Gateway, when its last data-path failover was made: no other within DATAPATH_HOLD_DOWN_MS. */
+  private readonly dataPathFailovers = new Map<string, number>();
+  /** Per node, the Gateways its last heartbeat reported lost: a change re-checks those Gateways. */
+  private readonly lostReports = new Map<string, Set<string>>();
 
   constructor(private readonly kc: k8s.KubeConfig, private readonly opts: ControllerOptions, private readonly log: Logger, private readonly clock: Clock = systemClock) {
     this.core = kc.makeApiClient(k8s.CoreV1Api);
@@ -119,7 +126,7 @@ export class GatewayController {
       this.elections.init({ type });
       this.failovers.init({ type });
     }
-    for (const reason of ['grace', 'disruption']) this.heldFailovers.init({ reason });
+    for (const reason of ['grace', 'disruption', 'data-path']) this.heldFailovers.init({ reason });
     this.disruptionGauge.set(0);
   }
 
@@ -200,6 +207,7 @@ export class GatewayController {
 
     const gatewayChanged = (g: k8s.KubernetesObject): void => {
       this.assignment = undefined;
+      this.activeTunnels = undefined;
       this.enqueue(g.metadata!.name!);
       // Status (active endpoints, node addresses) or exposeType may have changed: the proxy entry follows.
       this.queue.add(PROXY_ENTRY_KEY);
@@ -224,6 +232,12 @@ export class GatewayController {
       else if (this.reconnected) this.regainSight(this.reconnected, now);
       this.reconnected = undefined;
       this.enqueueGatewaysOfNode(hb.node);
+      // Data-path evidence: a Gateway this node now reports lost, or no longer does, is re-checked.
+      const lost = new Set(Object.entries(hb.health?.peers ?? {}).filter(([, p]) => isLost(p)).map(([g]) => g));
+      const before = this.lostReports.get(hb.node) ?? new Set<string>();
+      for (const g of new Set([...lost, ...before])) if (lost.has(g) !== before.has(g)) this.enqueue(g);
+      if (lost.size) this.lostReports.set(hb.node, lost);
+      else this.lostReports.delete(hb.node);
     };
     this.leases.on('add', leaseChanged);
     this.leases.on('update', leaseChanged);
@@ -381,6 +395,7 @@ export class GatewayController {
     const byNode = (this.assignment ??= assignNodes(this.gatewayList(), nodes).byNode);
     const heartbeats = this.heartbeats(now);
     const holdExpired = this.holdReason(heartbeats, byNode, now);
+    const lastDataPath = this.dataPathFailovers.get(name);
     const result = elect({
       gateway: gw,
       nodes: new Map(nodes.map((n) => [n.metadata.name, n])),
@@ -389,8 +404,10 @@ export class GatewayController {
       features: this.features(),
       now,
       ...(holdExpired && { holdExpired }),
+      remoteActives: (this.activeTunnels ??= activeTunnelNodes(this.gatewayList())),
+      ...(lastDataPath !== undefined && { dataPathHoldUntil: lastDataPath + DATAPATH_HOLD_DOWN_MS }),
     });
-    this.logHeld(name, result.held);
+    const heldEvents = this.logHeld(name, result.held);
     const members = nodes.filter((n) => byNode.get(n.metadata.name) === name);
     const ownServices = new Map((this.services?.list() ?? []).filter((s) => s.metadata?.labels?.[EXPOSURE_GATEWAY_LABEL] === name).map((s) => [s.metadata!.name!, s as unknown as ServiceLike]));
     const blocks = (this.blockAffinities?.list() ?? []) as unknown as BlockAffinityLike[];
@@ -417,8 +434,14 @@ export class GatewayController {
       for (const r of result.rejected) {
         if (before.some((e) => e.nodeName === r.node && e.type === r.type)) this.log.info('active endpoint rejected', { gateway: name, node: r.node, type: r.type, reason: r.reason });
       }
-      await this.phase('events', () => this.emitEvents(gw, events));
-    }
+      if (result.dataPathFailover) {
+        this.dataPathFailovers.set(name, now);
+        this.log.warn('failed over for data-path evidence', { gateway: name, from: result.dataPathFailover.from, to: result.dataPathFailover.to, evidence: result.dataPathFailover.evidence });
+        this.dataPathGauge.inc();
+        this.scheduleRecheck(name, now + DATAPATH_HOLD_DOWN_MS);
+      }
+      await this.phase('events', () => this.emitEvents(gw, [...heldEvents, ...events]));
+    } else if (heldEvents.length) await this.phase('events', () => this.emitEvents(gw, heldEvents));
     await this.phase('labels', () => this.syncLabels(name, new Set(members.map((m) => m.metadata.name)), nodes));
     await this.phase('exposure', () => this.syncExposure(name, desiredExposure(gw, result.active, status.nodes, this.opts.namespace)));
     this.scheduleExpiry(name, result.active.map((e) => e.nodeName), heartbeats, now);
@@ -506,19 +529,34 @@ export class GatewayController {
     this.graceTimer.unref();
   }
 
-  /** Logs each held failover once, with its evidence, and counts it. */
-  private logHeld(gateway: string, held: ElectionResult['held']): void {
-    const key = held.map((h) => `${h.type}/${h.node}`).join(',');
-    if (this.heldLogged.get(gateway) === key) return;
+  /**
+   * Logs each held failover once, with its evidence, and counts it; returns a Warning Event for each
+   * newly held data-path failover (an operator should see that a gateway is failing with nowhere to go).
+   */
+  private logHeld(gateway: string, held: ElectionResult['held']): ElectionEvent[] {
+    const key = held.map((h) => `${h.type}/${h.node}/${h.reason.startsWith(DATA_PATH_PREFIX) ? 'data-path' : 'expired'}`).join(',');
+    if (this.heldLogged.get(gateway) === key) return [];
     if (!key) {
       this.heldLogged.delete(gateway);
-      return;
+      return [];
     }
     this.heldLogged.set(gateway, key);
+    const events: ElectionEvent[] = [];
     for (const h of held) {
-      this.heldFailovers.inc({ reason: this.disruption ? 'disruption' : 'grace' });
+      const dataPath = h.reason.startsWith(DATA_PATH_PREFIX);
+      this.heldFailovers.inc({ reason: dataPath ? 'data-path' : this.disruption ? 'disruption' : 'grace' });
       this.log.warn('held back a failover', { gateway, node: h.node, type: h.type, reason: h.reason });
+      if (dataPath) events.push({ type: 'Warning', reason: 'FailoverHeld', message: `${h.type} endpoint ${h.node} of ${gateway} kept: ${h.reason}` });
     }
+    return events;
+  }
+
+  /** Checks a Gateway again at `at` (the end of a hold-down), whatever else happens meanwhile. */
+  private scheduleRecheck(name: string, at: number): void {
+    const timer = setTimeout(() => {
+      if (!this.stopped) this.enqueue(name);
+    }, Math.max(0, at - this.clock.now()) + 1);
+    timer.unref();
   }
 
   /** Heartbeats expire without any event: re-check the Gateway the moment its active's heartbeat lapses. */

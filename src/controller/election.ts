@@ -8,6 +8,9 @@
  * - The current active endpoint is kept while it stays a candidate (sticky); free slots are filled
  *   in spec order. Per type (`tunnel`, `proxy`), up to that type's Replicas.
  * - Every rejected candidate carries its reason; output is sorted, so equal inputs give equal output.
+ * - Data-path health: an active tunnel endpoint that most remote regions lost through the tunnel
+ *   (while they still reach others) is replaced by a standby proven to reach them through its warm
+ *   tunnel, never by one not known to be better (`dataPathVerdict`).
  * - Static stability: while `holdExpired` is set (the controller has just regained sight of
  *   heartbeats, or a large share of them lapsed together), an expired heartbeat alone does not
  *   remove a current active endpoint; it is kept and listed in `held`. See `heartbeatDisruption`.
@@ -15,7 +18,7 @@
 import type { EndpointType } from '../topology/model.js';
 import type { Gateway, GatewayEndpoint, NodeLike } from '../contract/gateway.js';
 import { isNodeReady, STANDBY_KEYS_CONFIG } from '../contract/gateway.js';
-import { CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, expiresAt, type Heartbeat, OBSERVATION_MAX_AGE_MS } from '../contract/heartbeat.js';
+import { CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, expiresAt, type Heartbeat, isLost, isReached, OBSERVATION_MAX_AGE_MS } from '../contract/heartbeat.js';
 import { L3_TUNNEL_KEY, L7_PROXY_KEY } from '../contract/raven-cfg.js';
 
 export interface Features {
@@ -39,6 +42,13 @@ export interface ElectionInput {
    * rejected for an expired heartbeat: only fresh evidence elects.
    */
   readonly holdExpired?: string;
+  /**
+   * The active tunnel node of every other Gateway, by Gateway name: whose reports about this
+   * Gateway count (a remote standby's do not). Without it, no data-path evidence is weighed.
+   */
+  readonly remoteActives?: ReadonlyMap<string, string>;
+  /** Until when (ms since the epoch) no data-path failover of this Gateway is made: one was just made. */
+  readonly dataPathHoldUntil?: number;
 }
 
 export interface Rejection {
@@ -53,8 +63,14 @@ export interface ElectionResult {
   /** Healthy candidates not elected for lack of slots: ready to take over. */
   readonly standbys: { readonly node: string; readonly type: EndpointType }[];
   readonly rejected: Rejection[];
-  /** Current active endpoints kept although their heartbeat expired (`holdExpired`); reason says both. */
+  /**
+   * Current active endpoints kept although their heartbeat expired (`holdExpired`), or although
+   * remote regions lost them, for want of a better candidate or within the hold-down; reason says
+   * which, with the evidence.
+   */
   readonly held: Rejection[];
+  /** A tunnel endpoint replaced for data-path evidence: the controller starts its hold-down. */
+  readonly dataPathFailover?: { readonly from: string; readonly to: string; readonly evidence: string };
 }
 
 const TYPES: readonly EndpointType[] = ['proxy', 'tunnel'];
@@ -74,6 +90,7 @@ export function elect(input: ElectionInput): ElectionResult {
   const standbys: { node: string; type: EndpointType }[] = [];
   const rejected: Rejection[] = [];
   const held: Rejection[] = [];
+  let dataPathFailover: ElectionResult['dataPathFailover'];
 
   for (const type of TYPES) {
     const candidates = uniqueByNode((gateway.spec?.endpoints ?? []).filter((e) => e.type === type));
@@ -100,8 +117,28 @@ export function elect(input: ElectionInput): ElectionResult {
       const expired = isCurrent ? expiredFor(input, c.nodeName) : undefined;
       if (expired) held.push({ node: c.nodeName, type, reason: `${expired}, not failed over: ${input.holdExpired}` });
     }
-    // Sticky: current actives first (in spec order), then the rest in spec order.
-    const ordered = [...healthy.filter((c) => current.has(c.nodeName)), ...healthy.filter((c) => !current.has(c.nodeName))];
+    // Data path: a current tunnel active that remote regions lost gives way to a standby proven to
+    // reach them, which goes first; without one, or within the hold-down, it stays (held).
+    let preferred: string | undefined;
+    if (type === 'tunnel') {
+      for (const a of healthy.filter((c) => current.has(c.nodeName))) {
+        const verdict = dataPathVerdict(input, a.nodeName, healthy.filter((c) => !current.has(c.nodeName)));
+        if (!verdict) continue;
+        if (input.dataPathHoldUntil !== undefined && input.now < input.dataPathHoldUntil) {
+          held.push({ node: a.nodeName, type, reason: `${DATA_PATH_PREFIX}${verdict.evidence}; not failed over: another data-path failover of this Gateway was made ${DATAPATH_HOLD_DOWN_MS / 1000} s ago or less` });
+        } else if (!verdict.replacement) {
+          held.push({ node: a.nodeName, type, reason: `${DATA_PATH_PREFIX}${verdict.evidence}; not failed over: no standby is known to reach more of them` });
+        } else {
+          healthy.splice(healthy.indexOf(a), 1);
+          rejected.push({ node: a.nodeName, type, reason: verdict.evidence });
+          preferred = verdict.replacement;
+          dataPathFailover = { from: a.nodeName, to: verdict.replacement, evidence: verdict.evidence };
+        }
+      }
+    }
+    // Sticky: current actives first (in spec order), then a proven replacement, then the rest in spec order.
+    const rank = (c: GatewayEndpoint): number => (current.has(c.nodeName) ? 0 : c.nodeName === preferred ? 1 : 2);
+    const ordered = [0, 1, 2].flatMap((r) => healthy.filter((c) => rank(c) === r));
     ordered.forEach((c, i) => {
       if (i < replicas) active.push(stamp(c, type, input));
       else standbys.push({ node: c.nodeName, type });
@@ -113,6 +150,92 @@ export function elect(input: ElectionInput): ElectionResult {
     standbys: standbys.sort((a, b) => compare(a.node, a.type, b.node, b.type)),
     rejected: rejected.sort((a, b) => compare(a.node, a.type, b.node, b.type)),
     held: held.sort((a, b) => compare(a.node, a.type, b.node, b.type)),
+    ...(dataPathFailover && { dataPathFailover }),
+  };
+}
+
+/*
+ * Data-path health (docs/0003-controller.md, "Data-path failover"). Every gateway and warm standby
+ * pings the remote gateways' probe addresses through the tunnel and reports each peer with the node
+ * it probed and its run of unanswered probes (contract/heartbeat.ts). For an active A of Gateway G:
+ * - a report about G counts when it comes from another Gateway's active node, with a live
+ *   heartbeat, about A (not about G's previous active);
+ * - a region that lost A is a credible witness when it still reaches some other region, or when a
+ *   standby of G reaches it: a region that reaches nobody may be the one cut off;
+ * - A is failing when credible witnesses are more than half of the regions reporting about it;
+ * - it is replaced only by a standby whose warm probes reach more of those regions than A does
+ *   (`replacement`). When every candidate shares one uplink (a NATed edge), a WAN outage leaves
+ *   none better, and nothing changes.
+ */
+
+/** How a held entry's reason starts when data-path evidence, not an expired heartbeat, was held back. */
+export const DATA_PATH_PREFIX = 'data path: ';
+
+/**
+ * Every Gateway's active tunnel node, by Gateway name, from cached (unparsed) Gateways: a
+ * malformed one contributes nothing.
+ */
+export function activeTunnelNodes(gateways: readonly Gateway[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const gw of gateways) {
+    const list: unknown = gw?.status?.activeEndpoints;
+    if (!Array.isArray(list)) continue;
+    const e = (list as unknown[]).find((x) => (x as { type?: unknown } | null)?.type === 'tunnel') as { nodeName?: unknown } | undefined;
+    if (typeof e?.nodeName === 'string' && typeof gw.metadata?.name === 'string') out.set(gw.metadata.name, e.nodeName);
+  }
+  return out;
+}
+
+/** After a data-path failover of a Gateway, no other for this long (damping: random loss must not flap gateways). */
+export const DATAPATH_HOLD_DOWN_MS = 30_000;
+
+export interface DataPathVerdict {
+  /** Remote regions (Gateways) that lost the active, credibly, sorted. */
+  readonly lostBy: readonly string[];
+  /** Remote regions reporting about the active at all. */
+  readonly reporting: number;
+  /** A standby that reaches more of the reporting regions than the active does, if any. */
+  readonly replacement?: string;
+  /** "2/2 remote regions lost cloud via cloud-gw-1 for 600 ms (hangzhou, qingdao); cloud-gw-2 reaches 2/2". */
+  readonly evidence: string;
+}
+
+/** Whether remote regions' tunnel probes say `active` is failing, and who would do better (see above). */
+export function dataPathVerdict(input: ElectionInput, active: string, standbys: readonly GatewayEndpoint[]): DataPathVerdict | undefined {
+  const gw = input.gateway.metadata.name;
+  const remotes = input.remoteActives;
+  if (!remotes) return undefined;
+  const live = (node: string): Heartbeat | undefined => {
+    const hb = input.heartbeats.get(node);
+    return hb && input.now <= expiresAt(hb) ? hb : undefined;
+  };
+  const reports: { region: string; lost: boolean; lostForMs: number; reachesOthers: boolean }[] = [];
+  for (const [region, node] of [...remotes].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    if (region === gw) continue;
+    const peers = live(node)?.health?.peers;
+    const p = peers?.[gw];
+    if (!p || p.node !== active) continue;
+    const reachesOthers = Object.entries(peers!).some(([other, q]) => other !== gw && q.node === remotes.get(other) && isReached(q));
+    reports.push({ region, lost: isLost(p), lostForMs: p.lostForMs ?? 0, reachesOthers });
+  }
+  if (!reports.some((r) => r.lost)) return undefined;
+  // What each standby reaches, through its warm tunnel, of the reporting regions' actives.
+  const reach = standbys.map((s) => {
+    const peers = live(s.nodeName)?.health?.peers ?? {};
+    return { node: s.nodeName, reaches: new Set(reports.filter((r) => peers[r.region]?.node === remotes.get(r.region) && isReached(peers[r.region])).map((r) => r.region)) };
+  });
+  const lostBy = reports.filter((r) => r.lost && (r.reachesOthers || reach.some((s) => s.reaches.has(r.region))));
+  if (lostBy.length === 0 || lostBy.length * 2 <= reports.length) return undefined;
+  const activeReaches = reports.filter((r) => !r.lost).length;
+  const best = reach.reduce<(typeof reach)[number] | undefined>((b, s) => (s.reaches.size > (b?.reaches.size ?? activeReaches) ? s : b), undefined);
+  const lostFor = Math.min(...lostBy.map((r) => r.lostForMs));
+  const names = lostBy.map((r) => r.region).join(', ');
+  const found = best ? `; ${best.node} reaches ${best.reaches.size}/${reports.length}` : `; no standby reaches more than ${activeReaches}/${reports.length}`;
+  return {
+    lostBy: lostBy.map((r) => r.region),
+    reporting: reports.length,
+    ...(best && { replacement: best.node }),
+    evidence: `${lostBy.length}/${reports.length} remote regions lost ${gw} via ${active} for ${Math.round(lostFor)} ms or more (${names})${found}`,
   };
 }
 
@@ -321,7 +444,7 @@ export function holdReason(sight: Sight, now: number): string | undefined {
 
 export interface ElectionEvent {
   readonly type: 'Normal' | 'Warning';
-  readonly reason: 'ActiveEndpointElected' | 'ActiveEndpointLost' | 'PublicKeyChanged';
+  readonly reason: 'ActiveEndpointElected' | 'ActiveEndpointLost' | 'PublicKeyChanged' | 'FailoverHeld';
   readonly message: string;
 }
 

@@ -32,6 +32,11 @@ export function parseCidr(text: string): CidrParse {
   return { ok: true, cidr: { text, family, first, last: first + (1n << hostBits) - 1n } };
 }
 
+/** `addr` as a host route: /32 for IPv4, /128 for IPv6. */
+export function hostCidr(addr: string): string {
+  return `${addr}/${addr.includes(':') ? 128 : 32}`;
+}
+
 export function parseIp(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
   return ipaddr.isValid(text) && /^[0-9a-fA-F.:]+$/.test(text) ? ipaddr.parse(text) : undefined;
 }

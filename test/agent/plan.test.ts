@@ -124,21 +124,23 @@ test("remote standbys' published keys are staged on gateways that hold a tunnel 
   const K = (c: string) => `${c.repeat(42)}A=`;
   const gws = seed({ config: { publicKey: K('h'), ...keys({ 'hz-2': K('2'), 'hz-1': K('h') }) } }, { config: { publicKey: K('q'), ...keys({ 'qd-2': 'not a key', 'qd-3': K('3') }) } });
   assert.equal(plan(gws, opts('cloud-gw-1')).staged, [
-    { gateway: 'gw-hangzhou', node: 'hz-2', publicKey: K('2') },
+    { gateway: 'gw-hangzhou', node: 'hz-2', publicKey: K('2'), probeIP: '10.244.2.0' },
     { gateway: 'gw-qingdao', node: 'qd-3', publicKey: K('3') },
-  ], 'not the active one, nothing malformed');
+  ], 'not the active one, nothing malformed; a standby with a pod subnet has its probe address');
   assert.equal(plan(gws, opts('hz-1')).staged, [], 'qingdao is relayed: its standbys are the relay\'s business');
   assert.equal(plan(gws, opts('hz-2')).staged, [], 'only gateways stage');
   gws[1]!.status!.activeEndpoints![0]!.config![STANDBY_KEYS_CONFIG] = '{"broken';
   assert.equal(plan(gws, opts('cloud-gw-1')).staged.map((s) => s.node), ['qd-3']);
 });
 
-test('a warm standby (WireGuard) holds the peers it would have as the gateway, but routes through the active one', () => {
+test('a warm standby (WireGuard) holds the peers it would have as the gateway, but routes through the active one; it probes through its warm tunnel', () => {
   const p = plan(seed(), opts('hz-2', { warmStandby: true }));
   assert.is(p.role, 'standby');
-  assert.ok(p.routes.every((r) => r.via === '192.168.1.11'), 'traffic still goes to the active gateway');
+  const [probes, traffic] = [p.routes.filter((r) => r.dev), p.routes.filter((r) => !r.dev)];
+  assert.ok(traffic.length > 0 && traffic.every((r) => r.via === '192.168.1.11'), 'traffic still goes to the active gateway');
+  assert.equal(probes, [{ dst: '10.244.0.0/32', dev: 'raven-wg0', mtu: 1420 }], 'only the cloud gateway\'s probe address goes into the warm tunnel');
   assert.equal(p.peers.map((x) => [x.gateway, x.endpoint, x.keepaliveSeconds]), [['gw-cloud', '203.0.113.10:4500', 5]], 'dials the cloud now: a session exists before it is needed');
-  assert.is(p.probeSource, undefined, 'no probes from a standby');
+  assert.is(p.probeSource, '10.244.2.0', 'probes from its own probe address, which the cloud stages for it');
   assert.equal(plan(seed(), opts('hz-2', { warmStandby: true, backend: 'ipsec' })).peers, [], 'IPsec standbys stay cold');
   assert.equal(plan(seed(), opts('cloud-2', { warmStandby: true })).peers, [], 'members never hold a tunnel');
 });
@@ -150,11 +152,11 @@ test('a remote standby with a public address is dialled from behind NAT, so its 
   cloud.spec!.endpoints!.push({ nodeName: 'cloud-gw-2', type: 'tunnel', port: 4500, publicIP: '203.0.113.11' });
   cloud.status!.nodes!.push({ nodeName: 'cloud-gw-2', privateIP: '10.0.0.12', subnets: ['10.244.6.0/24'] });
   cloud.status!.activeEndpoints![0]!.config = { publicKey: K('c'), [STANDBY_KEYS_CONFIG]: JSON.stringify({ 'cloud-gw-2': K('d') }) };
-  assert.equal(plan(gws, opts('hz-1')).staged, [{ gateway: 'gw-cloud', node: 'cloud-gw-2', publicKey: K('d'), endpoint: '203.0.113.11:4500', keepaliveSeconds: 5 }]);
+  assert.equal(plan(gws, opts('hz-1')).staged, [{ gateway: 'gw-cloud', node: 'cloud-gw-2', publicKey: K('d'), endpoint: '203.0.113.11:4500', keepaliveSeconds: 5, probeIP: '10.244.6.0' }]);
   // A standby is dialled when it is dialable itself (src/topology/mesh.ts): one behind NAT is not,
   // though the active endpoint of its region is (before, only the active endpoint was asked).
   cloud.spec!.endpoints![1]!.underNAT = true;
-  assert.equal(plan(gws, opts('hz-1')).staged, [{ gateway: 'gw-cloud', node: 'cloud-gw-2', publicKey: K('d') }]);
+  assert.equal(plan(gws, opts('hz-1')).staged, [{ gateway: 'gw-cloud', node: 'cloud-gw-2', publicKey: K('d'), probeIP: '10.244.6.0' }]);
   cloud.spec!.endpoints![1]!.underNAT = false;
   // The cloud standby, warm, can dial no NATed edge: it holds their keys and waits.
   const warm = plan(gws, opts('cloud-gw-2', { warmStandby: true }));

@@ -6,20 +6,28 @@ import { anchorOf } from '../../src/agent/plan.ts';
 import { parsePingRtt, PROBE_WINDOW, ProbeWindow, roundRobin } from '../../src/agent/probes.ts';
 import { missingSubnetAnchors, TunnelAddresses } from '../../src/agent/dataplane/tunnel-addresses.ts';
 
-test('probe window: loss over the last results, latest RTT, forgetting departed peers', () => {
+test('probe window: loss over the last results, latest RTT, the run of losses, forgetting departed peers', () => {
   const w = new ProbeWindow();
   assert.is(w.stats('gw-a'), undefined);
-  w.record('gw-a', { ok: true, rttMs: 1.5 });
-  w.record('gw-a', { ok: false });
-  w.record('gw-a', { ok: true, rttMs: 0.7 });
-  w.record('gw-a', { ok: false });
-  assert.equal(w.stats('gw-a'), { loss: 0.5, rttMs: 0.7, samples: 4 });
-  for (let i = 0; i < PROBE_WINDOW; i++) w.record('gw-a', { ok: true, rttMs: 2 });
-  assert.equal(w.stats('gw-a'), { loss: 0, rttMs: 2, samples: PROBE_WINDOW }, 'only the window counts');
-  w.record('gw-b', { ok: false });
-  assert.equal(w.stats('gw-b'), { loss: 1, samples: 1 });
+  w.record('gw-a', 'a-1', { ok: true, rttMs: 1.5, at: 0 });
+  w.record('gw-a', 'a-1', { ok: false, at: 250 });
+  w.record('gw-a', 'a-1', { ok: true, rttMs: 0.7, at: 500 });
+  w.record('gw-a', 'a-1', { ok: false, at: 750 });
+  w.record('gw-a', 'a-1', { ok: false, at: 1000 });
+  assert.equal(w.stats('gw-a'), { node: 'a-1', loss: 0.6, rttMs: 0.7, samples: 5, lostProbes: 2, lostSince: 750 });
+  for (let i = 0; i < PROBE_WINDOW; i++) w.record('gw-a', 'a-1', { ok: true, rttMs: 2, at: 1250 + i });
+  assert.equal(w.stats('gw-a'), { node: 'a-1', loss: 0, rttMs: 2, samples: PROBE_WINDOW, lostProbes: 0 }, 'only the window counts');
+  w.record('gw-b', 'b-1', { ok: false, at: 5 });
+  assert.equal(w.stats('gw-b'), { node: 'b-1', loss: 1, samples: 1, lostProbes: 1, lostSince: 5 });
   w.retain(new Set(['gw-b']));
   assert.equal(w.targets(), ['gw-b']);
+});
+
+test('probe window: a new active node on the far side starts a clean record', () => {
+  const w = new ProbeWindow();
+  for (let i = 0; i < 4; i++) w.record('gw-a', 'a-1', { ok: false, at: i });
+  w.record('gw-a', 'a-2', { ok: true, rttMs: 3, at: 10 });
+  assert.equal(w.stats('gw-a'), { node: 'a-2', loss: 0, rttMs: 3, samples: 1, lostProbes: 0 });
 });
 
 test('round robin: bounded batches that visit every peer in turn', () => {

@@ -6,6 +6,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import { type CommandRunner, mustRun } from '../../platform/command-runner.js';
+import { hostCidr } from '../../platform/cidr.js';
 import { attempt } from './errors.js';
 
 interface AddrInfo {
@@ -51,9 +52,6 @@ export class TunnelAddresses {
   }
 }
 
-export function hostCidr(addr: string): string {
-  return `${addr}/${addr.includes(':') ? 128 : 32}`;
-}
 
 /**
  * For each subnet holding none of `owned`, its last address (never a pod's under host-local or

@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { WIREGUARD_RUN_DIR } from '../../contract/names.js';
+import { hostCidr } from '../../platform/cidr.js';
 import { canonicalEndpoint, canonicalSubnet, type Dropped, isWireGuardKey, shown } from '../../platform/canonical.js';
 import { type CommandRunner, mustRun } from '../../platform/command-runner.js';
 import { describeExit, type ExitWatch, isAlive, stopOwnedProcess, watchExit } from '../../platform/owned-process.js';
@@ -204,9 +205,10 @@ export class WireGuard {
   /**
    * Makes the device's peers exactly `desired` plus `staged` (those with a public key: a peer that
    * has not published one yet is skipped). Learned endpoints of peers that dial us are left alone.
-   * Staged peers (remote standbys) get no allowed IPs: they make their first handshake
-   * acceptable, so a failover does not wait for WireGuard's 5 s retry; those with an endpoint are
-   * dialled too, so a session with them exists before they take over. Peers with
+   * Staged peers (remote standbys) get only their probe address as allowed IP (none without one):
+   * they make their first handshake acceptable, so a failover does not wait for WireGuard's 5 s
+   * retry, and their warm probes are answered through their own session. Those with an endpoint
+   * are dialled too, so a session with them exists before they take over. Peers with
    * `initiateDelayMs` are set after that delay, so the two sides of an edge-to-edge pair do not
    * initiate at the same moment (only when one of them differs). Returns the gateways whose peers
    * were set, those of staged peers set, and removed keys.
@@ -217,7 +219,7 @@ export class WireGuard {
     const current = new Map((await this.peers()).map((p) => [p.publicKey, p]));
     const wanted = desired.filter((p) => !!p.publicKey).flatMap((p) => wellFormed(p, refused));
     const activeKeys = new Set(wanted.map((p) => p.publicKey));
-    const standby = staged.filter((p) => !activeKeys.has(p.publicKey)).flatMap((p) => wellFormed({ ...p, allowedIPs: [] }, refused));
+    const standby = staged.filter((p) => !activeKeys.has(p.publicKey)).flatMap((p) => wellFormed({ ...p, allowedIPs: p.probeIP ? [hostCidr(p.probeIP)] : [] }, refused));
     const set: string[] = [];
     // One peer `wg` rejects must not keep the others from being set: each is its own call.
     const setPeer = async (p: { gateway: string; publicKey: string }, args: string[]): Promise<boolean> => {
@@ -239,8 +241,8 @@ export class WireGuard {
     for (const p of wanted.filter((x) => !x.initiateDelayMs)) await apply(p);
     const stagedSet: string[] = [];
     for (const p of standby) {
-      if (sameConfig(current.get(p.publicKey), [], p.keepaliveSeconds, p.endpoint)) continue;
-      if (await setPeer(p, peerArgs(this.device, p.publicKey, [], p.keepaliveSeconds, p.endpoint))) stagedSet.push(p.gateway);
+      if (sameConfig(current.get(p.publicKey), p.allowedIPs, p.keepaliveSeconds, p.endpoint)) continue;
+      if (await setPeer(p, peerArgs(this.device, p.publicKey, p.allowedIPs, p.keepaliveSeconds, p.endpoint))) stagedSet.push(p.gateway);
     }
     const delayed = wanted.filter((x) => x.initiateDelayMs && !sameConfig(current.get(x.publicKey), [...x.allowedIPs].sort(), x.keepaliveSeconds, x.endpoint));
     if (delayed.length) {
