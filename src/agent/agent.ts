@@ -10,7 +10,7 @@ import { GATEWAY_GROUP, GATEWAY_VERSION } from '../contract/names.js';
 import { type Dropped, shown } from '../platform/canonical.js';
 import { Refusals } from '../platform/refusals.js';
 import type { Gateway } from '../contract/gateway.js';
-import { type ActiveGatewayObservation, CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, encodeHealth, HEALTH_ANNOTATION, leaseName, LOST_PROBES, MEMBER_LEASE_SECONDS, MEMBER_RENEW_MS, type PeerHealth, TUNNEL_PROBE_PERIOD_MS, TUNNEL_PROBE_TIMEOUT_MS } from '../contract/heartbeat.js';
+import { type ActiveGatewayObservation, CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, encodeHealth, HEALTH_ANNOTATION, leaseName, LOST_PROBES, MEMBER_LEASE_SECONDS, REACHED_PROBES, MEMBER_RENEW_MS, type PeerHealth, type StandbyProbes, TUNNEL_PROBE_PERIOD_MS, TUNNEL_PROBE_TIMEOUT_MS } from '../contract/heartbeat.js';
 import { serveEndpoints } from '../platform/http-endpoints.js';
 import { code } from '../platform/leader-election.js';
 import type { Logger } from '../platform/log.js';
@@ -18,8 +18,8 @@ import { Counter, Gauge, Registry, registerProcessMetrics } from '../platform/me
 import { Backoff, type Clock, DueTimes, systemClock, Timers } from '../platform/timers.js';
 import type { CommandRunner } from '../platform/command-runner.js';
 import type { AgentConfig } from '../contract/agent-config.js';
-import { effectiveMTU, plan, type NodePlan } from './plan.js';
-import { parsePingRtt, ProbeWindow, roundRobin } from './probes.js';
+import { effectiveMTU, plan, type NodePlan, type StagedPeer } from './plan.js';
+import { parsePingRtt, type ProbeStats, ProbeWindow, roundRobin } from './probes.js';
 import { DEFAULT_ROUTE_TABLE, describeRoute, RouteTable } from './dataplane/route-table.js';
 import { failure } from './dataplane/errors.js';
 import { proxyConfigFor, ProxyRunner } from './proxy-role.js';
@@ -34,9 +34,9 @@ export const PROBE_PERIOD_MS = 250;
 export const PROBE_TIMEOUT_MS = 200;
 /**
  * Gateways and warm standbys probe their tunnel peers every TUNNEL_PROBE_PERIOD_MS (the contract's:
- * the controller reads the results), at most this many per round (round-robin): 16 pings a second.
+ * the controller reads the results), at most this many per round (round-robin): 20 pings a second.
  */
-export const TUNNEL_PROBES_PER_ROUND = 4;
+export const TUNNEL_PROBES_PER_ROUND = 2;
 /**
  * After a peer change, peers we dial that have not answered since are re-initiated at these delays:
  * early and often, since the gateway we dial may need a few hundred ms to come up.
@@ -76,16 +76,35 @@ export interface Write {
 /** Kinds of refused values, pre-initialised in `raven_agent_refused_values` so dashboards see zeros. */
 const REFUSAL_KINDS = ['gateway-name', 'endpoint', 'node', 'node-ip', 'subnet', 'subnet-conflict', 'public-ip', 'port', 'public-key', 'peer', 'route'];
 /** Backends that give up on a peer (IPsec) are nudged this often (in tunnel probe rounds: 5 s). */
-export const MAINTENANCE_ROUNDS = 20;
+export const MAINTENANCE_ROUNDS = 50;
 
 /** Whether a plan needs the tunnel: a gateway, or a warm standby (WireGuard) with its would-be peers. */
 export function needsTunnel(p: NodePlan): boolean {
   return p.role === 'gateway' || p.peers.length > 0;
 }
 
-/** Whether a plan's node probes (and reports) tunnel peers: a gateway, or a warm standby. */
+/**
+ * Whether a plan's node probes (and reports) tunnel peers: a gateway. A warm standby only answers
+ * probes (its probe address and host routes to its would-be peers' are in its plan): the remote
+ * gateways that stage it report what they reach of it, in the same report as their active peer.
+ */
 function probesPeers(p: NodePlan): boolean {
-  return p.role === 'gateway' || (p.role === 'standby' && p.peers.length > 0);
+  return p.role === 'gateway';
+}
+
+/** The probe window's key for a staged remote standby ('/' is in no Gateway or node name). */
+function stagedKey(s: StagedPeer): string {
+  return `${s.gateway}/${s.node}`;
+}
+
+/** The `standbys` of a peer's health: each staged standby of its region that was probed. */
+function standbyProbes(staged: readonly StagedPeer[], stats: (s: StagedPeer) => ProbeStats | undefined): Pick<PeerHealth, 'standbys'> {
+  const out: Record<string, StandbyProbes> = {};
+  for (const s of staged) {
+    const st = stats(s);
+    if (st?.node === s.node) out[s.node] = { lostProbes: st.lostProbes, answeredProbes: st.answeredProbes };
+  }
+  return Object.keys(out).length ? { standbys: out } : {};
 }
 
 /**
@@ -461,8 +480,9 @@ export class Agent {
         node: p.node,
         ...(age !== undefined && { handshakeAgeSeconds: age }),
         ...(current?.rttMs !== undefined && { rttMs: current.rttMs }),
-        ...(current && { loss: current.loss, lostProbes: current.lostProbes }),
+        ...(current && { loss: current.loss, lostProbes: current.lostProbes, answeredProbes: current.answeredProbes }),
         ...(current?.lostSince !== undefined && { lostForMs: Math.max(0, now - current.lostSince) }),
+        ...standbyProbes(this.current.staged.filter((s) => s.gateway === p.gateway), (s) => this.probes.stats(stagedKey(s))),
       };
       if (age !== undefined) this.handshakeAge.set(age, { gateway: p.gateway });
     }
@@ -470,7 +490,7 @@ export class Agent {
   }
 
   private forgetDeparted(next: NodePlan): void {
-    const keep = new Set(probesPeers(next) ? next.peers.map((p) => p.gateway) : []);
+    const keep = new Set(probesPeers(next) ? [...next.peers.map((p) => p.gateway), ...next.staged.map(stagedKey)] : []);
     this.probes.retain(keep);
     for (const g of [this.handshakeAge, this.peerRtt, this.peerLoss]) g.retain((labels) => keep.has(labels.gateway ?? ''));
   }
@@ -479,7 +499,7 @@ export class Agent {
    * Gateways, and warm standbys through their warm tunnels, ping each tunnel peer's probe address
    * from their own on their own clock, at a fixed rate: a bounded batch per round, so a thousand
    * peers never mean a thousand processes at once. A peer that becomes lost (`LOST_PROBES` in a row
-   * unanswered) or answers again is reported at once: that is the evidence a data-path failover
+   * unanswered) or reached (`REACHED_PROBES` answered) is reported at once: that is the evidence a data-path failover
    * waits for, so it does not wait for the next renewal.
    */
   private tunnelProbeLoop(): void {
@@ -491,20 +511,25 @@ export class Agent {
       // The L7 proxy is a child we keep alive: one that died is started again within a round.
       if (!this.syncing) await this.proxy.ensure().catch((err) => this.log.warn('failed to restart the L7 proxy', { error: (err as Error).message }));
       if (probesPeers(p) && p.probeSource && this.tunnel.probeDevice()) {
-        const targets = p.peers.filter((x) => x.probeIP);
+        // The peers, then the remote standbys staged (through their own sessions).
+        const targets: { key: string; node: string; probeIP: string; gateway?: string }[] = [
+          ...p.peers.flatMap((x) => (x.probeIP ? [{ key: x.gateway, node: x.node, probeIP: x.probeIP, gateway: x.gateway }] : [])),
+          ...p.staged.flatMap((x) => (x.probeIP ? [{ key: stagedKey(x), node: x.node, probeIP: x.probeIP }] : [])),
+        ];
         const { batch, cursor } = roundRobin(targets, this.probeCursor, TUNNEL_PROBES_PER_ROUND);
         this.probeCursor = cursor;
         let flipped = false;
         await Promise.all(
-          batch.map(async (peer) => {
+          batch.map(async (t) => {
             const at = this.clock.now();
-            const wasLost = this.isPeerLost(peer.gateway, peer.node);
-            const r = await this.pingFrom(p.probeSource!, peer.probeIP!, TUNNEL_PROBE_TIMEOUT_MS).catch(() => ({ ok: false }));
-            this.probes.record(peer.gateway, peer.node, { ...r, at });
-            const s = this.probes.stats(peer.gateway)!;
-            if (this.isPeerLost(peer.gateway, peer.node) !== wasLost) flipped = true;
-            this.peerLoss.set(s.loss, { gateway: peer.gateway });
-            if (s.rttMs !== undefined) this.peerRtt.set(s.rttMs / 1000, { gateway: peer.gateway });
+            const was = this.verdict(t.key, t.node);
+            const r = await this.pingFrom(p.probeSource!, t.probeIP, TUNNEL_PROBE_TIMEOUT_MS).catch(() => ({ ok: false }));
+            this.probes.record(t.key, t.node, { ...r, at });
+            if (this.verdict(t.key, t.node) !== was) flipped = true;
+            if (!t.gateway) return;
+            const s = this.probes.stats(t.key)!;
+            this.peerLoss.set(s.loss, { gateway: t.gateway });
+            if (s.rttMs !== undefined) this.peerRtt.set(s.rttMs / 1000, { gateway: t.gateway });
           }),
         );
         if (flipped && this.current === p) void this.beatNow();
@@ -514,9 +539,11 @@ export class Agent {
     void tick();
   }
 
-  private isPeerLost(gateway: string, node: string): boolean {
-    const s = this.probes.stats(gateway);
-    return s?.node === node && s.lostProbes >= LOST_PROBES;
+  /** What the controller would read of a probe target: lost, reached, or neither yet (see contract/heartbeat.ts). */
+  private verdict(key: string, node: string): 'lost' | 'reached' | undefined {
+    const s = this.probes.stats(key);
+    if (s?.node !== node) return undefined;
+    return s.lostProbes >= LOST_PROBES ? 'lost' : s.answeredProbes >= REACHED_PROBES ? 'reached' : undefined;
   }
 
   /** This node is an endpoint candidate (tunnel or proxy) of some Gateway: it heartbeats as one. */

@@ -21,6 +21,8 @@ export interface ProbeStats {
   readonly samples: number;
   /** Probes unanswered in a row, up to the latest. */
   readonly lostProbes: number;
+  /** Probes answered in a row, up to the latest. */
+  readonly answeredProbes: number;
   /** When the first of those was sent (absent when the latest was answered). */
   readonly lostSince?: number;
 }
@@ -51,14 +53,19 @@ export class ProbeWindow {
     const { node, list } = entry;
     const lost = list.filter((r) => !r.ok).length;
     const rtt = [...list].reverse().find((r) => r.ok && r.rttMs !== undefined)?.rttMs;
-    let run = 0;
-    while (run < list.length && !list[list.length - 1 - run]!.ok) run++;
+    const runOf = (ok: boolean): number => {
+      let n = 0;
+      while (n < list.length && list[list.length - 1 - n]!.ok === ok) n++;
+      return n;
+    };
+    const run = runOf(false);
     return {
       node,
       loss: lost / list.length,
       ...(rtt !== undefined && { rttMs: rtt }),
       samples: list.length,
       lostProbes: run,
+      answeredProbes: runOf(true),
       ...(run > 0 && { lostSince: list[list.length - run]!.at }),
     };
   }

@@ -38,14 +38,30 @@ export const MAX_HEALTH_PEERS = 10_000;
  * Tunnel probes (data-path health): gateways, and warm standbys through their warm tunnels, ping
  * each remote gateway's probe address this often, each ping waiting at most the timeout.
  */
-export const TUNNEL_PROBE_PERIOD_MS = 250;
-export const TUNNEL_PROBE_TIMEOUT_MS = 300;
+export const TUNNEL_PROBE_PERIOD_MS = 100;
+export const TUNNEL_PROBE_TIMEOUT_MS = 150;
 /**
- * A peer is lost after this many probes in a row went unanswered (one lost ping on a busy node or
- * a lossy link is noise). The agent writes its heartbeat when a peer becomes lost or answers
- * again; the controller counts a lost peer as evidence against the gateway probed.
+ * A peer is lost after this many probes in a row went unanswered (a lost ping or two on a busy
+ * node or a lossy link is noise), and reached after this many in a row were answered. The agent
+ * writes its heartbeat when a peer becomes lost or answers again; the controller counts a lost
+ * peer as evidence against the gateway probed, and only a reached one as proof that a standby
+ * would do better. Three, both ways: at 20 % loss per direction a run of three losses is a few in
+ * a hundred rounds, and it must coincide, in most regions, with three clean answers to a standby.
+ *
+ * Gateways probe the remote standbys they stage too (their probe address is the staged peer's one
+ * allowed IP), and report them inside the peer: one report, one moment, says both "I lost your
+ * active" and "I reach your standby", so a verdict never mixes a fresh loss with an old success.
  */
-export const LOST_PROBES = 2;
+/** Standbys reported per peer beyond this are not read (a region has a handful of candidates). */
+export const MAX_STANDBY_REPORTS = 16;
+
+/** A gateway's probes of one remote standby, through the session staged for it. */
+export interface StandbyProbes {
+  readonly lostProbes?: number;
+  readonly answeredProbes?: number;
+}
+export const LOST_PROBES = 3;
+export const REACHED_PROBES = 3;
 
 export interface PeerHealth {
   /** The remote gateway node the probes went to (the remote region's active, when we probed). */
@@ -57,18 +73,22 @@ export interface PeerHealth {
   readonly loss?: number;
   /** Probes unanswered in a row, up to the latest (0: the latest was answered). */
   readonly lostProbes?: number;
+  /** Probes answered in a row, up to the latest (0: the latest was lost). */
+  readonly answeredProbes?: number;
   /** Milliseconds from the first of those unanswered probes to the report. */
   readonly lostForMs?: number;
+  /** The peer's region's standbys we stage and probe, by node. */
+  readonly standbys?: Readonly<Record<string, StandbyProbes>>;
 }
 
-/** Whether a peer report says the peer is lost (`LOST_PROBES` in a row unanswered). */
-export function isLost(p: PeerHealth | undefined): boolean {
+/** Whether a report says the peer is lost (`LOST_PROBES` in a row unanswered). */
+export function isLost(p: StandbyProbes | undefined): boolean {
   return (p?.lostProbes ?? 0) >= LOST_PROBES;
 }
 
-/** Whether a peer report says the peer answers: probed, and the latest probe was answered. */
-export function isReached(p: PeerHealth | undefined): boolean {
-  return p?.lostProbes === 0;
+/** Whether a report says the peer answers (`REACHED_PROBES` in a row answered). */
+export function isReached(p: StandbyProbes | undefined): boolean {
+  return (p?.answeredProbes ?? 0) >= REACHED_PROBES;
 }
 
 /** What a standby candidate sees of its region's active gateway. */
@@ -178,15 +198,19 @@ export function parseHealth(text: string | undefined, now = Date.now()): AgentHe
       const age = num(p.handshakeAgeSeconds, 0);
       const rtt = num(p.rttMs, 0);
       const loss = num(p.loss, 0, 1);
-      const lostProbes = num(p.lostProbes, 0);
       const lostForMs = num(p.lostForMs, 0);
+      const standbys: Record<string, StandbyProbes> = {};
+      if (isObject(p.standbys)) {
+        for (const [node, sp] of Object.entries(p.standbys).slice(0, MAX_STANDBY_REPORTS)) if (isObject(sp) && objectName(node).ok) standbys[node] = runs(sp);
+      }
       peers[name] = {
         ...(objectName(p.node).ok && { node: p.node as string }),
         ...(age !== undefined && { handshakeAgeSeconds: age }),
         ...(rtt !== undefined && { rttMs: rtt }),
         ...(loss !== undefined && { loss }),
-        ...(lostProbes !== undefined && Number.isInteger(lostProbes) && { lostProbes }),
+        ...runs(p),
         ...(lostForMs !== undefined && { lostForMs }),
+        ...(Object.keys(standbys).length > 0 && { standbys }),
       };
     }
   }
@@ -205,6 +229,13 @@ export function parseHealth(text: string | undefined, now = Date.now()): AgentHe
   };
 }
 
+/** The runs of lost and answered probes, when they are counts. */
+function runs(p: Record<string, unknown>): StandbyProbes {
+  const count = (v: unknown): number | undefined => (Number.isInteger(v) && (v as number) >= 0 ? (v as number) : undefined);
+  const lostProbes = count(p.lostProbes);
+  const answeredProbes = count(p.answeredProbes);
+  return { ...(lostProbes !== undefined && { lostProbes }), ...(answeredProbes !== undefined && { answeredProbes }) };
+}
 
 function num(v: unknown, min = -Infinity, max = Infinity): number | undefined {
   return typeof v === 'number' && Number.isFinite(v) && v >= min && v <= max ? v : undefined;

@@ -9,8 +9,8 @@
  *   in spec order. Per type (`tunnel`, `proxy`), up to that type's Replicas.
  * - Every rejected candidate carries its reason; output is sorted, so equal inputs give equal output.
  * - Data-path health: an active tunnel endpoint that most remote regions lost through the tunnel
- *   (while they still reach others) is replaced by a standby proven to reach them through its warm
- *   tunnel, never by one not known to be better (`dataPathVerdict`).
+ *   (while they still reach others) is replaced by a standby they are proven to reach through the
+ *   session staged for it, never by one not known to be better (`dataPathVerdict`).
  * - Static stability: while `holdExpired` is set (the controller has just regained sight of
  *   heartbeats, or a large share of them lapsed together), an expired heartbeat alone does not
  *   remove a current active endpoint; it is kept and listed in `held`. See `heartbeatDisruption`.
@@ -127,7 +127,7 @@ export function elect(input: ElectionInput): ElectionResult {
         if (input.dataPathHoldUntil !== undefined && input.now < input.dataPathHoldUntil) {
           held.push({ node: a.nodeName, type, reason: `${DATA_PATH_PREFIX}${verdict.evidence}; not failed over: another data-path failover of this Gateway was made ${DATAPATH_HOLD_DOWN_MS / 1000} s ago or less` });
         } else if (!verdict.replacement) {
-          held.push({ node: a.nodeName, type, reason: `${DATA_PATH_PREFIX}${verdict.evidence}; not failed over: no standby is known to reach more of them` });
+          held.push({ node: a.nodeName, type, reason: `${DATA_PATH_PREFIX}${verdict.evidence}; not failed over: no standby is known to be better` });
         } else {
           healthy.splice(healthy.indexOf(a), 1);
           rejected.push({ node: a.nodeName, type, reason: verdict.evidence });
@@ -160,11 +160,13 @@ export function elect(input: ElectionInput): ElectionResult {
  * it probed and its run of unanswered probes (contract/heartbeat.ts). For an active A of Gateway G:
  * - a report about G counts when it comes from another Gateway's active node, with a live
  *   heartbeat, about A (not about G's previous active);
- * - a region that lost A is a credible witness when it still reaches some other region, or when a
- *   standby of G reaches it: a region that reaches nobody may be the one cut off;
+ * - a region that lost A is a credible witness when it still reaches some other region, or a
+ *   standby of G (gateways probe the remote standbys they stage, and report them in the same
+ *   report): a region that reaches nobody may be the one cut off;
  * - A is failing when credible witnesses are more than half of the regions reporting about it;
- * - it is replaced only by a standby whose warm probes reach more of those regions than A does
- *   (`replacement`). When every candidate shares one uplink (a NATed edge), a WAN outage leaves
+ * - it is replaced only by a standby that more of the reporting regions reach than reach A
+ *   (`replacement`), each in the same report that lost A: a fresh loss is never weighed against an
+ *   old success. When every candidate shares one uplink (a NATed edge), a WAN outage leaves
  *   none better, and nothing changes.
  */
 
@@ -194,9 +196,9 @@ export interface DataPathVerdict {
   readonly lostBy: readonly string[];
   /** Remote regions reporting about the active at all. */
   readonly reporting: number;
-  /** A standby that reaches more of the reporting regions than the active does, if any. */
+  /** A standby that more of the reporting regions reach than reach the active, if any. */
   readonly replacement?: string;
-  /** "2/2 remote regions lost cloud via cloud-gw-1 for 600 ms (hangzhou, qingdao); cloud-gw-2 reaches 2/2". */
+  /** "2/2 remote regions lost gw-cloud via cloud-gw-1 for 600 ms or more (gw-hangzhou, gw-qingdao); 2/2 reach standby cloud-gw-2". */
   readonly evidence: string;
 }
 
@@ -209,28 +211,26 @@ export function dataPathVerdict(input: ElectionInput, active: string, standbys: 
     const hb = input.heartbeats.get(node);
     return hb && input.now <= expiresAt(hb) ? hb : undefined;
   };
-  const reports: { region: string; lost: boolean; lostForMs: number; reachesOthers: boolean }[] = [];
+  const reports: { region: string; lost: boolean; lostForMs: number; reachesOthers: boolean; reaches: Set<string> }[] = [];
   for (const [region, node] of [...remotes].sort(([a], [b]) => (a < b ? -1 : 1))) {
     if (region === gw) continue;
     const peers = live(node)?.health?.peers;
     const p = peers?.[gw];
     if (!p || p.node !== active) continue;
     const reachesOthers = Object.entries(peers!).some(([other, q]) => other !== gw && q.node === remotes.get(other) && isReached(q));
-    reports.push({ region, lost: isLost(p), lostForMs: p.lostForMs ?? 0, reachesOthers });
+    const reaches = new Set(standbys.filter((s) => isReached(p.standbys?.[s.nodeName])).map((s) => s.nodeName));
+    reports.push({ region, lost: isLost(p), lostForMs: p.lostForMs ?? 0, reachesOthers, reaches });
   }
   if (!reports.some((r) => r.lost)) return undefined;
-  // What each standby reaches, through its warm tunnel, of the reporting regions' actives.
-  const reach = standbys.map((s) => {
-    const peers = live(s.nodeName)?.health?.peers ?? {};
-    return { node: s.nodeName, reaches: new Set(reports.filter((r) => peers[r.region]?.node === remotes.get(r.region) && isReached(peers[r.region])).map((r) => r.region)) };
-  });
-  const lostBy = reports.filter((r) => r.lost && (r.reachesOthers || reach.some((s) => s.reaches.has(r.region))));
+  // What each standby is reached by: the reporting regions whose same report reaches it.
+  const reach = standbys.map((s) => ({ node: s.nodeName, reaches: new Set(reports.filter((r) => r.reaches.has(s.nodeName)).map((r) => r.region)) }));
+  const lostBy = reports.filter((r) => r.lost && (r.reachesOthers || r.reaches.size > 0));
   if (lostBy.length === 0 || lostBy.length * 2 <= reports.length) return undefined;
   const activeReaches = reports.filter((r) => !r.lost).length;
   const best = reach.reduce<(typeof reach)[number] | undefined>((b, s) => (s.reaches.size > (b?.reaches.size ?? activeReaches) ? s : b), undefined);
   const lostFor = Math.min(...lostBy.map((r) => r.lostForMs));
   const names = lostBy.map((r) => r.region).join(', ');
-  const found = best ? `; ${best.node} reaches ${best.reaches.size}/${reports.length}` : `; no standby reaches more than ${activeReaches}/${reports.length}`;
+  const found = best ? `; ${best.reaches.size}/${reports.length} reach standby ${best.node}` : `; no standby is reached by more than ${activeReaches}/${reports.length}`;
   return {
     lostBy: lostBy.map((r) => r.region),
     reporting: reports.length,

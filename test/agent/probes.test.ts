@@ -14,11 +14,11 @@ test('probe window: loss over the last results, latest RTT, the run of losses, f
   w.record('gw-a', 'a-1', { ok: true, rttMs: 0.7, at: 500 });
   w.record('gw-a', 'a-1', { ok: false, at: 750 });
   w.record('gw-a', 'a-1', { ok: false, at: 1000 });
-  assert.equal(w.stats('gw-a'), { node: 'a-1', loss: 0.6, rttMs: 0.7, samples: 5, lostProbes: 2, lostSince: 750 });
+  assert.equal(w.stats('gw-a'), { node: 'a-1', loss: 0.6, rttMs: 0.7, samples: 5, lostProbes: 2, answeredProbes: 0, lostSince: 750 });
   for (let i = 0; i < PROBE_WINDOW; i++) w.record('gw-a', 'a-1', { ok: true, rttMs: 2, at: 1250 + i });
-  assert.equal(w.stats('gw-a'), { node: 'a-1', loss: 0, rttMs: 2, samples: PROBE_WINDOW, lostProbes: 0 }, 'only the window counts');
+  assert.equal(w.stats('gw-a'), { node: 'a-1', loss: 0, rttMs: 2, samples: PROBE_WINDOW, lostProbes: 0, answeredProbes: PROBE_WINDOW }, 'only the window counts');
   w.record('gw-b', 'b-1', { ok: false, at: 5 });
-  assert.equal(w.stats('gw-b'), { node: 'b-1', loss: 1, samples: 1, lostProbes: 1, lostSince: 5 });
+  assert.equal(w.stats('gw-b'), { node: 'b-1', loss: 1, samples: 1, lostProbes: 1, answeredProbes: 0, lostSince: 5 });
   w.retain(new Set(['gw-b']));
   assert.equal(w.targets(), ['gw-b']);
 });
@@ -27,7 +27,7 @@ test('probe window: a new active node on the far side starts a clean record', ()
   const w = new ProbeWindow();
   for (let i = 0; i < 4; i++) w.record('gw-a', 'a-1', { ok: false, at: i });
   w.record('gw-a', 'a-2', { ok: true, rttMs: 3, at: 10 });
-  assert.equal(w.stats('gw-a'), { node: 'a-2', loss: 0, rttMs: 3, samples: 1, lostProbes: 0 });
+  assert.equal(w.stats('gw-a'), { node: 'a-2', loss: 0, rttMs: 3, samples: 1, lostProbes: 0, answeredProbes: 1 });
 });
 
 test('round robin: bounded batches that visit every peer in turn', () => {

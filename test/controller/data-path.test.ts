@@ -1,7 +1,7 @@
 /**
- * Data-path failover in the election: remote regions' tunnel probes against the active gateway,
- * standbys' warm probes for the replacement. The cloud region has candidates cloud-gw-1 (active),
- * cloud-gw-2 and cloud-gw-3; hangzhou's active is hz-1 (standby hz-2), qingdao's is qd-1.
+ * Data-path failover in the election: remote regions' tunnel probes of the active gateway and, in
+ * the same reports, of the standbys they stage. The cloud region has candidates cloud-gw-1
+ * (active), cloud-gw-2 and cloud-gw-3; hangzhou's active is hz-1 (standby hz-2), qingdao's is qd-1.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -12,8 +12,10 @@ import type { Heartbeat, PeerHealth } from '../../src/contract/heartbeat.ts';
 const NOW = 1_800_000_000_000;
 const REMOTES = new Map([['gw-cloud', 'cloud-gw-1'], ['gw-hangzhou', 'hz-1'], ['gw-qingdao', 'qd-1']]);
 
-const lost = (node: string, lostForMs = 600): PeerHealth => ({ node, lostProbes: 3, lostForMs, loss: 0.3 });
-const reached = (node: string): PeerHealth => ({ node, lostProbes: 0, loss: 0, rttMs: 20 });
+const UP = { lostProbes: 0, answeredProbes: 5 };
+const DOWN = { lostProbes: 4, answeredProbes: 0 };
+const lost = (node: string, lostForMs = 600, standbys: PeerHealth['standbys'] = {}): PeerHealth => ({ node, lostProbes: 3, answeredProbes: 0, lostForMs, loss: 0.3, standbys });
+const reached = (node: string, standbys: PeerHealth['standbys'] = {}): PeerHealth => ({ node, lostProbes: 0, answeredProbes: 10, loss: 0, rttMs: 20, standbys });
 
 /** Heartbeats: node -> peers it reports (fresh unless `age` says otherwise). */
 function input(gateway: 'gw-cloud' | 'gw-hangzhou', reports: Record<string, Record<string, PeerHealth>>, extra: Partial<ElectionInput> & { ages?: Record<string, number> } = {}): ElectionInput {
@@ -35,38 +37,44 @@ function input(gateway: 'gw-cloud' | 'gw-hangzhou', reports: Record<string, Reco
 
 const activeOf = (i: ElectionInput): string[] => elect(i).active.map((e) => e.nodeName);
 
-/** The cloud active's uplink is down: both edges lose it; cloud-gw-2 (own uplink) reaches both through its warm tunnel. */
+/** The cloud active's uplink is down: both edges lose it, and reach cloud-gw-2 (own uplink) through its staged session. */
 const UPLINK_DOWN = {
-  'hz-1': { 'gw-cloud': lost('cloud-gw-1', 600) },
-  'qd-1': { 'gw-cloud': lost('cloud-gw-1', 850) },
-  'cloud-gw-1': { 'gw-hangzhou': lost('hz-1'), 'gw-qingdao': lost('qd-1') },
-  'cloud-gw-2': { 'gw-hangzhou': reached('hz-1'), 'gw-qingdao': reached('qd-1') },
+  'hz-1': { 'gw-cloud': lost('cloud-gw-1', 600, { 'cloud-gw-2': UP, 'cloud-gw-3': DOWN }) },
+  'qd-1': { 'gw-cloud': lost('cloud-gw-1', 850, { 'cloud-gw-2': UP }) },
+  'cloud-gw-1': { 'gw-hangzhou': lost('hz-1', 600, { 'hz-2': DOWN }), 'gw-qingdao': lost('qd-1') },
 };
 
-test('an active whose uplink failed is replaced by the standby that reaches every region it lost, with the evidence', () => {
+test('an active whose uplink failed is replaced by the standby the regions that lost it still reach, with the evidence', () => {
   const r = elect(input('gw-cloud', UPLINK_DOWN));
   assert.equal(r.active.map((e) => e.nodeName), ['cloud-gw-2']);
   const why = r.rejected.find((x) => x.node === 'cloud-gw-1')!.reason;
-  assert.is(why, '2/2 remote regions lost gw-cloud via cloud-gw-1 for 600 ms or more (gw-hangzhou, gw-qingdao); cloud-gw-2 reaches 2/2');
+  assert.is(why, '2/2 remote regions lost gw-cloud via cloud-gw-1 for 600 ms or more (gw-hangzhou, gw-qingdao); 2/2 reach standby cloud-gw-2');
   assert.equal(r.dataPathFailover, { from: 'cloud-gw-1', to: 'cloud-gw-2', evidence: why });
   assert.equal(r.held, []);
+  // The cut gateway lost everyone: its reports blame nobody (it reaches no region, nor hangzhou's standby).
+  assert.equal(elect(input('gw-hangzhou', UPLINK_DOWN)).active.map((e) => e.nodeName), ['hz-1']);
+  assert.equal(elect(input('gw-hangzhou', UPLINK_DOWN)).held, []);
 });
 
-test('the replacement is the standby proven best, not the first in spec order', () => {
-  const r = elect(input('gw-cloud', { ...UPLINK_DOWN, 'cloud-gw-2': { 'gw-hangzhou': reached('hz-1'), 'gw-qingdao': lost('qd-1') }, 'cloud-gw-3': UPLINK_DOWN['cloud-gw-2'] }));
+test('the replacement is the standby reached by the most regions, not the first in spec order', () => {
+  const r = elect(input('gw-cloud', {
+    ...UPLINK_DOWN,
+    'hz-1': { 'gw-cloud': lost('cloud-gw-1', 600, { 'cloud-gw-2': DOWN, 'cloud-gw-3': UP }) },
+    'qd-1': { 'gw-cloud': lost('cloud-gw-1', 600, { 'cloud-gw-2': UP, 'cloud-gw-3': UP }) },
+  }));
   assert.equal(r.active.map((e) => e.nodeName), ['cloud-gw-3']);
 });
 
 test('a shared uplink (NATed edge) down: every candidate is cut alike, so nothing changes, and the held decision says why', () => {
-  // hangzhou's NAT router lost its uplink: the cloud loses hz-1, hz-2's warm probes of the cloud fail too.
-  const reports = { 'cloud-gw-1': { 'gw-hangzhou': lost('hz-1'), 'gw-qingdao': reached('qd-1') }, 'hz-1': { 'gw-cloud': lost('cloud-gw-1') }, 'hz-2': { 'gw-cloud': lost('cloud-gw-1') } };
+  // hangzhou's NAT router lost its uplink: the cloud loses hz-1 and cannot reach hz-2 either.
+  const reports = { 'cloud-gw-1': { 'gw-hangzhou': lost('hz-1', 600, { 'hz-2': DOWN }), 'gw-qingdao': reached('qd-1') }, 'hz-1': { 'gw-cloud': lost('cloud-gw-1', 600, { 'cloud-gw-2': DOWN }) } };
   const r = elect(input('gw-hangzhou', reports));
   assert.equal(r.active.map((e) => e.nodeName), ['hz-1']);
   assert.equal(r.dataPathFailover, undefined);
   assert.equal(r.held.map((h) => h.node), ['hz-1']);
-  assert.match(r.held[0]!.reason, /^data path: 1\/1 remote regions lost gw-hangzhou via hz-1 .*; not failed over: no standby is known to reach more of them$/);
-  // ...and the cloud, which hangzhou lost too, is not blamed: hangzhou reaches nobody, and no cloud standby reaches it.
-  const cloud = elect(input('gw-cloud', { ...reports, 'cloud-gw-2': { 'gw-hangzhou': lost('hz-1'), 'gw-qingdao': reached('qd-1') } }));
+  assert.match(r.held[0]!.reason, /^data path: 1\/1 remote regions lost gw-hangzhou via hz-1 .*; not failed over: no standby is known to be better$/);
+  // ...and the cloud, which hangzhou lost too, is not blamed: hangzhou reaches no other region, nor a cloud standby.
+  const cloud = elect(input('gw-cloud', reports));
   assert.equal(cloud.active.map((e) => e.nodeName), ['cloud-gw-1']);
   assert.equal(cloud.held, []);
 });
@@ -74,12 +82,15 @@ test('a shared uplink (NATed edge) down: every candidate is cut alike, so nothin
 test('no churn from evidence that does not count', () => {
   const base = input('gw-cloud', UPLINK_DOWN);
   assert.equal(activeOf(base), ['cloud-gw-2'], 'the situation itself fails over');
-  assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'qd-1': { 'gw-cloud': reached('cloud-gw-1') } })), ['cloud-gw-1'], 'half the regions is no majority');
-  assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'hz-1': { 'gw-cloud': { node: 'cloud-gw-1', lostProbes: 1, lostForMs: 250 } }, 'qd-1': { 'gw-cloud': { node: 'cloud-gw-1', lostProbes: 1 } } })), ['cloud-gw-1'], 'one lost probe is noise');
-  assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'hz-1': { 'gw-cloud': lost('cloud-gw-0') }, 'qd-1': { 'gw-cloud': lost('cloud-gw-0') } })), ['cloud-gw-1'], 'reports about a previous active');
-  assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'hz-2': { 'gw-cloud': lost('cloud-gw-1') } }, { remoteActives: new Map([['gw-hangzhou', 'hz-2']]) })), ['cloud-gw-1'], 'a remote standby\'s reports are not the region\'s: here only hz-2 reports, and no standby reaches hangzhou\'s hz-2');
+  assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'qd-1': { 'gw-cloud': reached('cloud-gw-1', { 'cloud-gw-2': UP }) } })), ['cloud-gw-1'], 'half the regions is no majority');
+  const noisy = (standbys: PeerHealth['standbys']): PeerHealth => ({ node: 'cloud-gw-1', lostProbes: 2, answeredProbes: 0, lostForMs: 300, standbys });
+  assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'hz-1': { 'gw-cloud': noisy({ 'cloud-gw-2': UP }) }, 'qd-1': { 'gw-cloud': noisy({ 'cloud-gw-2': UP }) } })), ['cloud-gw-1'], 'two lost probes are noise');
+  const barely = { lostProbes: 0, answeredProbes: 2 };
+  assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'hz-1': { 'gw-cloud': lost('cloud-gw-1', 600, { 'cloud-gw-2': barely }) }, 'qd-1': { 'gw-cloud': lost('cloud-gw-1', 600, { 'cloud-gw-2': barely }) } })), ['cloud-gw-1'], 'two answers are no proof');
+  assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'hz-1': { 'gw-cloud': lost('cloud-gw-0', 600, { 'cloud-gw-2': UP }) }, 'qd-1': { 'gw-cloud': lost('cloud-gw-0', 600, { 'cloud-gw-2': UP }) } })), ['cloud-gw-1'], 'reports about a previous active');
+  assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'hz-2': UPLINK_DOWN['hz-1'], 'hz-1': {}, 'qd-1': {} })), ['cloud-gw-1'], 'a remote standby\'s reports are not its region\'s');
   assert.equal(activeOf(input('gw-cloud', UPLINK_DOWN, { ages: { 'hz-1': 5000, 'qd-1': 5000 } })), ['cloud-gw-1'], 'reports in lapsed heartbeats');
-  assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'cloud-gw-2': {} })), ['cloud-gw-1'], 'no standby evidence: never towards an unknown');
+  assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'hz-1': { 'gw-cloud': lost('cloud-gw-1') }, 'qd-1': { 'gw-cloud': lost('cloud-gw-1') } })), ['cloud-gw-1'], 'no report on any standby (IPsec stages none): never towards an unknown');
   const { remoteActives: _r, ...noRemotes } = base;
   assert.equal(activeOf(noRemotes), ['cloud-gw-1'], 'without the remote actives nothing is weighed');
 });
