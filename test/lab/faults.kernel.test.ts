@@ -10,6 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as k8s from '@kubernetes/client-node';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { failures } from '../../src/lab/check.ts';
@@ -43,6 +44,15 @@ const recovers = async (what: string, ms = 45_000): Promise<void> => {
     return bad.length === 0;
   }, ms, () => `every pair to connect ${what} (still failing: ${last})\n${logs()}`);
 };
+const controllerLog = (): string => readFileSync(state.log('controller'), 'utf8');
+/** The Events recorded on a Gateway (the controller records them in the default namespace). */
+const eventsOf = async (gateway: string): Promise<{ reason?: string; message?: string }[]> => {
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(state.kubeconfig);
+  return (await kc.makeApiClient(k8s.CoreV1Api).listNamespacedEvent({ namespace: 'default' })).items.filter((e) => e.involvedObject?.name === gateway);
+};
+/** The cloud's other gateway candidate (the fixture has two). */
+const otherCloud = (node: string): string => (node === 'cloud-gw-1' ? 'cloud-gw-2' : 'cloud-gw-1');
 const link = (netns: string, dev: string): { operstate?: string; flags?: string[] } => JSON.parse(spawnSync('ip', ['-n', netns, '-j', 'link', 'show', 'dev', dev], { encoding: 'utf8' }).stdout || '[{}]')[0];
 const linkState = (netns: string, dev: string): string | undefined => link(netns, dev).operstate;
 const procState = (pid: number): string | undefined => {
@@ -102,8 +112,9 @@ t('--what tunnel on an active gateway: only its wireguard-go dies, its agent not
   assert.equal(state.nodeFaults(), []);
 });
 
-t('--what udp-block on the active cloud gateway: nftables drops its tunnel port until restore', async () => {
+t('--what udp-block on the active cloud gateway: nftables drops its tunnel port; the edges lose it, reach the standby, and the cloud fails over to it', async () => {
   const gw = node(await activeOf('cloud'));
+  const standby = otherCloud(gw.name);
   const port = Number(readFileSync(join(state.nodeDir(gw.name), 'config', 'vpn-port'), 'utf8'));
   const table = (): number | null => spawnSync('ip', ['netns', 'exec', gw.netns, 'nft', 'list', 'table', 'inet', UDP_BLOCK_TABLE], { encoding: 'utf8' }).status;
   // The edges' tunnel packets (keepalives, probes, handshakes) reach it and are dropped.
@@ -111,6 +122,7 @@ t('--what udp-block on the active cloud gateway: nftables drops its tunnel port 
     const out = spawnSync('ip', ['netns', 'exec', gw.netns, 'nft', '-j', 'list', 'table', 'inet', UDP_BLOCK_TABLE], { encoding: 'utf8' }).stdout;
     return (JSON.parse(out).nftables as { rule?: { expr: { counter?: { packets: number } }[] } }[]).flatMap((x) => x.rule?.expr ?? []).reduce((sum, e) => sum + (e.counter?.packets ?? 0), 0);
   };
+  const before = { hangzhou: await activeOf('hangzhou'), qingdao: await activeOf('qingdao') };
   const restore = await withFault([gw.name, '--what', 'udp-block'], [gw.name, '--what', 'udp-block'], async (out) => {
     assert.match(out, new RegExp(`UDP to and from port ${port} dropped`));
     assert.is(table(), 0, 'the table is in the node');
@@ -118,37 +130,58 @@ t('--what udp-block on the active cloud gateway: nftables drops its tunnel port 
     assert.is(again.code, 1, 'a fault is not injected twice');
     assert.match(again.out, /is already failed with --what udp-block/);
     await waitFor(() => dropped() > 0, 15_000, 'tunnel packets to be dropped');
+    // The node, its agent and its heartbeat are fine: only the data path says it is failing.
+    await waitFor(async () => (await activeOf('cloud')) === standby, 30_000, () => `the cloud to fail over to ${standby}\n${logs()}`);
+    await recovers(`through ${standby} while ${gw.name} is blocked`);
+    assert.match(controllerLog(), new RegExp(`failed over for data-path evidence gateway=gw-cloud from=${gw.name} to=${standby} evidence="2/2 remote regions lost gw-cloud via ${gw.name} for \\d+ ms or more \\(gw-hangzhou, gw-qingdao\\); 2/2 reach standby ${standby}"`));
+    const lost = async (): Promise<boolean> => (await eventsOf('gw-cloud')).some((e) => e.reason === 'ActiveEndpointLost' && !!e.message?.includes(`${gw.name} of gw-cloud lost: 2/2 remote regions lost`));
+    await waitFor(lost, 10_000, 'an ActiveEndpointLost Event with the evidence');
+    assert.equal({ hangzhou: await activeOf('hangzhou'), qingdao: await activeOf('qingdao') }, before, 'the edges, which lost only the cloud, keep their gateways');
   });
   assert.match(restore, new RegExp(`restored \\(UDP port ${port} open again\\)`));
   assert.is.not(table(), 0, 'the table is gone');
   await recovers('after the UDP block was lifted');
+  assert.is(await activeOf('cloud'), standby, 'no fail-back: the new gateway is as good');
 });
 
-t('--what wan on the active cloud gateway: its uplink goes down until restore', async () => {
+t('--what wan on the active cloud gateway: its uplink goes down until restore; the cloud fails over to the standby (after the hold-down of the last data-path failover)', async () => {
   const gw = node(await activeOf('cloud'));
+  const standby = otherCloud(gw.name);
   const sw = state.read().plan.switchNetns;
-  await withFault([gw.name, '--what', 'wan'], [gw.name], (out) => {
+  await withFault([gw.name, '--what', 'wan'], [gw.name], async (out) => {
     assert.match(out, new RegExp(`WAN cut: its uplink \\(${gw.wanPort}\\) is down`));
     assert.is(linkState(sw, gw.wanPort!), 'DOWN');
     const wan0 = link(gw.netns, 'wan0');
     assert.ok(wan0.flags?.includes('NO-CARRIER') && wan0.flags.includes('UP'), `the node sees its carrier go, its own link still up: ${JSON.stringify(wan0)}`);
+    // The udp-block test failed the cloud over moments ago: this one waits out DATAPATH_HOLD_DOWN_MS (30 s).
+    await waitFor(async () => (await activeOf('cloud')) === standby, 60_000, () => `the cloud to fail over to ${standby}\n${logs()}`);
+    await recovers(`through ${standby} while ${gw.name}'s uplink is down`);
   });
   assert.is(linkState(sw, gw.wanPort!), 'UP');
   assert.match(spawnSync('ip', ['-n', sw, 'route', 'show', `${gw.publicIP}/32`], { encoding: 'utf8' }).stdout, new RegExp(`dev ${gw.wanPort}`), 'the router reaches it again');
   await recovers('after the uplink came back');
 });
 
-t('--what wan on a NATed node cuts its region\'s router uplink, shared by the region', async () => {
+t('--what wan on a NATed node cuts its region\'s router uplink, shared by the region: no standby is better, so no gateway changes (held, with an Event)', async () => {
   const region = state.read().plan.regions.find((r) => r.name === 'qingdao')!;
+  const before = { cloud: await activeOf('cloud'), hangzhou: await activeOf('hangzhou'), qingdao: await activeOf('qingdao') };
+  const heldBefore = (controllerLog().match(/held back a failover gateway=gw-qingdao/g) ?? []).length;
   await withFault(['qd-1', '--what', 'wan'], ['qd-1', '--what', 'wan'], async (out) => {
     assert.match(out, new RegExp(`WAN cut: region qingdao's NAT router uplink \\(${region.nat!.wanPort}\\) is down, for every node of the region`));
     const second = await lab(['fail', 'qd-2', '--what', 'wan']);
     assert.is(second.code, 1, 'the region shares it');
     assert.match(second.out, /already down \(fail qd-1 --what wan\)/);
     assert.is(linkState(state.read().plan.switchNetns, region.nat!.wanPort), 'DOWN');
+    // The cloud lost qingdao's active and cannot reach its standby either: the decision is to hold.
+    await waitFor(() => (controllerLog().match(/held back a failover gateway=gw-qingdao/g) ?? []).length > heldBefore, 20_000, () => `the controller to weigh and hold qingdao's failover\n${logs()}`);
+    assert.match(controllerLog(), new RegExp(`held back a failover gateway=gw-qingdao node=${before.qingdao} type=tunnel reason="data path: 1/1 remote regions lost gw-qingdao via ${before.qingdao} for \\d+ ms or more \\(gw-cloud\\); no standby is reached by more than 0/1; not failed over: no standby is known to be better"`));
+    await waitFor(async () => (await eventsOf('gw-qingdao')).some((e) => e.reason === 'FailoverHeld'), 10_000, 'a FailoverHeld Event on the Gateway');
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.equal({ cloud: await activeOf('cloud'), hangzhou: await activeOf('hangzhou'), qingdao: await activeOf('qingdao') }, before, 'no region changed gateways: qingdao\'s cut is qingdao\'s alone, and hits both its candidates');
   });
   assert.is(linkState(state.read().plan.switchNetns, region.nat!.wanPort), 'UP');
   await recovers('after the NAT uplink came back');
+  assert.equal({ cloud: await activeOf('cloud'), hangzhou: await activeOf('hangzhou'), qingdao: await activeOf('qingdao') }, before, 'nor after it');
 });
 
 t('--api 10s pauses the API server; the data plane does not notice, and all is well after it resumes', async () => {
