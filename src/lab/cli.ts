@@ -3,15 +3,19 @@ import { basename, dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { failures, formatCheck } from './check.js';
 import { type Io, labCheck, labDown, labFail, labFailApi, labRestore, labRestoreApi, labUp, resolveLab, resumeApiWhenDue } from './lab.js';
+import { DEFAULT_WAN_DELAY_MS, MAX_WAN_DELAY_MS } from './layout.js';
 import { DEFAULT_RUN_DIR, LabState, NODE_FAULTS, type NodeFault } from './state.js';
 
 export const LAB_USAGE = `usage: (up, fail, restore and down need root)
   raven lab up TOPOLOGY [--name N] [--nodes-per-region 2] [--symmetric-nat] [--wan-loss PCT]
-                        [--same-edge-lan] [--wait 90s | --no-wait] [--image ARCHIVE]
+                        [--wan-delay MS | --wan-delay REGION=MS ...] [--same-edge-lan]
+                        [--wait 90s | --no-wait] [--image ARCHIVE]
                                      build the topology's cluster on this machine and wait until
                                      every pair that should connect does; with --image, run the
                                      controller and agents from that OCI archive (npm run image)
-                                     with runc, as the compiled manifests say
+                                     with runc, as the compiled manifests say. --wan-delay: one-way
+                                     delay of each region's uplink (default ${DEFAULT_WAN_DELAY_MS} ms: regions are
+                                     ${4 * DEFAULT_WAN_DELAY_MS} ms apart; 0 = none), for all or per region
   raven lab check [NAME] [--verbose] [--count 3]
                                      ping every pod pair and node pair; exit 1 if any that should
                                      connect does not
@@ -30,6 +34,18 @@ export const LAB_USAGE = `usage: (up, fail, restore and down need root)
   --run-dir DIR                      where labs keep their state (default ${DEFAULT_RUN_DIR})`;
 
 export class LabUsageError extends Error {}
+
+/** `--wan-delay MS` (every region) and `--wan-delay REGION=MS` (one region), as lab options. */
+function wanDelays(flags: readonly string[], number: (flag: string, raw: string, fallback: number, min: number, max: number) => number): { wanDelayMs?: number; regionWanDelayMs?: Record<string, number> } {
+  const out: { wanDelayMs?: number; regionWanDelayMs?: Record<string, number> } = {};
+  for (const f of flags) {
+    const eq = f.indexOf('=');
+    const ms = number('wan-delay', (eq < 0 ? f : f.slice(eq + 1)).replace(/ms$/, ''), 0, 0, MAX_WAN_DELAY_MS);
+    if (eq < 0) out.wanDelayMs = ms;
+    else (out.regionWanDelayMs ??= {})[f.slice(0, eq)] = ms;
+  }
+  return out;
+}
 
 /** What `lab fail` or `lab restore` is asked to do, parsed and checked. */
 export type FaultCommand =
@@ -81,6 +97,7 @@ export async function labCommand(sub: string, args: readonly string[], io: Io): 
       'nodes-per-region': { type: 'string' },
       'symmetric-nat': { type: 'boolean' },
       'wan-loss': { type: 'string' },
+      'wan-delay': { type: 'string', multiple: true },
       'same-edge-lan': { type: 'boolean' },
       wait: { type: 'string' },
       'no-wait': { type: 'boolean' },
@@ -114,6 +131,7 @@ export async function labCommand(sub: string, args: readonly string[], io: Io): 
           nodesPerRegion: number('nodes-per-region', values['nodes-per-region'], 2, 1, 200),
           symmetricNAT: values['symmetric-nat'] ?? false,
           wanLossPercent: number('wan-loss', values['wan-loss'], 0, 0, 100),
+          ...wanDelays(values['wan-delay'] ?? [], number),
           sameEdgeLAN: values['same-edge-lan'] ?? false,
           waitMs: waitS * 1000,
           ...(values.image && { image: values.image }),

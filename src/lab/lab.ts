@@ -22,6 +22,7 @@ import { acceptsDials } from '../topology/mesh.js';
 import { agentMounts } from '../compiler/agent-mounts.js';
 import { checkLab, type CheckOptions, failures, type PairResult } from './check.js';
 import { ravenCommand } from '../platform/raven-command.js';
+import { buildDelayLine, startDelayLine } from './wan-delay.js';
 import { buildNetwork, labNamespaces, removeNetwork, setNodeLinks, setUdpBlock, setWanLink, UDP_BLOCK_TABLE, wanLinkOf } from './network.js';
 import { makeProxyCerts } from '../compiler/proxy-certs.js';
 import { checkLabName, type LabNode, labNode, type LabOptions, type LabPlan, planLab } from './layout.js';
@@ -94,7 +95,8 @@ export async function labUp(o: UpOptions, io: Io): Promise<{ state: LabState; co
     if (record.backend === 'ipsec') writePskFiles(state, plan.nodes, objects);
     if (topology.l7Proxy) writeProxyCerts(state, plan, objects);
 
-    await buildNetwork(plan, runner);
+    const delayLine = plan.regions.some((r) => r.wanDelayMs > 0) ? await buildDelayLine(state, runner) : undefined;
+    await buildNetwork(plan, runner, delayLine ? (line) => startDelayLine(state, delayLine, plan.switchNetns, line, runner) : undefined);
     await startSupervisor(state);
     if (record.image) await startControllerPods(state, record, runner);
     for (const n of plan.nodes) await startAgent(state, record, n);
@@ -468,6 +470,8 @@ export async function labDown(o: { name: string; runDir: string }, io: Io): Prom
   await deletePods(state, runner);
   await Promise.all(recorded.filter((w) => w.startsWith('fwd-')).map((f) => state.stop(f, 1000)));
   await state.stop('supervisor', 5000);
+  // Before the namespaces go: a TAP outlives its namespace while its delay line holds it.
+  await Promise.all(recorded.filter((w) => w.startsWith('wan-delay-')).map((d) => state.stop(d, 1000)));
   for (const pid of strays(state)) signal(pid, 'SIGKILL');
   const removed = await removeNetwork(`rl-${o.name}`, runner);
   for (const n of record?.plan.nodes ?? []) rmSync(`${WIREGUARD_RUN_DIR}/${n.device}.sock`, { force: true });

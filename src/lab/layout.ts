@@ -27,7 +27,19 @@ export interface LabOptions {
   readonly wanLossPercent: number;
   /** Give every edge region the same LAN range (node IPs conflict across regions, as in the field). */
   readonly sameEdgeLAN: boolean;
+  /** One-way delay of every region's uplink, in ms (0: plain veth links). @default DEFAULT_WAN_DELAY_MS */
+  readonly wanDelayMs?: number;
+  /** Per region (by name), overriding `wanDelayMs`. */
+  readonly regionWanDelayMs?: Readonly<Record<string, number>>;
 }
+
+/**
+ * One-way delay of every region's uplink unless set: two regions are 4 × this apart in round-trip
+ * time (40 ms), a realistic distance between sites of one country.
+ */
+export const DEFAULT_WAN_DELAY_MS = 10;
+/** The longest one-way delay a lab takes. */
+export const MAX_WAN_DELAY_MS = 5000;
 
 export interface LabNode {
   readonly name: string;
@@ -60,6 +72,8 @@ export interface LabRegion {
   /** Present for regions that reach the others only through outbound NAT. */
   readonly nat?: { readonly netns: string; readonly lanIP: string; readonly publicIP: string; readonly wanPort: string };
   readonly nodes: readonly string[];
+  /** One-way delay of the region's uplinks (its NAT router's, or each public host's), ms; 0 = none. */
+  readonly wanDelayMs: number;
 }
 
 export interface LabPlan {
@@ -88,6 +102,12 @@ export function planLab(t: Topology, options: LabOptions): LabPlan {
   for (const r of t.regions) {
     if (r.exposure === 'LoadBalancer') throw new Error(`region "${r.name}": raven lab does not emulate cloud load balancers; use exposure: PublicIP with a publicIP per endpoint for the lab`);
   }
+  for (const [name, ms] of Object.entries(options.regionWanDelayMs ?? {})) {
+    if (!t.regions.some((r) => r.name === name)) throw new Error(`--wan-delay ${name}=${ms}: the topology has no region "${name}" (it has ${t.regions.map((r) => r.name).join(', ')})`);
+  }
+  for (const ms of [options.wanDelayMs ?? 0, ...Object.values(options.regionWanDelayMs ?? {})]) {
+    if (!(Number.isFinite(ms) && ms >= 0 && ms <= MAX_WAN_DELAY_MS)) throw new Error(`a WAN delay must be 0 to ${MAX_WAN_DELAY_MS} ms, not ${ms}`);
+  }
   const regions: LabRegion[] = [];
   const nodes: LabNode[] = [];
   for (const [i, r] of t.regions.entries()) {
@@ -107,6 +127,7 @@ export function planLab(t: Topology, options: LabOptions): LabPlan {
       bridge: `br${i}`,
       ...(!reachable && { nat: { netns: `${prefix}-r${i}`, lanIP: `${lanBase.join('.')}.1`, publicIP: `198.18.${Math.floor(i / 250)}.${(i % 250) + 1}`, wanPort: `wr${i}` } }),
       nodes: names,
+      wanDelayMs: options.regionWanDelayMs?.[r.name] ?? options.wanDelayMs ?? DEFAULT_WAN_DELAY_MS,
     };
     regions.push(region);
     for (const [k, node] of names.entries()) {

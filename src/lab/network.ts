@@ -8,10 +8,15 @@
 import type { CommandRunner } from '../platform/command-runner.js';
 import { mustRun } from '../platform/command-runner.js';
 import { type LabNode, type LabPlan, WAN_ROUTER_IP } from './layout.js';
+import type { DelayLine } from './wan-delay.js';
 
-/** Commands as data: `ip` batches per namespace (undefined = root), sysctls and nft rulesets. */
+/**
+ * Commands as data: `ip` batches per namespace (undefined = root), sysctls and nft rulesets, and
+ * the WAN links made of delay lines (started between the root batch and the namespaces' batches).
+ */
 export interface NetworkScript {
   readonly root: string[];
+  readonly delayLines: DelayLine[];
   readonly perNamespace: Map<string, string[]>;
   readonly sysctls: Map<string, string[]>;
   readonly nft: Map<string, string>;
@@ -25,6 +30,12 @@ export function networkScript(plan: LabPlan): NetworkScript {
   const per = new Map<string, string[]>();
   const sysctls = new Map<string, string[]>();
   const nft = new Map<string, string>();
+  const delayLines: DelayLine[] = [];
+  /** A WAN link between a host's wan0 and the switch's `port`: a veth pair, or a delay line. */
+  const wanLink = (hostNetns: string, port: string, oneWayMs: number): void => {
+    if (oneWayMs > 0) delayLines.push({ port, hostNetns, oneWayMs });
+    else root.push(`link add wan0 netns ${hostNetns} type veth peer name ${port} netns ${sw}`);
+  };
   const ns = (name: string): string[] => {
     let lines = per.get(name);
     if (!lines) per.set(name, (lines = ['link set lo up']));
@@ -44,7 +55,8 @@ export function networkScript(plan: LabPlan): NetworkScript {
   for (const r of plan.regions) {
     if (!r.nat) continue;
     const { netns, lanIP, publicIP, wanPort } = r.nat;
-    root.push(`link add lan0 netns ${netns} type veth peer name r${r.index} netns ${sw}`, `link add wan0 netns ${netns} type veth peer name ${wanPort} netns ${sw}`);
+    root.push(`link add lan0 netns ${netns} type veth peer name r${r.index} netns ${sw}`);
+    wanLink(netns, wanPort, r.wanDelayMs);
     ns(sw).push(`link set r${r.index} master ${r.bridge}`, `link set r${r.index} up`);
     wan(wanPort, publicIP);
     ns(netns).push(
@@ -64,7 +76,7 @@ export function networkScript(plan: LabPlan): NetworkScript {
     // The cluster's own CNI, host-gw style: the other members' pod subnets via their LAN address.
     for (const other of plan.nodes) if (other.region === n.region && other !== n) lines.push(`route add ${other.podCIDR} via ${other.lanIP}`);
     if (n.publicIP) {
-      root.push(`link add wan0 netns ${n.netns} type veth peer name ${n.wanPort} netns ${sw}`);
+      wanLink(n.netns, n.wanPort!, region.wanDelayMs);
       wan(n.wanPort!, n.publicIP);
       lines.push(`addr add ${n.publicIP}/32 dev wan0`, 'link set wan0 up', `route add default via ${WAN_ROUTER_IP} dev wan0 onlink`);
       if (plan.options.wanLossPercent > 0) nft.set(n.netns, lossRuleset(plan.options.wanLossPercent));
@@ -74,7 +86,7 @@ export function networkScript(plan: LabPlan): NetworkScript {
     sysctls.set(n.netns, [...ROUTER_SYSCTLS, 'net.ipv4.conf.lan0.rp_filter=0', 'net.ipv4.conf.pod0.rp_filter=0', ...(n.publicIP ? ['net.ipv4.conf.wan0.rp_filter=0'] : [])]);
     ns(n.podNetns).push(`addr add ${n.podIP}/32 dev eth0`, 'link set eth0 up', `route add ${n.podGatewayIP}/32 dev eth0`, `route add default via ${n.podGatewayIP} dev eth0`);
   }
-  return { root, perNamespace: per, sysctls, nft };
+  return { root, delayLines, perNamespace: per, sysctls, nft };
 }
 
 function lossRule(percent: number): string {
@@ -110,9 +122,14 @@ function lossRuleset(percent: number): string {
   return ['table ip raven_lab {', '  chain wan_loss {', '    type filter hook postrouting priority filter; policy accept;', `    ${lossRule(percent)}`, '  }', '}', ''].join('\n');
 }
 
-export async function buildNetwork(plan: LabPlan, runner: CommandRunner): Promise<void> {
+/** Starts one delay line (see wan-delay.ts); `buildNetwork` calls it for each. */
+export type StartDelayLine = (line: DelayLine) => Promise<unknown>;
+
+export async function buildNetwork(plan: LabPlan, runner: CommandRunner, startDelayLine?: StartDelayLine): Promise<void> {
   const script = networkScript(plan);
   await mustRun(runner, 'ip', ['-batch', '-'], script.root.join('\n') + '\n');
+  if (script.delayLines.length && !startDelayLine) throw new Error('this lab has WAN delays but nothing to start its delay lines');
+  await Promise.all(script.delayLines.map((l) => startDelayLine!(l)));
   for (const [ns, lines] of script.perNamespace) await mustRun(runner, 'ip', ['-n', ns, '-batch', '-'], lines.join('\n') + '\n');
   for (const [ns, keys] of script.sysctls) await mustRun(runner, 'ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', ...keys]);
   for (const [ns, rules] of script.nft) await mustRun(runner, 'ip', ['netns', 'exec', ns, 'nft', '-f', '-'], rules);

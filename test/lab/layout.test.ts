@@ -53,6 +53,23 @@ test('the network script: namespaces and veths from the root namespace, the CNI 
   assert.match(natRuleset(false, 2), 'numgen random mod 100 < 2 drop', 'WAN loss');
 });
 
+test('WAN delay: every uplink is a delay line (10 ms one way unless set), per region; 0 keeps the veth; an unknown region is refused', () => {
+  const seed = load('topologies/seed.yaml');
+  const byDefault = networkScript(planLab(seed, options));
+  assert.equal(byDefault.delayLines, [
+    { port: 'wr1', hostNetns: 'rl-demo-r1', oneWayMs: 10 },
+    { port: 'wr2', hostNetns: 'rl-demo-r2', oneWayMs: 10 },
+    { port: 'wn0', hostNetns: 'rl-demo-n0', oneWayMs: 10 },
+  ]);
+  assert.ok(!byDefault.root.some((l) => l.startsWith('link add wan0')), 'no veth where a delay line stands');
+  assert.ok(byDefault.perNamespace.get('rl-demo-r1')!.includes('link set wan0 up'), 'the host configures its wan0 as before');
+  const mixed = networkScript(planLab(seed, { ...options, wanDelayMs: 0, regionWanDelayMs: { hangzhou: 25 } }));
+  assert.equal(mixed.delayLines, [{ port: 'wr1', hostNetns: 'rl-demo-r1', oneWayMs: 25 }]);
+  assert.ok(mixed.root.includes('link add wan0 netns rl-demo-n0 type veth peer name wn0 netns rl-demo-sw'));
+  assert.throws(() => planLab(seed, { ...options, regionWanDelayMs: { shanghai: 5 } }), /--wan-delay shanghai=5: the topology has no region "shanghai" \(it has cloud, hangzhou, qingdao\)/);
+  assert.throws(() => planLab(seed, { ...options, wanDelayMs: -1 }), /a WAN delay must be 0 to 5000 ms, not -1/);
+});
+
 test('same-edge-lan gives every edge region the same node addresses (conflicting IPs, as in the field)', () => {
   const p = planLab(load('topologies/seed.yaml'), { ...options, sameEdgeLAN: true });
   const ip = (n: string) => p.nodes.find((x) => x.name === n)!.lanIP;
