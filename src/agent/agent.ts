@@ -690,14 +690,32 @@ export class Agent {
 
   /** Stops and removes everything this agent put on the node. */
   async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    this.timers.stop();
-    await this.informer?.stop();
-    await this.syncing;
+    if (!(await this.halt())) return;
     await this.routes.cleanUp();
     await this.tunnel.cleanUp();
     await this.proxy.stop();
     for (const s of this.servers) s.close();
+  }
+
+  /**
+   * Stops, leaving the data plane as it is (routes, rules, tunnel device, its daemon): the next
+   * agent on this node adopts them, so a restart or a rolling update cuts no traffic. The L7 proxy,
+   * a child of this process, stops with it.
+   */
+  async release(): Promise<void> {
+    if (!(await this.halt())) return;
+    this.tunnel.release();
+    await this.proxy.stop();
+    for (const s of this.servers) s.close();
+  }
+
+  /** Stops every loop and waits for the data-plane job in flight; false when already stopped. */
+  private async halt(): Promise<boolean> {
+    if (this.stopped) return false;
+    this.stopped = true;
+    this.timers.stop();
+    await this.informer?.stop();
+    await this.syncing;
+    return true;
   }
 }

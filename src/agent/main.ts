@@ -1,4 +1,7 @@
-/** `raven agent`: configuration parsed once, then the agent runs until SIGTERM/SIGINT and cleans up. */
+/**
+ * `raven agent`: configuration parsed once, then the agent runs until SIGTERM/SIGINT. It then
+ * leaves the data plane to the next agent (which adopts it), or removes it with --cleanup-on-exit.
+ */
 import * as k8s from '@kubernetes/client-node';
 import { createLogger } from '../platform/log.js';
 import { runUntilSignal } from '../platform/run-until-signal.js';
@@ -23,6 +26,7 @@ export async function runAgent(args: readonly string[]): Promise<number> {
   const agent = new Agent(kc, config, new ExecRunner(), log);
   await agent.run();
   log.info('serving health and metrics', { port: agent.port, metricsPort: agent.metricsPort });
-  await runUntilSignal(() => agent.stop(), log, 'shutting down; removing routes and tunnels');
+  if (config.cleanupOnExit) await runUntilSignal(() => agent.stop(), log, 'shutting down; removing routes and tunnels');
+  else await runUntilSignal(() => agent.release(), log, 'shutting down; leaving routes and tunnels in place for the next agent (--cleanup-on-exit removes them)');
   return 0;
 }

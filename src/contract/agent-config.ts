@@ -42,6 +42,11 @@ export interface AgentConfig {
   readonly psk?: string;
   /** Run the data plane inside this network namespace (the lab); absent in a cluster. */
   readonly netns?: string;
+  /**
+   * On SIGTERM, remove the routes, rules and tunnel this agent made (uninstall). By default they
+   * stay for the next agent to adopt: a rolling update must not cut the region off.
+   */
+  readonly cleanupOnExit?: boolean;
   /** Tunnel device name. Unique per host with userspace WireGuard: its control sockets are global. */
   readonly device: string;
   /** L7 proxy: the mounted certificates, and the addresses of its listeners (Raven's ports). */
@@ -62,6 +67,8 @@ export const AGENT_USAGE = `usage: raven agent [flags]
   --config-dir DIR        raven-agent-config files (vpn-driver, vpn-port, tunnel-mtu, ...)
   --state-dir DIR         keys that survive restarts (default /var/lib/raven)
   --netns NAME            run the data plane in this network namespace (lab)
+  --cleanup-on-exit       on SIGTERM remove our routes, rules and tunnel (uninstall); by default they
+                          stay, and the next agent adopts them (rolling updates cut nothing)
   --device NAME           tunnel device (default raven-wg0)
   --psk-file FILE         IPsec PSK, on gateway candidates (default ${PSK_FILE}; absent elsewhere)
   --proxy-cert-dir DIR    L7 proxy certificates: ca.crt, server.{crt,key}, client.{crt,key} (default /etc/raven/proxy)`;
@@ -187,6 +194,7 @@ export function parseAgentConfig(
       device: { type: 'string' },
       'psk-file': { type: 'string' },
       'proxy-cert-dir': { type: 'string' },
+      'cleanup-on-exit': { type: 'boolean' },
     },
   });
   const read = readAgentConfigFiles(values['config-dir'] ? readDir(values['config-dir']) : {});
@@ -220,6 +228,7 @@ export function parseAgentConfig(
     healthAddr: file['health-probe-addr'],
     ...(psk !== undefined && { psk }),
     ...(values.netns && { netns: values.netns }),
+    ...(values['cleanup-on-exit'] && { cleanupOnExit: true }),
     device: values.device ?? 'raven-wg0',
     proxy: {
       certDir: values['proxy-cert-dir'] ?? PROXY_CERT_DIR,

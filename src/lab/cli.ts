@@ -2,7 +2,7 @@
 import { basename, dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { failures, formatCheck } from './check.js';
-import { type Io, labCheck, labDown, labFail, labFailApi, labRestore, labRestoreApi, labUp, resolveLab, resumeApiWhenDue } from './lab.js';
+import { type Io, labCheck, labDown, labFail, labFailApi, labFailWanLoss, labRestore, labRestoreApi, labRestoreWanLoss, labUp, resolveLab, resumeApiWhenDue } from './lab.js';
 import { DEFAULT_WAN_DELAY_MS, MAX_WAN_DELAY_MS } from './layout.js';
 import { DEFAULT_RUN_DIR, LabState, NODE_FAULTS, type NodeFault } from './state.js';
 
@@ -28,7 +28,10 @@ export const LAB_USAGE = `usage: (up, fail, restore and down need root)
   raven lab fail --api DURATION [--name N]
                                      pause the lab's API server (SIGSTOP) for DURATION (1500ms, 20s,
                                      2m; 1 s to 1 h), then resume it
-  raven lab restore NODE [--what ...] | --api [--name N]
+  raven lab fail --wan-loss REGION=PCT [--name N]
+                                     drop PCT % (1-100) of the region's WAN packets each way (its NAT
+                                     router's uplink, or each public host's), until restore
+  raven lab restore NODE [--what ...] | --api | --wan-loss REGION [--name N]
                                      undo exactly what fail did (without --what: the node's only fault)
   raven lab down [NAME]              remove everything of the lab (also after a crash)
   --run-dir DIR                      where labs keep their state (default ${DEFAULT_RUN_DIR})`;
@@ -50,7 +53,8 @@ function wanDelays(flags: readonly string[], number: (flag: string, raw: string,
 /** What `lab fail` or `lab restore` is asked to do, parsed and checked. */
 export type FaultCommand =
   | { readonly target: 'node'; readonly node: string; readonly what?: NodeFault }
-  | { readonly target: 'api'; readonly ms?: number };
+  | { readonly target: 'api'; readonly ms?: number }
+  | { readonly target: 'wan-loss'; readonly region: string; readonly percent?: number };
 
 /** Kubernetes node names (DNS-1123 subdomains). */
 const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -70,7 +74,15 @@ export function parseDuration(raw: string, flag: string): number {
  * exactly one of NODE and --api; --what one of NODE_FAULTS (fail defaults to node; restore to the
  * node's only fault); NODE a node name (whether the lab has it is checked against its plan).
  */
-export function parseFaultArgs(sub: 'fail' | 'restore', positionals: readonly string[], values: { readonly what?: string | undefined; readonly api?: string | boolean | undefined }): FaultCommand {
+export function parseFaultArgs(sub: 'fail' | 'restore', positionals: readonly string[], values: { readonly what?: string | undefined; readonly api?: string | boolean | undefined; readonly 'wan-loss'?: string | undefined }): FaultCommand {
+  const loss = values['wan-loss'];
+  if (loss !== undefined) {
+    if (positionals.length || values.what !== undefined || values.api !== undefined) throw new LabUsageError(`lab ${sub} --wan-loss takes no node, --what or --api`);
+    if (sub === 'restore') return { target: 'wan-loss', region: loss };
+    const m = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)=(\d+)%?$/.exec(loss);
+    if (!m || Number(m[3]) < 1 || Number(m[3]) > 100) throw new LabUsageError(`--wan-loss must be REGION=PCT with PCT from 1 to 100 (hangzhou=20), not "${loss}"`);
+    return { target: 'wan-loss', region: m[1]!, percent: Number(m[3]) };
+  }
   const api = values.api;
   if (api !== undefined && api !== false) {
     if (positionals.length) throw new LabUsageError(`lab ${sub} --api takes no node (got "${positionals.join(' ')}")`);
@@ -153,6 +165,10 @@ export async function labCommand(sub: string, args: readonly string[], io: Io): 
       const state = resolveLab(values.name, runDir);
       if (c.target === 'api') {
         io.stdout(`lab ${state.name}: ${c.ms !== undefined ? await labFailApi(state, c.ms) : await labRestoreApi(state)}\n`);
+        return 0;
+      }
+      if (c.target === 'wan-loss') {
+        io.stdout(`lab ${state.name}: ${c.percent !== undefined ? await labFailWanLoss(state, c.region, c.percent) : await labRestoreWanLoss(state, c.region)}\n`);
         return 0;
       }
       const done = sub === 'fail' ? await labFail(state, c.node, c.what) : await labRestore(state, c.node, c.what);

@@ -12,7 +12,7 @@ import * as k8s from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
 import { compile } from '../compiler/compile.js';
 import { readSources } from '../compiler/files.js';
-import { ExecRunner } from '../platform/command-runner.js';
+import { ExecRunner, mustRun } from '../platform/command-runner.js';
 import { isAlive, signal } from '../platform/owned-process.js';
 import type { Gateway } from '../contract/gateway.js';
 import { formatDiagnostic, hasErrors } from '../topology/diagnostics.js';
@@ -23,6 +23,7 @@ import { agentMounts } from '../compiler/agent-mounts.js';
 import { checkLab, type CheckOptions, failures, type PairResult } from './check.js';
 import { ravenCommand } from '../platform/raven-command.js';
 import { buildDelayLine, startDelayLine } from './wan-delay.js';
+import { uplinkHostsOf, WAN_LOSS_TABLE, wanLossRuleset } from './network.js';
 import { buildNetwork, labNamespaces, removeNetwork, setNodeLinks, setUdpBlock, setWanLink, UDP_BLOCK_TABLE, wanLinkOf } from './network.js';
 import { makeProxyCerts } from '../compiler/proxy-certs.js';
 import { checkLabName, type LabNode, labNode, type LabOptions, type LabPlan, planLab } from './layout.js';
@@ -420,6 +421,25 @@ export async function labFailApi(state: LabState, ms: number): Promise<string> {
   child.unref();
   state.writePid('api-resume', child.pid!);
   return `API paused for ${ms / 1000} s (control plane pid ${pid} stopped); it resumes at ${until.toISOString()}, or at raven lab restore --api`;
+}
+
+/** `fail --wan-loss REGION=PCT`: the region's uplink loses PCT % of its packets each way until `restore --wan-loss REGION`. */
+export async function labFailWanLoss(state: LabState, region: string, percent: number): Promise<string> {
+  const record = state.read();
+  const netns = uplinkHostsOf(record.plan, region);
+  if (state.wanLossFaults().some((f) => f.region === region)) throw new Error(`region "${region}" already has WAN loss; run raven lab restore --wan-loss ${region} first`);
+  const rules = wanLossRuleset(percent);
+  state.recordFault({ what: 'wan-loss', region, percent, netns, at: new Date().toISOString() });
+  for (const ns of netns) await mustRun(runner, 'ip', ['netns', 'exec', ns, 'nft', '-f', '-'], rules);
+  return `region ${region}: ${percent} % of WAN packets dropped each way (${netns.length === 1 && record.plan.regions.find((r) => r.name === region)?.nat ? 'at its NAT router' : `on ${netns.length} public host${netns.length === 1 ? '' : 's'}`})`;
+}
+
+export async function labRestoreWanLoss(state: LabState, region: string): Promise<string> {
+  const f = state.wanLossFaults().find((x) => x.region === region);
+  if (!f) throw new Error(`region "${region}" has no WAN loss to restore`);
+  for (const ns of f.netns) await runner.run('ip', ['netns', 'exec', ns, 'nft', 'delete', 'table', 'inet', WAN_LOSS_TABLE]);
+  state.forgetWanLoss(region);
+  return `region ${region}: WAN loss removed`;
 }
 
 /** `restore --api`: resumes the paused API server now (the helper waiting to do it is stopped). */

@@ -186,6 +186,37 @@ export async function setWanLink(plan: LabPlan, link: WanLink, up: boolean, runn
   await mustRun(runner, 'ip', ['-n', plan.switchNetns, '-batch', '-'], lines.join('\n') + '\n');
 }
 
+/** The nftables table `fail --wan-loss` adds to a region's uplink hosts (and `restore` deletes whole). */
+export const WAN_LOSS_TABLE = 'raven_lab_loss';
+
+/** Drops `percent` % of the packets in and out of wan0, each direction on its own (a lossy uplink). */
+export function wanLossRuleset(percent: number): string {
+  if (!Number.isInteger(percent) || percent < 1 || percent > 100) throw new Error(`failed to add WAN loss: ${percent} is not a percentage from 1 to 100`);
+  return [
+    `table inet ${WAN_LOSS_TABLE} {`,
+    '  chain in {',
+    '    type filter hook prerouting priority raw; policy accept;',
+    `    iifname "wan0" numgen random mod 100 < ${percent} counter drop`,
+    '  }',
+    '  chain out {',
+    '    type filter hook postrouting priority filter + 10; policy accept;',
+    `    oifname "wan0" numgen random mod 100 < ${percent} counter drop`,
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+/** The namespaces holding a region's uplink: its NAT router, or each of its hosts with a public address. */
+export function uplinkHostsOf(plan: LabPlan, region: string): string[] {
+  const r = plan.regions.find((x) => x.name === region);
+  if (!r) throw new Error(`the lab has no region "${region}" (it has ${plan.regions.map((x) => x.name).join(', ')})`);
+  if (r.nat) return [r.nat.netns];
+  const hosts = plan.nodes.filter((n) => n.region === region && n.publicIP).map((n) => n.netns);
+  if (!hosts.length) throw new Error(`region "${region}" has no WAN link: no NAT router and no host with a public address`);
+  return hosts;
+}
+
 /** The nftables table `fail --what udp-block` adds to a node (and `restore` deletes whole). */
 export const UDP_BLOCK_TABLE = 'raven_lab_block';
 

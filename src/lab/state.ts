@@ -51,6 +51,16 @@ export type NodeFaultRecord = { readonly node: string; readonly at: string } & (
   | { readonly what: 'udp-block'; readonly port: number }
 );
 
+/** `fail --wan-loss REGION=PCT`: nftables drops PCT % of the region's WAN packets, both ways, on these hosts. */
+export interface WanLossFaultRecord {
+  readonly what: 'wan-loss';
+  readonly region: string;
+  readonly percent: number;
+  /** The namespaces holding the rules: the region's NAT router, or each of its public hosts. */
+  readonly netns: readonly string[];
+  readonly at: string;
+}
+
 /** `fail --api`: the control plane process stopped (SIGSTOP) until `until`, and the Gateways as they were. */
 export interface ApiFaultRecord {
   readonly what: 'api';
@@ -115,16 +125,31 @@ export class LabState {
   nodeFaults(): NodeFaultRecord[] {
     if (!existsSync(this.faultsDir)) return [];
     return readdirSync(this.faultsDir)
-      .filter((f) => f.endsWith('.json') && f !== 'api.json')
+      .filter((f) => f.endsWith('.json') && f !== 'api.json' && !f.startsWith('wan-loss-'))
       .sort()
       .map((f) => JSON.parse(readFileSync(join(this.faultsDir, f), 'utf8')) as NodeFaultRecord);
   }
   nodeFault(node: string, what: NodeFault): NodeFaultRecord | undefined {
     return this.nodeFaults().find((f) => f.node === node && f.what === what);
   }
-  recordFault(f: NodeFaultRecord | ApiFaultRecord): void {
+  recordFault(f: NodeFaultRecord | ApiFaultRecord | WanLossFaultRecord): void {
     mkdirSync(this.faultsDir, { recursive: true, mode: 0o700 });
-    writeFileSync(f.what === 'api' ? this.apiFaultFile : this.faultFile(f.node, f.what), JSON.stringify(f, null, 2) + '\n');
+    const file = f.what === 'api' ? this.apiFaultFile : f.what === 'wan-loss' ? this.wanLossFile(f.region) : this.faultFile(f.node, f.what);
+    writeFileSync(file, JSON.stringify(f, null, 2) + '\n');
+  }
+  private wanLossFile(region: string): string {
+    return join(this.faultsDir, `wan-loss-${region}.json`);
+  }
+  /** Every WAN loss injected, by region. */
+  wanLossFaults(): WanLossFaultRecord[] {
+    if (!existsSync(this.faultsDir)) return [];
+    return readdirSync(this.faultsDir)
+      .filter((f) => f.startsWith('wan-loss-') && f.endsWith('.json'))
+      .sort()
+      .map((f) => JSON.parse(readFileSync(join(this.faultsDir, f), 'utf8')) as WanLossFaultRecord);
+  }
+  forgetWanLoss(region: string): void {
+    rmSync(this.wanLossFile(region), { force: true });
   }
   forgetFault(node: string, what: NodeFault): void {
     rmSync(this.faultFile(node, what), { force: true });

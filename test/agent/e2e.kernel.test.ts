@@ -47,7 +47,7 @@ function backendSuite(backend: 'wireguard' | 'ipsec'): void {
   let dir: string;
   const agents: Record<string, AgentProcess> = {};
 
-  const startAgent = (node: string, ip: string, netns: string, device: string): AgentProcess => {
+  const startAgent = (node: string, ip: string, netns: string, device: string, extra: string[] = []): AgentProcess => {
     const cfg = join(dir, `cfg-${node}`);
     mkdirSync(cfg, { recursive: true });
     writeFileSync(join(cfg, 'health-probe-addr'), '127.0.0.1:0');
@@ -57,7 +57,7 @@ function backendSuite(backend: 'wireguard' | 'ipsec'): void {
     // The PSK as the gateway DaemonSets mount it: a file readable by root only.
     const pskFile = join(dir, `psk-${node}`);
     if (backend === 'ipsec') writeFileSync(pskFile, psk + '\n', { mode: 0o400 });
-    const args = ['bin/raven.mjs', 'agent', '--kubeconfig', cluster.kubeconfigFile, '--namespace', NS, '--node-name', node, '--node-ip', ip, '--netns', netns, '--device', device, '--config-dir', cfg, '--state-dir', join(dir, `state-${node}`), '--psk-file', pskFile];
+    const args = ['bin/raven.mjs', 'agent', '--kubeconfig', cluster.kubeconfigFile, '--namespace', NS, '--node-name', node, '--node-ip', ip, '--netns', netns, '--device', device, '--config-dir', cfg, '--state-dir', join(dir, `state-${node}`), '--psk-file', pskFile, ...extra];
     const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
     let out = '';
     proc.stdout!.on('data', (d) => (out += d));
@@ -175,7 +175,23 @@ function backendSuite(backend: 'wireguard' | 'ipsec'): void {
     await waitFor(ping, 10_000, () => `ping after the restart:\n${logs()}`);
   });
 
-  t('SIGTERM removes exactly what the agent created', async () => {
+  t('SIGTERM (a rolling update) leaves the data plane to the next agent: traffic flows while none runs, and the next one adopts it', async () => {
+    const device = tunnelDev(dev.hz);
+    const state = join(dir, 'state-hz-1');
+    await agents.hz!.kill('SIGTERM');
+    assert.match(agents.hz!.logs(), /leaving routes and tunnels in place for the next agent/);
+    const daemons = processesWith(state);
+    assert.is(daemons.length, 1, 'its tunnel daemon still runs');
+    assert.ok(await ping(), 'no agent on the node, the tunnel still carries');
+    agents.hz = startAgent('hz-1', '192.168.1.11', H, dev.hz, ['--cleanup-on-exit']);
+    await waitFor(() => /plan applied role=gateway/.test(agents.hz!.logs()), 20_000, () => `the next agent to take over:\n${agents.hz!.logs()}`);
+    assert.equal(processesWith(state).filter((p) => Number(p) !== agents.hz!.proc.pid), daemons, 'adopted, not restarted');
+    assert.is(sh('ip', ['-n', H, 'link', 'show']).split('\n').filter((l) => l.includes(`: ${device}`)).length, 1, 'one device');
+    assert.is(ourRules(H), backend === 'wireguard' ? 1 : 0, 'no duplicate rule');
+    await waitFor(ping, 10_000, () => `ping after the next agent took over:\n${logs()}`);
+  });
+
+  t('SIGTERM with --cleanup-on-exit (uninstall) removes exactly what the agent created', async () => {
     await agents.hz!.kill('SIGTERM');
     assert.is(routes(H, '9031'), '');
     assert.is(ourRules(H), 0);

@@ -10,12 +10,14 @@ import { join } from 'node:path';
 import { labCommand, LabUsageError, parseDuration, parseFaultArgs } from '../../src/lab/cli.ts';
 import { labFail } from '../../src/lab/lab.ts';
 import { labNode, planLab } from '../../src/lab/layout.ts';
-import { wanLinkOf, udpBlockRuleset } from '../../src/lab/network.ts';
+import { uplinkHostsOf, wanLinkOf, udpBlockRuleset, wanLossRuleset } from '../../src/lab/network.ts';
 import { LabState, type LabRecord } from '../../src/lab/state.ts';
 import { readSources } from '../../src/compiler/files.ts';
 import { compile } from '../../src/compiler/compile.ts';
 
-const ok: [string, 'fail' | 'restore', string[], { what?: string; api?: string | boolean }, unknown][] = [
+const ok: [string, 'fail' | 'restore', string[], { what?: string; api?: string | boolean; 'wan-loss'?: string }, unknown][] = [
+  ['fail --wan-loss REGION=PCT', 'fail', [], { 'wan-loss': 'hangzhou=20' }, { target: 'wan-loss', region: 'hangzhou', percent: 20 }],
+  ['restore --wan-loss REGION', 'restore', [], { 'wan-loss': 'hangzhou' }, { target: 'wan-loss', region: 'hangzhou' }],
   ['fail NODE is a power cut', 'fail', ['hz-1'], {}, { target: 'node', node: 'hz-1', what: 'node' }],
   ['fail NODE --what tunnel', 'fail', ['hz-1'], { what: 'tunnel' }, { target: 'node', node: 'hz-1', what: 'tunnel' }],
   ['fail NODE --what udp-block', 'fail', ['cloud-gw-1'], { what: 'udp-block' }, { target: 'node', node: 'cloud-gw-1', what: 'udp-block' }],
@@ -41,7 +43,11 @@ async function rejection(f: () => Promise<unknown>): Promise<string> {
   throw new Error('expected a failure');
 }
 
-const bad: [string, 'fail' | 'restore', string[], { what?: string; api?: string | boolean }, RegExp][] = [
+const bad: [string, 'fail' | 'restore', string[], { what?: string; api?: string | boolean; 'wan-loss'?: string }, RegExp][] = [
+  ['--wan-loss without a region', 'fail', [], { 'wan-loss': '20' }, /^--wan-loss must be REGION=PCT with PCT from 1 to 100 \(hangzhou=20\), not "20"$/],
+  ['--wan-loss of 0 %', 'fail', [], { 'wan-loss': 'hangzhou=0' }, /--wan-loss must be REGION=PCT/],
+  ['--wan-loss over 100 %', 'fail', [], { 'wan-loss': 'hangzhou=101' }, /--wan-loss must be REGION=PCT/],
+  ['--wan-loss with a node', 'fail', ['hz-1'], { 'wan-loss': 'hangzhou=5' }, /^lab fail --wan-loss takes no node, --what or --api$/],
   ['no node', 'fail', [], {}, /^lab fail needs a node name or --api DURATION$/],
   ['two nodes', 'fail', ['hz-1', 'hz-2'], {}, /^lab fail needs a node name or --api DURATION, not 2$/],
   ['restore with no node', 'restore', [], {}, /^lab restore needs a node name or --api$/],
@@ -142,6 +148,17 @@ test('the UDP block drops both directions of the tunnel port, in and out, and no
     ].join('\n'),
   );
   assert.throws(() => udpBlockRuleset(0), /port 0 is not 1-65535/);
+});
+
+test('WAN loss: both directions of wan0, on the NAT router of a NATed region or every public host of an exposed one', () => {
+  const rules = wanLossRuleset(20);
+  assert.match(rules, 'iifname "wan0" numgen random mod 100 < 20 counter drop');
+  assert.match(rules, 'oifname "wan0" numgen random mod 100 < 20 counter drop');
+  assert.throws(() => wanLossRuleset(0), /0 is not a percentage from 1 to 100/);
+  const plan = seedPlan();
+  assert.equal(uplinkHostsOf(plan, 'hangzhou'), ['rl-unit-r1']);
+  assert.equal(uplinkHostsOf(plan, 'cloud'), ['rl-unit-n0', 'rl-unit-n1'], 'both cloud gateways have their own uplink');
+  assert.throws(() => uplinkHostsOf(plan, 'mars'), /the lab has no region "mars" \(it has cloud, hangzhou, qingdao\)/);
 });
 
 test.run();

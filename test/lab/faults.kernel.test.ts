@@ -55,7 +55,8 @@ const eventsOf = async (gateway: string): Promise<{ reason?: string; message?: s
 /** The cloud's other gateway candidate (the fixture has two). */
 const otherCloud = (node: string): string => (node === 'cloud-gw-1' ? 'cloud-gw-2' : 'cloud-gw-1');
 const link = (netns: string, dev: string): { operstate?: string; flags?: string[] } => JSON.parse(spawnSync('ip', ['-n', netns, '-j', 'link', 'show', 'dev', dev], { encoding: 'utf8' }).stdout || '[{}]')[0];
-const linkState = (netns: string, dev: string): string | undefined => link(netns, dev).operstate;
+/** 'UP' or 'DOWN' as set (a delay line's TAP reports operstate UNKNOWN when up). */
+const linkState = (netns: string, dev: string): string => (link(netns, dev).flags?.includes('UP') ? 'UP' : 'DOWN');
 const procState = (pid: number): string | undefined => {
   try {
     return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0];

@@ -347,6 +347,12 @@ export class IpsecBackend {
     this.loaded = undefined;
   }
 
+  /** Stops watching the daemon, which keeps running (the next agent adopts it by its recorded PID). */
+  release(): void {
+    this.watch?.stop();
+    this.watch = undefined;
+  }
+
   private async stopCharon(pid: number): Promise<void> {
     // Stopping it is ours to do, not an exit to report.
     if (this.watch?.pid === pid) {

@@ -37,6 +37,8 @@ export interface Tunnel {
   problem(): Promise<string | null>;
   /** Removes everything the backend created; safe when nothing runs. */
   cleanUp(): Promise<void>;
+  /** Stops watching the daemon and leaves everything running, for the next agent to adopt. */
+  release(): void;
   /** The device holding the probe address, when the tunnel is up and has one. */
   probeDevice(): string | undefined;
   /** Seconds since the last handshake (WireGuard) or IKE_SA establishment (IPsec), per remote gateway. */
@@ -107,6 +109,10 @@ class WireGuardTunnel implements Tunnel {
   async cleanUp(): Promise<void> {
     this.up = false;
     await this.wg.cleanUp();
+  }
+
+  release(): void {
+    this.wg.release();
   }
 
   probeDevice(): string | undefined {
@@ -182,6 +188,10 @@ class IpsecTunnel implements Tunnel {
   async cleanUp(): Promise<void> {
     this.device = undefined;
     await this.ipsec.cleanUp();
+  }
+
+  release(): void {
+    this.ipsec.release();
   }
 
   probeDevice(): string | undefined {

@@ -283,6 +283,12 @@ export class WireGuard {
     return nudged;
   }
 
+  /** Stops watching the daemon, which keeps running (the next agent adopts it by its recorded PID). */
+  release(): void {
+    this.watch?.stop();
+    this.watch = undefined;
+  }
+
   /** Removes the device and stops the wireguard-go we started (by its recorded PID only). */
   async cleanUp(): Promise<void> {
     // Stopping it is ours to do, not an exit to report.
