@@ -248,6 +248,9 @@ export class Agent {
     await inf.start();
     this.informer = inf;
     this.trigger();
+    // The first heartbeat after the first sync: a restarted agent that adopted a running tunnel
+    // reports it up, rather than "not synced yet" (backend down), which would fail it over.
+    await this.syncing;
     this.heartbeatLoop();
     this.probeLoop();
     this.tunnelProbeLoop();
@@ -261,7 +264,9 @@ export class Agent {
 
   /** Level-based: one sync at a time; triggers during a sync (or a repair) cause exactly one more. */
   private trigger(): void {
-    if (this.stopped) return;
+    // Not before the first list: an empty cache would plan "outside" and tear down the tunnel a
+    // previous agent left running (run() triggers once the informer has synced).
+    if (this.stopped || !this.informer) return;
     if (this.syncing) {
       this.again = true;
       return;

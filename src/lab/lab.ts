@@ -423,6 +423,22 @@ export async function labFailApi(state: LabState, ms: number): Promise<string> {
   return `API paused for ${ms / 1000} s (control plane pid ${pid} stopped); it resumes at ${until.toISOString()}, or at raven lab restore --api`;
 }
 
+/**
+ * Restarts the lab's controller (SIGTERM, then a new process on the same kubeconfig and log), as
+ * a Deployment rollout or a crash-restart would; resolves once the new one serves. Not with --image.
+ */
+export async function labRestartController(state: LabState): Promise<number> {
+  const record = state.read();
+  if (record.image) throw new Error('the controller of a lab up --image runs as a pod; restart it with runc');
+  await state.stop('controller', 3000);
+  const out = openSync(state.log('controller'), 'a');
+  const [cmd, ...args] = ravenCommand();
+  const child = spawn(cmd, [...args, 'controller', '--kubeconfig', state.kubeconfig, '--namespace', record.namespace, '--http-addr', '127.0.0.1:0'], { detached: true, stdio: ['ignore', out, out], env: { ...process.env, RAVEN_LAB_DIR: state.dir } });
+  child.unref();
+  state.writePid('controller', child.pid!);
+  return child.pid!;
+}
+
 /** `fail --wan-loss REGION=PCT`: the region's uplink loses PCT % of its packets each way until `restore --wan-loss REGION`. */
 export async function labFailWanLoss(state: LabState, region: string, percent: number): Promise<string> {
   const record = state.read();

@@ -165,7 +165,8 @@ function backendSuite(backend: 'wireguard' | 'ipsec'): void {
     const before = spawnSync('ip', ['-n', C, 'link', 'show'], { encoding: 'utf8' }).stdout;
     await agents.cloud!.kill('SIGKILL');
     assert.ok(await ping(), 'the data plane does not depend on the agent process');
-    agents.cloud = startAgent('cloud-gw-1', '10.0.0.10', C, dev.cloud);
+    // With --cleanup-on-exit from here on: the last test stops it as an uninstall would.
+    agents.cloud = startAgent('cloud-gw-1', '10.0.0.10', C, dev.cloud, ['--cleanup-on-exit']);
     // While it was down its heartbeat lapsed and the controller took it out; its heartbeats get it re-elected.
     await waitFor(() => /plan applied role=gateway/.test(agents.cloud!.logs()), 20_000, () => `the restarted agent to be gateway again:\n${agents.cloud!.logs()}`);
     assert.is(ourRules(C), backend === 'wireguard' ? 1 : 0, 'no duplicate rule');
@@ -177,15 +178,19 @@ function backendSuite(backend: 'wireguard' | 'ipsec'): void {
 
   t('SIGTERM (a rolling update) leaves the data plane to the next agent: traffic flows while none runs, and the next one adopts it', async () => {
     const device = tunnelDev(dev.hz);
-    const state = join(dir, 'state-hz-1');
+    // wireguard-go names its device on its command line; charon's config lies in the agent's state directory.
+    const tunnelDaemons = (): string[] =>
+      backend === 'wireguard'
+        ? sh('ps', ['-eo', 'pid=,stat=,args=']).split('\n').filter((l) => l.includes(dev.hz) && !/^\s*\d+\s+Z/.test(l)).map((l) => l.trim().split(/\s+/)[0]!)
+        : processesWith(join(dir, 'state-hz-1', 'ipsec')).filter((p) => Number(p) !== agents.hz!.proc.pid);
     await agents.hz!.kill('SIGTERM');
     assert.match(agents.hz!.logs(), /leaving routes and tunnels in place for the next agent/);
-    const daemons = processesWith(state);
+    const daemons = tunnelDaemons();
     assert.is(daemons.length, 1, 'its tunnel daemon still runs');
     assert.ok(await ping(), 'no agent on the node, the tunnel still carries');
     agents.hz = startAgent('hz-1', '192.168.1.11', H, dev.hz, ['--cleanup-on-exit']);
     await waitFor(() => /plan applied role=gateway/.test(agents.hz!.logs()), 20_000, () => `the next agent to take over:\n${agents.hz!.logs()}`);
-    assert.equal(processesWith(state).filter((p) => Number(p) !== agents.hz!.proc.pid), daemons, 'adopted, not restarted');
+    assert.equal(tunnelDaemons(), daemons, 'adopted, not restarted');
     assert.is(sh('ip', ['-n', H, 'link', 'show']).split('\n').filter((l) => l.includes(`: ${device}`)).length, 1, 'one device');
     assert.is(ourRules(H), backend === 'wireguard' ? 1 : 0, 'no duplicate rule');
     await waitFor(ping, 10_000, () => `ping after the next agent took over:\n${logs()}`);
