@@ -181,7 +181,7 @@ function backendSuite(backend: 'wireguard' | 'ipsec'): void {
     // wireguard-go names its device on its command line; charon's config lies in the agent's state directory.
     const tunnelDaemons = (): string[] =>
       backend === 'wireguard'
-        ? sh('ps', ['-eo', 'pid=,stat=,args=']).split('\n').filter((l) => l.includes(dev.hz) && !/^\s*\d+\s+Z/.test(l)).map((l) => l.trim().split(/\s+/)[0]!)
+        ? sh('ps', ['-eo', 'pid=,stat=,args=']).split('\n').filter((l) => l.includes(`wireguard-go`) && l.includes(dev.hz) && !/^\s*\d+\s+Z/.test(l)).map((l) => l.trim().split(/\s+/)[0]!)
         : processesWith(join(dir, 'state-hz-1', 'ipsec')).filter((p) => Number(p) !== agents.hz!.proc.pid);
     await agents.hz!.kill('SIGTERM');
     assert.match(agents.hz!.logs(), /leaving routes and tunnels in place for the next agent/);
