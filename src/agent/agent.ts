@@ -600,8 +600,10 @@ export class Agent {
         const before = this.observation;
         await this.probeActive().catch(() => undefined);
         const now = this.observation;
-        // A gateway that just stopped answering is reported now, not at the next renewal.
-        if (now && !now.reachable && now.lanReachable && (!before || before.reachable || before.node !== now.node)) void this.beatNow();
+        // A change is reported now, not at the next renewal (10 s away): a gateway that stopped
+        // answering (the controller fails it over on this), or answers again.
+        const vote = (o: ActiveGatewayObservation | undefined): string => (o ? `${o.node}/${!o.reachable && o.lanReachable}` : '');
+        if (now && vote(now) !== vote(before)) void this.beatNow();
       } else this.observation = undefined;
       this.timers.set('probe', PROBE_PERIOD_MS, () => void tick());
     };
