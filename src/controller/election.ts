@@ -189,7 +189,7 @@ export function activeTunnelNodes(gateways: readonly Gateway[]): Map<string, str
 }
 
 /** After a data-path failover of a Gateway, no other for this long (damping: random loss must not flap gateways). */
-export const DATAPATH_HOLD_DOWN_MS = 30_000;
+export const DATAPATH_HOLD_DOWN_MS = 10_000;
 
 export interface DataPathVerdict {
   /** Remote regions (Gateways) that lost the active, credibly, sorted. */

@@ -157,7 +157,7 @@ t('--what wan on the active cloud gateway: its uplink goes down until restore; t
     // nothing gets through, as with a cut behind the first hop.
     assert.ok(link(gw.netns, 'wan0').flags?.includes('UP'), 'the node\'s own link stays up');
     assert.is.not(spawnSync('ip', ['netns', 'exec', gw.netns, 'ping', '-c', '1', '-W', '1', WAN_ROUTER_IP]).status, 0, 'the router is unreachable');
-    // The udp-block test failed the cloud over moments ago: this one waits out DATAPATH_HOLD_DOWN_MS (30 s).
+    // The udp-block test failed the cloud over moments ago: this one waits out DATAPATH_HOLD_DOWN_MS (10 s).
     await waitFor(async () => (await activeOf('cloud')) === standby, 60_000, () => `the cloud to fail over to ${standby}\n${logs()}`);
     await recovers(`through ${standby} while ${gw.name}'s uplink is down`);
   });
