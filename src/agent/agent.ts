@@ -10,7 +10,7 @@ import { GATEWAY_GROUP, GATEWAY_VERSION } from '../contract/names.js';
 import { type Dropped, shown } from '../platform/canonical.js';
 import { Refusals } from '../platform/refusals.js';
 import type { Gateway } from '../contract/gateway.js';
-import { type ActiveGatewayObservation, CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, encodeHealth, HEALTH_ANNOTATION, leaseName, LOST_PROBES, MEMBER_LEASE_SECONDS, REACHED_PROBES, MEMBER_RENEW_MS, type PeerHealth, type StandbyProbes, TUNNEL_PROBE_PERIOD_MS, TUNNEL_PROBE_TIMEOUT_MS } from '../contract/heartbeat.js';
+import { type ActiveGatewayObservation, CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, encodeHealth, HEALTH_ANNOTATION, leaseName, LOST_PROBES, MEMBER_LEASE_SECONDS, REACHED_PROBES, RESTART_LEASE_SECONDS, MEMBER_RENEW_MS, type PeerHealth, type StandbyProbes, TUNNEL_PROBE_PERIOD_MS, TUNNEL_PROBE_TIMEOUT_MS } from '../contract/heartbeat.js';
 import { serveEndpoints } from '../platform/http-endpoints.js';
 import { code } from '../platform/leader-election.js';
 import type { Logger } from '../platform/log.js';
@@ -65,6 +65,8 @@ export const REPAIR_PERIOD_MS = 10_000;
  * does not restart in a tight loop. A daemon that ran this long starts over at once.
  */
 export const BACKEND_STABLE_MS = 60_000;
+/** How long `release` waits for its last renewal before it exits anyway. */
+export const RELEASE_RENEW_TIMEOUT_MS = 1000;
 /** What a repair can restore, pre-initialised in `raven_agent_repairs_total`. */
 export const REPAIR_KINDS = ['backend', 'address', 'peer', 'route', 'rule'] as const;
 export type RepairKind = (typeof REPAIR_KINDS)[number];
@@ -165,6 +167,8 @@ export class Agent {
   private readonly tunnel: Tunnel;
   private readonly proxy: ProxyRunner;
   private readonly probes = new ProbeWindow();
+  /** Set by `release`: the last renewal's lease, longer than a candidate's. */
+  private leaseSeconds?: number;
   private probeCursor = 0;
   private probeRounds = 0;
   private beating?: Promise<void>;
@@ -676,7 +680,7 @@ export class Agent {
     });
     const name = leaseName(this.config.nodeName);
     const ns = this.config.namespace;
-    const spec = { holderIdentity: this.config.nodeName, leaseDurationSeconds: candidate ? CANDIDATE_LEASE_SECONDS : MEMBER_LEASE_SECONDS, renewTime: new k8s.V1MicroTime() };
+    const spec = { holderIdentity: this.config.nodeName, leaseDurationSeconds: this.leaseSeconds ?? (candidate ? CANDIDATE_LEASE_SECONDS : MEMBER_LEASE_SECONDS), renewTime: new k8s.V1MicroTime() };
     try {
       const lease = await this.coordination.readNamespacedLease({ name, namespace: ns });
       lease.metadata = { ...lease.metadata, annotations: { ...(lease.metadata?.annotations ?? {}), [HEALTH_ANNOTATION]: health } };
@@ -712,6 +716,16 @@ export class Agent {
   async release(): Promise<void> {
     if (!(await this.halt())) return;
     this.tunnel.release();
+    // One last renewal with a longer lease: the next agent starts before the controller would
+    // take the gateway away for a lapsed heartbeat. Bounded: the API may be what is down.
+    if (this.isEndpointCandidate()) {
+      this.leaseSeconds = RESTART_LEASE_SECONDS;
+      const renewed = (this.beating ?? Promise.resolve()).then(() => this.beat(true)).then(
+        () => this.log.info('renewed the heartbeat for the next agent', { leaseSeconds: RESTART_LEASE_SECONDS }),
+        (err) => this.log.warn('failed to renew the heartbeat for the next agent', { error: (err as Error).message }),
+      );
+      await Promise.race([renewed, new Promise((r) => setTimeout(r, RELEASE_RENEW_TIMEOUT_MS))]);
+    }
     await this.proxy.stop();
     for (const s of this.servers) s.close();
   }

@@ -19,6 +19,14 @@ export const CANDIDATE_LEASE_SECONDS = 2;
 export const MEMBER_RENEW_MS = 10_000;
 export const MEMBER_LEASE_SECONDS = 30;
 
+/**
+ * An agent that stops and leaves its data plane to the next one (a restart, a rolling update)
+ * renews once with this lease, so that the next agent has time to start before the controller
+ * takes the gateway away for a lapsed heartbeat. Evidence still fails it over at once meanwhile:
+ * standbys that lose it, remote regions that lose it through the tunnel.
+ */
+export const RESTART_LEASE_SECONDS = 15;
+
 /** A standby's observation older than this is ignored. */
 export const OBSERVATION_MAX_AGE_MS = 2000;
 /**
