@@ -14,7 +14,7 @@ import * as k8s from '@kubernetes/client-node';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { failures } from '../../src/lab/check.ts';
-import { gateways, labCheck, labDown, tunnelDaemons } from '../../src/lab/lab.ts';
+import { gateways, labCheck, labDown, labRestartController, startAgent, tunnelDaemons } from '../../src/lab/lab.ts';
 import { WAN_ROUTER_IP } from '../../src/lab/layout.ts';
 import { UDP_BLOCK_TABLE } from '../../src/lab/network.ts';
 import { LabState } from '../../src/lab/state.ts';
@@ -186,6 +186,38 @@ t('--what wan on a NATed node cuts its region\'s router uplink, shared by the re
   assert.is(linkState(state.read().plan.switchNetns, region.nat!.wanPort), 'UP');
   await recovers('after the NAT uplink came back');
   assert.equal({ cloud: await activeOf('cloud'), hangzhou: await activeOf('hangzhou'), qingdao: await activeOf('qingdao') }, before, 'nor after it');
+});
+
+t('a rolling restart of every agent (SIGTERM, one node at a time, as a DaemonSet update) moves no gateway and keeps every tunnel daemon', async () => {
+  const actives = async (): Promise<string[]> => Promise.all(['cloud', 'hangzhou', 'qingdao'].map(activeOf));
+  const before = await actives();
+  const electedBefore = (controllerLog().match(/elected active tunnel endpoint/g) ?? []).length;
+  const rec = state.read();
+  const daemons = Object.fromEntries(before.map((n) => [n, tunnelDaemons(node(n)).map((d) => d.pid)]));
+  for (const n of rec.plan.nodes) {
+    const log = state.log(`agent-${n.name}`);
+    const served = (readFileSync(log, 'utf8').match(/serving health/g) ?? []).length;
+    await state.stop(`agent-${n.name}`, 5000);
+    await startAgent(state, rec, n);
+    await waitFor(() => (readFileSync(log, 'utf8').match(/serving health/g) ?? []).length > served, 20_000, () => `the new agent of ${n.name} to serve\n${logs()}`);
+  }
+  await recovers('after the rolling restart');
+  assert.equal(await actives(), before, 'the same gateways');
+  assert.is((controllerLog().match(/elected active tunnel endpoint/g) ?? []).length, electedBefore, 'no election at all');
+  for (const n of before) assert.equal(tunnelDaemons(node(n)).map((d) => d.pid), daemons[n], `${n}: its wireguard-go was adopted, not restarted`);
+});
+
+t('a controller restart moves no gateway', async () => {
+  const before = await Promise.all(['cloud', 'hangzhou', 'qingdao'].map(activeOf));
+  const electedBefore = (controllerLog().match(/elected active tunnel endpoint/g) ?? []).length;
+  const synced = (): number => (controllerLog().match(/caches synced; reconciling/g) ?? []).length;
+  const syncedBefore = synced();
+  await labRestartController(state);
+  await waitFor(() => synced() > syncedBefore, 20_000, () => `the new controller to sync\n${logs()}`);
+  await new Promise((r) => setTimeout(r, 4000));
+  assert.equal(await Promise.all(['cloud', 'hangzhou', 'qingdao'].map(activeOf)), before);
+  assert.is((controllerLog().match(/elected active tunnel endpoint/g) ?? []).length, electedBefore);
+  await recovers('after the controller restart');
 });
 
 t('--api 10s pauses the API server; the data plane does not notice, and all is well after it resumes', async () => {
