@@ -49,12 +49,15 @@ export const MAX_HEALTH_PEERS = 10_000;
 export const TUNNEL_PROBE_PERIOD_MS = 100;
 export const TUNNEL_PROBE_TIMEOUT_MS = 150;
 /**
- * A peer is lost after this many probes in a row went unanswered (a lost ping or two on a busy
- * node or a lossy link is noise), and reached after this many in a row were answered. The agent
- * writes its heartbeat when a peer becomes lost or answers again; the controller counts a lost
- * peer as evidence against the gateway probed, and only a reached one as proof that a standby
- * would do better. Three, both ways: at 20 % loss per direction a run of three losses is a few in
- * a hundred rounds, and it must coincide, in most regions, with three clean answers to a standby.
+ * A peer is lost after LOST_PROBES probes in a row went unanswered (a lost ping or two on a busy
+ * node or a lossy link is noise), and reached after REACHED_PROBES in a row were answered: a
+ * whole probe window, clean. The agent writes its heartbeat when a peer becomes lost or reached or
+ * stops being either; the controller counts a lost peer as evidence against the gateway probed,
+ * and only a reached one as proof that a witness sees clearly (another region) or that a standby
+ * would do better. The asymmetry is the point: when an active gateway's own uplink fails, its
+ * standby's record stays clean, so demanding ten clean answers costs no time; when the witness's
+ * link is the lossy one (measured: 20 % each way made a single witness fail hangzhou over three
+ * times a minute with three-and-three), nothing it sees is clean, and nothing moves.
  *
  * Gateways probe the remote standbys they stage too (their probe address is the staged peer's one
  * allowed IP), and report them inside the peer: one report, one moment, says both "I lost your
@@ -69,7 +72,8 @@ export interface StandbyProbes {
   readonly answeredProbes?: number;
 }
 export const LOST_PROBES = 3;
-export const REACHED_PROBES = 3;
+/** The probe window (agent/probes.ts PROBE_WINDOW): every probe in it answered. */
+export const REACHED_PROBES = 10;
 
 export interface PeerHealth {
   /** The remote gateway node the probes went to (the remote region's active, when we probed). */

@@ -12,7 +12,7 @@ import type { Heartbeat, PeerHealth } from '../../src/contract/heartbeat.ts';
 const NOW = 1_800_000_000_000;
 const REMOTES = new Map([['gw-cloud', 'cloud-gw-1'], ['gw-hangzhou', 'hz-1'], ['gw-qingdao', 'qd-1']]);
 
-const UP = { lostProbes: 0, answeredProbes: 5 };
+const UP = { lostProbes: 0, answeredProbes: 12 };
 const DOWN = { lostProbes: 4, answeredProbes: 0 };
 const lost = (node: string, lostForMs = 600, standbys: PeerHealth['standbys'] = {}): PeerHealth => ({ node, lostProbes: 3, answeredProbes: 0, lostForMs, loss: 0.3, standbys });
 const reached = (node: string, standbys: PeerHealth['standbys'] = {}): PeerHealth => ({ node, lostProbes: 0, answeredProbes: 10, loss: 0, rttMs: 20, standbys });
@@ -85,8 +85,8 @@ test('no churn from evidence that does not count', () => {
   assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'qd-1': { 'gw-cloud': reached('cloud-gw-1', { 'cloud-gw-2': UP }) } })), ['cloud-gw-1'], 'half the regions is no majority');
   const noisy = (standbys: PeerHealth['standbys']): PeerHealth => ({ node: 'cloud-gw-1', lostProbes: 2, answeredProbes: 0, lostForMs: 300, standbys });
   assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'hz-1': { 'gw-cloud': noisy({ 'cloud-gw-2': UP }) }, 'qd-1': { 'gw-cloud': noisy({ 'cloud-gw-2': UP }) } })), ['cloud-gw-1'], 'two lost probes are noise');
-  const barely = { lostProbes: 0, answeredProbes: 2 };
-  assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'hz-1': { 'gw-cloud': lost('cloud-gw-1', 600, { 'cloud-gw-2': barely }) }, 'qd-1': { 'gw-cloud': lost('cloud-gw-1', 600, { 'cloud-gw-2': barely }) } })), ['cloud-gw-1'], 'two answers are no proof');
+  const barely = { lostProbes: 0, answeredProbes: 9 };
+  assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'hz-1': { 'gw-cloud': lost('cloud-gw-1', 600, { 'cloud-gw-2': barely }) }, 'qd-1': { 'gw-cloud': lost('cloud-gw-1', 600, { 'cloud-gw-2': barely }) } })), ['cloud-gw-1'], 'a standby not answering a whole window cleanly is no proof (the witness\'s own link may be lossy)');
   assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'hz-1': { 'gw-cloud': lost('cloud-gw-0', 600, { 'cloud-gw-2': UP }) }, 'qd-1': { 'gw-cloud': lost('cloud-gw-0', 600, { 'cloud-gw-2': UP }) } })), ['cloud-gw-1'], 'reports about a previous active');
   assert.equal(activeOf(input('gw-cloud', { ...UPLINK_DOWN, 'hz-2': UPLINK_DOWN['hz-1'], 'hz-1': {}, 'qd-1': {} })), ['cloud-gw-1'], 'a remote standby\'s reports are not its region\'s');
   assert.equal(activeOf(input('gw-cloud', UPLINK_DOWN, { ages: { 'hz-1': 5000, 'qd-1': 5000 } })), ['cloud-gw-1'], 'reports in lapsed heartbeats');
