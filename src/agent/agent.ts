@@ -680,15 +680,18 @@ export class Agent {
     });
     const name = leaseName(this.config.nodeName);
     const ns = this.config.namespace;
-    const spec = { holderIdentity: this.config.nodeName, leaseDurationSeconds: this.leaseSeconds ?? (candidate ? CANDIDATE_LEASE_SECONDS : MEMBER_LEASE_SECONDS), renewTime: new k8s.V1MicroTime() };
+    // The renewal time is taken when the write is sent, not when the renewal began: a read held by
+    // a paused API server would otherwise write a time from before the pause, already expired,
+    // and fail a healthy gateway over once the pause ends.
+    const spec = (): k8s.V1LeaseSpec => ({ holderIdentity: this.config.nodeName, leaseDurationSeconds: this.leaseSeconds ?? (candidate ? CANDIDATE_LEASE_SECONDS : MEMBER_LEASE_SECONDS), renewTime: new k8s.V1MicroTime() });
     try {
       const lease = await this.coordination.readNamespacedLease({ name, namespace: ns });
       lease.metadata = { ...lease.metadata, annotations: { ...(lease.metadata?.annotations ?? {}), [HEALTH_ANNOTATION]: health } };
-      lease.spec = { ...lease.spec, ...spec };
+      lease.spec = { ...lease.spec, ...spec() };
       await this.coordination.replaceNamespacedLease({ name, namespace: ns, body: lease });
     } catch (err) {
       if (code(err) !== 404) throw failure(`renew lease ${ns}/${name}`, err);
-      await this.coordination.createNamespacedLease({ namespace: ns, body: { metadata: { name, namespace: ns, annotations: { [HEALTH_ANNOTATION]: health } }, spec } }).catch((e: unknown) => {
+      await this.coordination.createNamespacedLease({ namespace: ns, body: { metadata: { name, namespace: ns, annotations: { [HEALTH_ANNOTATION]: health } }, spec: spec() } }).catch((e: unknown) => {
         throw failure(`create lease ${ns}/${name}`, e);
       });
     }
