@@ -77,8 +77,8 @@ export interface Write {
 }
 /** Kinds of refused values, pre-initialised in `raven_agent_refused_values` so dashboards see zeros. */
 const REFUSAL_KINDS = ['gateway-name', 'endpoint', 'node', 'node-ip', 'subnet', 'subnet-conflict', 'public-ip', 'port', 'public-key', 'peer', 'route'];
-/** Backends that give up on a peer (IPsec) are nudged this often (in tunnel probe rounds: 5 s). */
-export const MAINTENANCE_ROUNDS = 50;
+/** Backends that give up on a peer (IPsec) are nudged this often, by the clock (probe rounds slow down while peers fail). */
+export const MAINTENANCE_PERIOD_MS = 5000;
 
 /** Whether a plan needs the tunnel: a gateway, or a warm standby (WireGuard) with its would-be peers. */
 export function needsTunnel(p: NodePlan): boolean {
@@ -170,7 +170,7 @@ export class Agent {
   /** Set by `release`: the last renewal's lease, longer than a candidate's. */
   private leaseSeconds?: number;
   private probeCursor = 0;
-  private probeRounds = 0;
+  private lastMaintenance = 0;
   private beating?: Promise<void>;
   private beatAgain = false;
   private gatewayCache?: { ip: string | undefined; at: number };
@@ -516,7 +516,10 @@ export class Agent {
       if (this.stopped) return;
       const started = this.clock.now();
       const p = this.current;
-      if (p.role === 'gateway' && !this.tunnel.retriesByItself && ++this.probeRounds % MAINTENANCE_ROUNDS === 0) this.nudgeNow();
+      if (p.role === 'gateway' && !this.tunnel.retriesByItself && started - this.lastMaintenance >= MAINTENANCE_PERIOD_MS) {
+        this.lastMaintenance = started;
+        this.nudgeNow();
+      }
       // The L7 proxy is a child we keep alive: one that died is started again within a round.
       if (!this.syncing) await this.proxy.ensure().catch((err) => this.log.warn('failed to restart the L7 proxy', { error: (err as Error).message }));
       if (probesPeers(p) && p.probeSource && this.tunnel.probeDevice()) {

@@ -154,9 +154,11 @@ function labSuite(backend: 'wireguard' | 'ipsec'): void {
     const before = snapshot();
     const tunnelPids = state.tunnelPids(gw.name);
     assert.is(tunnelPids.length, 1, 'one tunnel daemon');
+    const logBefore = readFileSync(state.log(`agent-${gw.name}`), 'utf8').length;
     await state.stop(`agent-${gw.name}`, 0, 'SIGKILL');
     await startAgent(state, record(), gw);
-    const log = (): string => readFileSync(state.log(`agent-${gw.name}`), 'utf8').split('serving health').slice(2).join('');
+    // What the restarted agent logged (it appends to the same file).
+    const log = (): string => readFileSync(state.log(`agent-${gw.name}`), 'utf8').slice(logBefore);
     await waitFor(async () => /plan applied|keeping the tunnel/.test(log()), 20_000, () => `the restarted agent to apply a plan\n${logs()}`);
     await waitFor(async () => !failures(await labCheck(state, { count: 1, kinds: ['pod'] })).length, 30_000, 'connectivity after the agent restart');
     if ((await activeOf('hangzhou')) === gw.name) {
