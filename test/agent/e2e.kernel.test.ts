@@ -113,6 +113,12 @@ function backendSuite(backend: 'wireguard' | 'ipsec'): void {
         if (pid > 0 && processesWith(state).includes(String(pid))) process.kill(pid, 'SIGKILL');
       }
     }
+    // Agents stopped with SIGTERM (no --cleanup-on-exit) leave wireguard-go running on purpose, and it
+    // carries no state directory: stop it by its device name, ours alone.
+    for (const line of sh('ps', ['-eo', 'pid=,args=']).split('\n')) {
+      const [pid, ...args] = line.trim().split(/\s+/);
+      if (args[0]?.endsWith('wireguard-go') && (args.includes(dev.cloud) || args.includes(dev.hz))) process.kill(Number(pid), 'SIGKILL');
+    }
     spawnSync('ip', ['netns', 'del', C]);
     spawnSync('ip', ['netns', 'del', H]);
     rmSync(dir, { recursive: true, force: true });
