@@ -42,7 +42,12 @@ function kubelet(name: string, host: string, tls?: { cert: Buffer; key: Buffer }
     res.end(`node ${name}\n`);
   };
   const server = (tls ? createHttpsServer(tls, handler) : createServer(handler)) as Server;
-  server.on('upgrade', (_req, socket: Socket) => socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'));
+  // An upgraded socket leaves the server's books (closeAllConnections misses it): unref'd, one the
+  // proxy left half-open cannot keep the test process alive after the suite.
+  server.on('upgrade', (_req, socket: Socket) => {
+    socket.unref();
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+  });
   return new Promise((resolve) => server.listen(0, host, () => resolve({ port: (server.address() as { port: number }).port, seen, server })));
 }
 
