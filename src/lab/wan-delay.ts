@@ -36,9 +36,9 @@ export async function buildDelayLine(state: LabState, runner: CommandRunner): Pr
   const binary = join(dir, 'raven-wan-delay');
   if (existsSync(binary)) return binary;
   mkdirSync(dir, { recursive: true });
-  const cc = (await runner.run('sh', ['-c', 'command -v cc'])).stdout.trim();
-  if (!cc) throw new Error('WAN delay needs a C compiler (cc) to build the lab\'s delay line: install gcc, or run raven lab up --wan-delay 0');
-  await mustRun(runner, cc, ['-O2', '-Wall', '-o', binary, sourceFile()]);
+  const found = await runner.run('cc', ['--version']).catch(() => ({ code: 127 }));
+  if (found.code !== 0) throw new Error('WAN delay needs a C compiler (cc) to build the lab\'s delay line: install gcc, or run raven lab up --wan-delay 0');
+  await mustRun(runner, 'cc', ['-O2', '-Wall', '-o', binary, sourceFile()]);
   return binary;
 }
 
