@@ -46,6 +46,8 @@ function kubelet(name: string, host: string, tls?: { cert: Buffer; key: Buffer }
   // proxy left half-open cannot keep the test process alive after the suite.
   server.on('upgrade', (_req, socket: Socket) => {
     socket.unref();
+    socket.on('end', () => socket.end());
+    socket.on('error', () => socket.destroy());
     socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
   });
   return new Promise((resolve) => server.listen(0, host, () => resolve({ port: (server.address() as { port: number }).port, seen, server })));
