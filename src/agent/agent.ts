@@ -10,9 +10,8 @@ import { GATEWAY_GROUP, GATEWAY_VERSION } from '../contract/names.js';
 import { type Dropped, shown } from '../platform/canonical.js';
 import { Refusals } from '../platform/refusals.js';
 import type { Gateway } from '../contract/gateway.js';
-import { type ActiveGatewayObservation, CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, encodeHealth, HEALTH_ANNOTATION, leaseName, LOST_PROBES, MEMBER_LEASE_SECONDS, REACHED_PROBES, RESTART_LEASE_SECONDS, MEMBER_RENEW_MS, type PeerHealth, type StandbyProbes, TUNNEL_PROBE_PERIOD_MS, TUNNEL_PROBE_TIMEOUT_MS } from '../contract/heartbeat.js';
+import { type ActiveGatewayObservation, type AgentHealth, LOST_PROBES, REACHED_PROBES, RESTART_LEASE_SECONDS, type PeerHealth, type StandbyProbes, TUNNEL_PROBE_PERIOD_MS, TUNNEL_PROBE_TIMEOUT_MS } from '../contract/heartbeat.js';
 import { serveEndpoints } from '../platform/http-endpoints.js';
-import { code } from '../platform/leader-election.js';
 import type { Logger } from '../platform/log.js';
 import { Counter, Gauge, Registry, registerProcessMetrics } from '../platform/metrics.js';
 import { Backoff, type Clock, DueTimes, systemClock, Timers } from '../platform/timers.js';
@@ -22,6 +21,7 @@ import { effectiveMTU, plan, type NodePlan, type StagedPeer } from './plan.js';
 import { parsePingRtt, type ProbeStats, ProbeWindow, roundRobin } from './probes.js';
 import { DEFAULT_ROUTE_TABLE, describeRoute, RouteTable } from './dataplane/route-table.js';
 import { failure } from './dataplane/errors.js';
+import { HeartbeatWriter } from './heartbeat.js';
 import { proxyConfigFor, ProxyRunner } from './proxy-role.js';
 import { makeTunnel, type Tunnel } from './dataplane/tunnel.js';
 
@@ -77,6 +77,8 @@ export interface Write {
 }
 /** Kinds of refused values, pre-initialised in `raven_agent_refused_values` so dashboards see zeros. */
 const REFUSAL_KINDS = ['gateway-name', 'endpoint', 'node', 'node-ip', 'subnet', 'subnet-conflict', 'public-ip', 'port', 'public-key', 'peer', 'route'];
+/** How often the tunnel backend is checked (its device there, its daemon alive) besides the daemon's exit being watched. */
+export const BACKEND_CHECK_PERIOD_MS = 1000;
 /** Backends that give up on a peer (IPsec) are nudged this often, by the clock (probe rounds slow down while peers fail). */
 export const MAINTENANCE_PERIOD_MS = 5000;
 
@@ -167,15 +169,11 @@ export class Agent {
   private readonly tunnel: Tunnel;
   private readonly proxy: ProxyRunner;
   private readonly probes = new ProbeWindow();
-  /** Set by `release`: the last renewal's lease, longer than a candidate's. */
-  private leaseSeconds?: number;
+  private readonly heartbeat: HeartbeatWriter;
   private probeCursor = 0;
   private lastMaintenance = 0;
-  private beating?: Promise<void>;
-  private beatAgain = false;
   private gatewayCache?: { ip: string | undefined; at: number };
   private holding = false;
-  private readonly coordination: k8s.CoordinationV1Api;
   private informer?: k8s.Informer<k8s.KubernetesObject> & k8s.ObjectCache<k8s.KubernetesObject>;
   private current: NodePlan = { role: 'outside', routes: [], peers: [], staged: [], mtu: 0 };
   /** The last sync applied its plan (or deliberately kept the tunnel: `holding`). */
@@ -186,6 +184,8 @@ export class Agent {
   /** Restarts of a tunnel daemon that keeps exiting (`BACKEND_STABLE_MS`). */
   private readonly restartBackoff = new Backoff(SYNC_RETRY_MS, SYNC_RETRY_MAX_MS);
   private lastBackendExit?: number;
+  /** What the last renewal said of the backend (`reportIfChanged`). */
+  private reportedUp?: boolean;
   /** The backend went down and no renewal has said so yet: the next one says down, even if it is back. */
   private downUnreported = false;
   private readonly repairPeriodMs: number;
@@ -194,7 +194,7 @@ export class Agent {
   private again = false;
   private stopped = false;
   private readonly clock: Clock;
-  /** One slot per loop (heartbeat, probe, tunnel-probe, nudge, retry, repair, watch-restart): never more. */
+  /** One slot per loop (heartbeat, backend, probe, tunnel-probe, nudge, retry, repair, watch-restart): never more. */
   private readonly timers: Timers;
   private readonly nudgesDue = new DueTimes(NUDGE_SPACING_MS);
   private servers: { close(): void }[] = [];
@@ -220,7 +220,16 @@ export class Agent {
       onExit: (what) => this.backendExited(what),
     });
     this.proxy = new ProxyRunner(config.stateDir, config.netns, log);
-    this.coordination = kc.makeApiClient(k8s.CoordinationV1Api);
+    this.heartbeat = new HeartbeatWriter(kc.makeApiClient(k8s.CoordinationV1Api), {
+      node: config.nodeName,
+      namespace: config.namespace,
+      clock: this.clock,
+      timers: this.timers,
+      ...(config.leaseSeconds !== undefined && { leaseSeconds: config.leaseSeconds }),
+      candidate: () => this.isEndpointCandidate(),
+      health: (candidate) => this.health(candidate),
+      onError: (err) => this.log.warn('failed to renew heartbeat', { error: err.message }),
+    });
     for (const result of ['success', 'error']) this.syncs.init({ result });
     for (const kind of REPAIR_KINDS) this.repairs.init({ kind });
     registerProcessMetrics(this.registry);
@@ -255,7 +264,8 @@ export class Agent {
     // The first heartbeat after the first sync: a restarted agent that adopted a running tunnel
     // reports it up, rather than "not synced yet" (backend down), which would fail it over.
     await this.syncing;
-    this.heartbeatLoop();
+    this.heartbeat.start();
+    this.backendLoop();
     this.probeLoop();
     this.tunnelProbeLoop();
     this.repairLoop();
@@ -333,7 +343,7 @@ export class Agent {
       if (wasDown) {
         this.log.info('tunnel backend restored', { was: wasDown });
         // Reported down at once, so reported up at once too.
-        void this.beatNow();
+        void this.heartbeat.beatNow();
       }
       this.retryBackoff.reset();
       this.timers.cancel('retry');
@@ -349,6 +359,7 @@ export class Agent {
       this.synced = false;
       this.syncs.inc({ result: 'error' });
       this.log.error('failed to apply plan', { error: (err as Error).message, role: next.role, gateway: next.gateway ?? '' });
+      this.reportIfChanged();
       this.scheduleRetry();
     }
   }
@@ -386,12 +397,23 @@ export class Agent {
       // The kernel refused the plan it held a moment ago: like a failed sync, reported and retried.
       this.synced = false;
       this.log.error('failed to repair the data plane', { error: (err as Error).message, role: p.role });
+      this.reportIfChanged();
       this.scheduleRetry();
     }
   }
 
+  /** Checks the backend every BACKEND_CHECK_PERIOD_MS, on its own clock (renewals are 10 s apart). */
+  private backendLoop(): void {
+    const tick = async (): Promise<void> => {
+      if (this.stopped) return;
+      await this.checkBackend();
+      this.timers.set('backend', BACKEND_CHECK_PERIOD_MS, () => void tick());
+    };
+    void tick();
+  }
+
   /**
-   * Checks, on each heartbeat, that the tunnel the plan needs runs (its process alive, its device
+   * Checks, every BACKEND_CHECK_PERIOD_MS, that the tunnel the plan needs runs (its process alive, its device
    * there): a backend that died is reported down and a sync is started to bring it back.
    */
   private async checkBackend(): Promise<void> {
@@ -401,9 +423,17 @@ export class Agent {
       return;
     }
     const problem = await this.tunnel.problem().catch((err: unknown) => failure('check the tunnel backend', err).message);
-    if (problem && problem !== this.backendProblem) this.log.warn('tunnel backend is down; restoring it', { reason: problem });
+    if (!problem) return;
+    if (problem !== this.backendProblem) this.log.warn('tunnel backend is down; restoring it', { reason: problem });
+    // Cleared by the sync that restores it, not by a check that finds it back: that sync says so.
     this.backendProblem = problem;
-    if (problem) this.scheduleRestore();
+    this.reportIfChanged();
+    this.scheduleRestore();
+  }
+
+  /** Health the controller fails over on is written when it changes, not at the next renewal. */
+  private reportIfChanged(): void {
+    if (this.reportedUp !== undefined && this.backendUp !== this.reportedUp) void this.heartbeat.beatNow();
   }
 
   /**
@@ -433,7 +463,7 @@ export class Agent {
     if (problem !== this.backendProblem) this.log.warn('tunnel backend is down; restoring it', { reason: problem });
     this.backendProblem = problem;
     this.downUnreported = true;
-    void this.beatNow();
+    void this.heartbeat.beatNow();
   }
 
   /** A sync now, unless a retry is pending: a backend that keeps failing to start backs off like any sync. */
@@ -544,7 +574,7 @@ export class Agent {
             if (s.rttMs !== undefined) this.peerRtt.set(s.rttMs / 1000, { gateway: t.gateway });
           }),
         );
-        if (flipped && this.current === p) void this.beatNow();
+        if (flipped && this.current === p) void this.heartbeat.beatNow();
       }
       this.timers.set('tunnel-probe', TUNNEL_PROBE_PERIOD_MS - (this.clock.now() - started), () => void tick());
     };
@@ -564,41 +594,6 @@ export class Agent {
     return gws.some((g) => (g.spec?.endpoints ?? []).some((e) => e.nodeName === this.config.nodeName));
   }
 
-  private heartbeatLoop(): void {
-    const tick = async (): Promise<void> => {
-      if (this.stopped) return;
-      const candidate = this.isEndpointCandidate();
-      const started = this.clock.now();
-      await this.checkBackend();
-      await this.beatNow();
-      // Fixed rate, not fixed delay: a slow renewal must not push the next one toward expiry.
-      const period = candidate ? CANDIDATE_RENEW_MS : MEMBER_RENEW_MS;
-      this.timers.set('heartbeat', period - (this.clock.now() - started), () => void tick());
-    };
-    void tick();
-  }
-
-  /**
-   * One renewal at a time (a Lease is read, then replaced): a renewal asked for while one is in
-   * flight runs right after it.
-   */
-  private beatNow(): Promise<void> {
-    if (this.beating) {
-      this.beatAgain = true;
-      return this.beating;
-    }
-    this.beating = this.beat(this.isEndpointCandidate())
-      .catch((err) => this.log.warn('failed to renew heartbeat', { error: (err as Error).message }))
-      .finally(() => {
-        this.beating = undefined;
-        if (this.beatAgain && !this.stopped) {
-          this.beatAgain = false;
-          void this.beatNow();
-        }
-      });
-    return this.beating;
-  }
-
   /** Standbys probe their active gateway on their own clock; the heartbeat carries the latest result. */
   private probeLoop(): void {
     const tick = async (): Promise<void> => {
@@ -610,7 +605,7 @@ export class Agent {
         // A change is reported now, not at the next renewal (10 s away): a gateway that stopped
         // answering (the controller fails it over on this), or answers again.
         const vote = (o: ActiveGatewayObservation | undefined): string => (o ? `${o.node}/${!o.reachable && o.lanReachable}` : '');
-        if (now && vote(now) !== vote(before)) void this.beatNow();
+        if (now && vote(now) !== vote(before)) void this.heartbeat.beatNow();
       } else this.observation = undefined;
       this.timers.set('probe', PROBE_PERIOD_MS, () => void tick());
     };
@@ -666,38 +661,24 @@ export class Agent {
     return this.config.netns ? this.runner.run('ip', ['netns', 'exec', this.config.netns, 'ping', ...args]) : this.runner.run('ping', args);
   }
 
-  private async beat(candidate: boolean): Promise<void> {
-    // Read first: what the Lease says is the state when the renewal started, not after its awaits;
-    // a backend that went down since the last renewal is reported down once, even if it is back.
+  /**
+   * What the next heartbeat says. A backend that went down since the last write is reported down
+   * once, even if it is back (then another write says up).
+   */
+  private async health(candidate: boolean): Promise<AgentHealth> {
     const backendUp = this.backendUp && !this.downUnreported;
+    this.reportedUp = backendUp;
     if (this.downUnreported) {
       this.downUnreported = false;
-      if (this.backendUp) this.beatAgain = true;
+      if (this.backendUp) void this.heartbeat.beatNow();
     }
     const peers = probesPeers(this.current) ? await this.peerHealth() : {};
-    const health = encodeHealth({
+    return {
       backendUp,
       peers,
       ...(this.observation && { activeGateway: this.observation }),
       ...(candidate && { publicKey: await this.tunnel.publicKey() }),
-    });
-    const name = leaseName(this.config.nodeName);
-    const ns = this.config.namespace;
-    // The renewal time is taken when the write is sent, not when the renewal began: a read held by
-    // a paused API server would otherwise write a time from before the pause, already expired,
-    // and fail a healthy gateway over once the pause ends.
-    const spec = (): k8s.V1LeaseSpec => ({ holderIdentity: this.config.nodeName, leaseDurationSeconds: this.leaseSeconds ?? (candidate ? CANDIDATE_LEASE_SECONDS : MEMBER_LEASE_SECONDS), renewTime: new k8s.V1MicroTime() });
-    try {
-      const lease = await this.coordination.readNamespacedLease({ name, namespace: ns });
-      lease.metadata = { ...lease.metadata, annotations: { ...(lease.metadata?.annotations ?? {}), [HEALTH_ANNOTATION]: health } };
-      lease.spec = { ...lease.spec, ...spec() };
-      await this.coordination.replaceNamespacedLease({ name, namespace: ns, body: lease });
-    } catch (err) {
-      if (code(err) !== 404) throw failure(`renew lease ${ns}/${name}`, err);
-      await this.coordination.createNamespacedLease({ namespace: ns, body: { metadata: { name, namespace: ns, annotations: { [HEALTH_ANNOTATION]: health } }, spec: spec() } }).catch((e: unknown) => {
-        throw failure(`create lease ${ns}/${name}`, e);
-      });
-    }
+    };
   }
 
   /** Timers armed and not yet run: one per loop at most, however long the agent has run. */
@@ -724,13 +705,8 @@ export class Agent {
     this.tunnel.release();
     // One last renewal with a longer lease: the next agent starts before the controller would
     // take the gateway away for a lapsed heartbeat. Bounded: the API may be what is down.
-    if (this.isEndpointCandidate()) {
-      this.leaseSeconds = RESTART_LEASE_SECONDS;
-      const renewed = (this.beating ?? Promise.resolve()).then(() => this.beat(true)).then(
-        () => this.log.info('renewed the heartbeat for the next agent', { leaseSeconds: RESTART_LEASE_SECONDS }),
-        (err) => this.log.warn('failed to renew the heartbeat for the next agent', { error: (err as Error).message }),
-      );
-      await Promise.race([renewed, new Promise((r) => setTimeout(r, RELEASE_RENEW_TIMEOUT_MS))]);
+    if (this.isEndpointCandidate() && (await this.heartbeat.last(RESTART_LEASE_SECONDS, RELEASE_RENEW_TIMEOUT_MS))) {
+      this.log.info('renewed the heartbeat for the next agent', { leaseSeconds: this.heartbeat.finalLease });
     }
     await this.proxy.stop();
     for (const s of this.servers) s.close();
@@ -741,6 +717,7 @@ export class Agent {
     if (this.stopped) return false;
     this.stopped = true;
     this.timers.stop();
+    this.heartbeat.stop();
     await this.informer?.stop();
     await this.syncing;
     return true;

@@ -20,6 +20,8 @@ import {
   PSK_FILE,
 } from './names.js';
 import { parseAddr } from '../platform/http-endpoints.js';
+import { shown } from '../platform/canonical.js';
+import { CANDIDATE_LEASE_SECONDS, MAX_LEASE_SECONDS } from './heartbeat.js';
 import type { Topology } from '../topology/model.js';
 
 export interface AgentConfig {
@@ -47,6 +49,11 @@ export interface AgentConfig {
    * stay for the next agent to adopt: a rolling update must not cut the region off.
    */
   readonly cleanupOnExit?: boolean;
+  /**
+   * A gateway candidate's heartbeat lease, in seconds; it renews every quarter of it
+   * (contract/heartbeat.ts `RENEWALS_PER_LEASE`). @default CANDIDATE_LEASE_SECONDS
+   */
+  readonly leaseSeconds?: number;
   /** Tunnel device name. Unique per host with userspace WireGuard: its control sockets are global. */
   readonly device: string;
   /** L7 proxy: the mounted certificates, and the addresses of its listeners (Raven's ports). */
@@ -69,6 +76,8 @@ export const AGENT_USAGE = `usage: raven agent [flags]
   --netns NAME            run the data plane in this network namespace (lab)
   --cleanup-on-exit       on SIGTERM remove our routes, rules and tunnel (uninstall); by default they
                           stay, and the next agent adopts them (rolling updates cut nothing)
+  --lease-seconds N       a gateway candidate's heartbeat lease, renewed every quarter of it
+                          (default ${CANDIDATE_LEASE_SECONDS}, kubelet's; failover does not wait for it)
   --device NAME           tunnel device (default raven-wg0)
   --psk-file FILE         IPsec PSK, on gateway candidates (default ${PSK_FILE}; absent elsewhere)
   --proxy-cert-dir DIR    L7 proxy certificates: ca.crt, server.{crt,key}, client.{crt,key} (default /etc/raven/proxy)`;
@@ -195,6 +204,7 @@ export function parseAgentConfig(
       'psk-file': { type: 'string' },
       'proxy-cert-dir': { type: 'string' },
       'cleanup-on-exit': { type: 'boolean' },
+      'lease-seconds': { type: 'string' },
     },
   });
   const read = readAgentConfigFiles(values['config-dir'] ? readDir(values['config-dir']) : {});
@@ -212,6 +222,10 @@ export function parseAgentConfig(
   // The environment is no place for a secret: it stays readable in /proc/<pid>/environ and through
   // `kubectl exec ... env` for the life of the process. Refuse it rather than use it.
   if (env.VPN_CONNECTION_PSK !== undefined) errors.push('$VPN_CONNECTION_PSK is no longer read: mount the PSK Secret as a file and pass --psk-file (the compiled gateway DaemonSets do)');
+  const leaseSeconds = values['lease-seconds'] === undefined ? undefined : Number(values['lease-seconds']);
+  if (leaseSeconds !== undefined && !(Number.isInteger(leaseSeconds) && leaseSeconds >= 1 && leaseSeconds <= MAX_LEASE_SECONDS)) {
+    errors.push(`--lease-seconds ${shown(values['lease-seconds']!)} is not a whole number of seconds from 1 to ${MAX_LEASE_SECONDS}`);
+  }
   const psk = vpnDriver === 'ipsec' ? readPsk(values['psk-file'] ?? PSK_FILE, readSecret, errors) : undefined;
   const config: AgentConfig = {
     nodeName,
@@ -229,6 +243,7 @@ export function parseAgentConfig(
     ...(psk !== undefined && { psk }),
     ...(values.netns && { netns: values.netns }),
     ...(values['cleanup-on-exit'] && { cleanupOnExit: true }),
+    ...(leaseSeconds !== undefined && { leaseSeconds }),
     device: values.device ?? 'raven-wg0',
     proxy: {
       certDir: values['proxy-cert-dir'] ?? PROXY_CERT_DIR,

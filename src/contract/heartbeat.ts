@@ -1,10 +1,13 @@
 /**
  * The heartbeat contract between agents (writers) and the controller (reader), defined once.
  *
- * Each agent keeps one Lease, `raven-agent-<node>` in the raven namespace. Gateway candidates renew
- * it about every second with a short lease; other nodes renew slowly. The agent's view of its own
- * health rides along in one annotation, as JSON. Everything read from the cluster is parsed
- * tolerantly: a malformed annotation yields `undefined` fields, never an exception.
+ * Each agent keeps one Lease, `raven-agent-<node>` in the raven namespace, renewed a quarter of its
+ * lease duration apart, kubelet's own node Lease rate for candidates (10 s of 40 s). Speed does not
+ * come from renewing often: everything the controller fails over on is written the moment it
+ * changes (a backend down, a peer lost or reached through the tunnel, a standby losing its active),
+ * and a renewal only says "nothing changed, I am alive". The agent's view of its own health rides
+ * along in one annotation, as JSON. Everything read from the cluster is parsed tolerantly: a
+ * malformed annotation yields `undefined` fields, never an exception.
  */
 
 import { isObject, isWireGuardKey, objectName, shown } from '../platform/canonical.js';
@@ -13,21 +16,36 @@ export const LEASE_PREFIX = 'raven-agent-';
 export const HEALTH_ANNOTATION = 'raven-gitops.io/health';
 export const HEALTH_VERSION = 1;
 
-/** Renewal periods and lease durations (integer seconds, as Lease requires). */
-export const CANDIDATE_RENEW_MS = 1000;
-export const CANDIDATE_LEASE_SECONDS = 2;
-export const MEMBER_RENEW_MS = 10_000;
-export const MEMBER_LEASE_SECONDS = 30;
+/**
+ * Renewals per lease duration: an agent renews every `lease / RENEWALS_PER_LEASE`, so the
+ * controller knows any heartbeat's renew period from its lease alone (`renewPeriodMs`), whatever
+ * the agent was started with (`raven agent --lease-seconds`).
+ */
+export const RENEWALS_PER_LEASE = 4;
+/** Lease durations (integer seconds, as Lease requires) and the renew periods they imply. */
+export const CANDIDATE_LEASE_SECONDS = 40;
+export const CANDIDATE_RENEW_MS = (CANDIDATE_LEASE_SECONDS * 1000) / RENEWALS_PER_LEASE;
+/** Members carry no evidence the controller waits for: they renew slowly. */
+export const MEMBER_LEASE_SECONDS = 120;
+export const MEMBER_RENEW_MS = (MEMBER_LEASE_SECONDS * 1000) / RENEWALS_PER_LEASE;
+
+/** How often a heartbeat with this lease is renewed. */
+export function renewPeriodMs(leaseDurationSeconds: number): number {
+  return (leaseDurationSeconds * 1000) / RENEWALS_PER_LEASE;
+}
 
 /**
  * An agent that stops and leaves its data plane to the next one (a restart, a rolling update)
- * renews once with this lease, so that the next agent has time to start before the controller
- * takes the gateway away for a lapsed heartbeat. Evidence still fails it over at once meanwhile:
- * standbys that lose it, remote regions that lose it through the tunnel.
+ * renews once with at least this lease, so that the next agent has time to start before the
+ * controller takes the gateway away for a lapsed heartbeat. Evidence still fails it over at once
+ * meanwhile: standbys that lose it, remote regions that lose it through the tunnel.
  */
 export const RESTART_LEASE_SECONDS = 15;
 
-/** A standby's observation older than this is ignored. */
+/**
+ * A standby's observation older than this when its heartbeat was written is ignored. It is written
+ * when it changes, so one that was fresh when written stands for as long as the heartbeat lives.
+ */
 export const OBSERVATION_MAX_AGE_MS = 2000;
 /**
  * How far ahead of the controller's clock a node's clock may be. A renewal or observation stamped
@@ -35,7 +53,7 @@ export const OBSERVATION_MAX_AGE_MS = 2000;
  * (or its report "fresh") for as long as the forger liked.
  */
 export const MAX_CLOCK_SKEW_MS = 2000;
-/** The longest lease a heartbeat may claim; longer ones are cut to this (members renew every 10 s). */
+/** The longest lease a heartbeat may claim; longer ones are cut to this (a member's). */
 export const MAX_LEASE_SECONDS = MEMBER_LEASE_SECONDS;
 /** A health annotation larger than this is not read (honest ones are well under 1 KiB per peer). */
 export const MAX_HEALTH_BYTES = 256 * 1024;

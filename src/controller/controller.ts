@@ -20,7 +20,7 @@ import type { Logger } from '../platform/log.js';
 import { assignNodes } from './membership.js';
 import { Counter, Gauge, Histogram, Registry, registerProcessMetrics } from '../platform/metrics.js';
 import { WorkQueue } from './workqueue.js';
-import { activeTunnelNodes, clusterCandidates, DATA_PATH_PREFIX, DATAPATH_HOLD_DOWN_MS, type Disruption, elect, type ElectionEvent, type ElectionResult, electionEvents, type Features, HEARTBEAT_GAP_MS, heartbeatDisruption, holdReason, keyChangeEvents, publishedKeys, SIGHT_GRACE_MS } from './election.js';
+import { activeTunnelNodes, clusterCandidates, DATA_PATH_PREFIX, DATAPATH_HOLD_DOWN_MS, type Disruption, elect, type ElectionEvent, type ElectionResult, electionEvents, type Features, HEARTBEAT_GAP_GRACES, heartbeatDisruption, holdReason, keyChangeEvents, publishedKeys, sightGraceMs } from './election.js';
 import { type Clock, systemClock } from '../platform/timers.js';
 import { EXPOSURE_GATEWAY_LABEL, PROXY_SERVICE_NAME, SLICE_MANAGED_BY_LABEL, SLICE_MANAGER, SLICE_SERVICE_LABEL } from '../contract/names.js';
 import { desiredExposure, type Exposed, type ServiceLike, withPublicAddresses } from './exposure.js';
@@ -93,7 +93,7 @@ export class GatewayController {
   private readonly expiryTimers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   /** Node → Gateway; recomputed only after node or Gateway changes, not on every heartbeat. */
   private assignment?: Map<string, string>;
-  /** When (and why) this controller last regained sight of heartbeats: an expired one is no evidence for SIGHT_GRACE_MS after. */
+  /** When (and why) this controller last regained sight of heartbeats: an expired one is no evidence for `graceMs` after. */
   private sightSince?: number;
   private sightWhy?: string;
   /** Set when the Lease watch reconnects (resumed, relisted or restarted); its first event regains sight. */
@@ -102,6 +102,8 @@ export class GatewayController {
   private pendingEvent?: { reason: string; message: string; sending: boolean };
   /** When the last heartbeat Lease event arrived, to notice a gap. */
   private lastHeartbeatEventAt?: number;
+  /** The grace after regaining sight (`sightGraceMs` of the candidates' heartbeats, as of the last reconcile). */
+  private graceMs = sightGraceMs([]);
   /** The heartbeat disruption in force, if any (entered and left in `holdReason`). */
   private disruption?: Disruption;
   /** Re-checks every Gateway when the grace after regaining sight ends. */
@@ -228,7 +230,7 @@ export class GatewayController {
       if (!hb) return;
       const last = this.lastHeartbeatEventAt;
       this.lastHeartbeatEventAt = now;
-      if (last !== undefined && now - last > HEARTBEAT_GAP_MS) this.regainSight(`heartbeat events resumed after ${((now - last) / 1000).toFixed(1)} s without any`, now);
+      if (last !== undefined && now - last > HEARTBEAT_GAP_GRACES * this.graceMs) this.regainSight(`heartbeat events resumed after ${((now - last) / 1000).toFixed(1)} s without any`, now);
       else if (this.reconnected) this.regainSight(this.reconnected, now);
       this.reconnected = undefined;
       this.enqueueGatewaysOfNode(hb.node);
@@ -497,7 +499,9 @@ export class GatewayController {
    * reason to hold failovers back, if any.
    */
   private holdReason(heartbeats: ReadonlyMap<string, Heartbeat>, byNode: ReadonlyMap<string, string>, now: number): string | undefined {
-    const d = heartbeatDisruption(clusterCandidates(this.gatewayList(), byNode), heartbeats, now);
+    const candidates = clusterCandidates(this.gatewayList(), byNode);
+    this.graceMs = sightGraceMs(candidates.flatMap((c) => heartbeats.get(c.node) ?? []));
+    const d = heartbeatDisruption(candidates, heartbeats, now);
     if (d.disrupted && !this.disruption) {
       this.disruption = d;
       this.disruptionGauge.set(1);
@@ -510,22 +514,22 @@ export class GatewayController {
       this.regainSight('heartbeats fresh again after a disruption', now);
     }
     this.flushClusterEvent();
-    return holdReason({ ...(this.sightSince !== undefined && { since: this.sightSince, why: this.sightWhy }), disruption: d }, now);
+    return holdReason({ ...(this.sightSince !== undefined && { since: this.sightSince, why: this.sightWhy }), graceMs: this.graceMs, disruption: d }, now);
   }
 
   /**
-   * The controller (again) sees heartbeats arrive: for SIGHT_GRACE_MS an expired heartbeat is no
+   * The controller (again) sees heartbeats arrive: for `graceMs` an expired heartbeat is no
    * evidence, then every Gateway is checked again (held actives whose agents did not renew fail over).
    */
   private regainSight(why: string, now = this.clock.now()): void {
     this.sightSince = now;
     this.sightWhy = why;
-    this.log.info('regained sight of heartbeats; expired heartbeats fail nothing over until the grace ends', { why, graceMs: SIGHT_GRACE_MS });
+    this.log.info('regained sight of heartbeats; expired heartbeats fail nothing over until the grace ends', { why, graceMs: this.graceMs });
     clearTimeout(this.graceTimer);
     if (this.stopped) return;
     this.graceTimer = setTimeout(() => {
       if (!this.stopped) this.enqueueAll();
-    }, SIGHT_GRACE_MS + 1);
+    }, this.graceMs + 1);
     this.graceTimer.unref();
   }
 

@@ -18,7 +18,7 @@
 import type { EndpointType } from '../topology/model.js';
 import type { Gateway, GatewayEndpoint, NodeLike } from '../contract/gateway.js';
 import { isNodeReady, STANDBY_KEYS_CONFIG } from '../contract/gateway.js';
-import { CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, expiresAt, type Heartbeat, isLost, isReached, OBSERVATION_MAX_AGE_MS } from '../contract/heartbeat.js';
+import { CANDIDATE_LEASE_SECONDS, expiresAt, type Heartbeat, isLost, isReached, OBSERVATION_MAX_AGE_MS, renewPeriodMs } from '../contract/heartbeat.js';
 import { L3_TUNNEL_KEY, L7_PROXY_KEY } from '../contract/raven-cfg.js';
 
 export interface Features {
@@ -284,7 +284,8 @@ function unreachableReports(input: ElectionInput, target: string): { unreachable
     if (!hb || input.memberOf.get(node) !== gw || input.now > expiresAt(hb)) continue;
     const seen = hb.health?.activeGateway;
     if (!seen || seen.node !== target || !seen.lanReachable) continue;
-    if (input.now - seen.observedAt > OBSERVATION_MAX_AGE_MS) continue;
+    // Written when it changes: it must have been fresh when written, and stands while the heartbeat lives.
+    if (hb.renewTime - seen.observedAt > OBSERVATION_MAX_AGE_MS) continue;
     total++;
     if (!seen.reachable) unreachable.push(node);
   }
@@ -338,26 +339,34 @@ function uniqueByNode(endpoints: GatewayEndpoint[]): GatewayEndpoint[] {
  * Static stability (docs/0003-controller.md, "Static stability"), after Kubernetes' node lifecycle
  * controller: an expired heartbeat is evidence of a dead gateway only while the controller sees the
  * heartbeats of the rest of the cluster arrive. Two rules hold a failover back:
- * - grace: for SIGHT_GRACE_MS after the controller regained sight (its start or leadership, a
- *   reconnect of the Lease watch, heartbeat events resuming after HEARTBEAT_GAP_MS of silence, the
+ * - grace: for `sightGraceMs` after the controller regained sight (its start or leadership, a
+ *   reconnect of the Lease watch, heartbeat events resuming after a silence longer than that, the
  *   end of a disruption), as the node lifecycle controller resets its probe times when it regains
  *   sight;
  * - disruption: when a large share of the cluster's candidates missed their renewal together
  *   (`heartbeatDisruption`), like its zone states ("FullDisruption" stops evictions).
  */
 
-/** After regaining sight, how long expired heartbeats are no evidence: one candidate lease, two renewals. */
-export const SIGHT_GRACE_MS = CANDIDATE_LEASE_SECONDS * 1000;
-/** No heartbeat event from any agent for this long is a gap: the next event regains sight. */
-export const HEARTBEAT_GAP_MS = CANDIDATE_LEASE_SECONDS * 1000;
 /**
  * A heartbeat is overdue once it is older than this many renew periods (a renewal missed, with a
  * quarter period for latency). Overdue, not expired, is what the disruption counts: when the API
  * stops, every heartbeat is overdue before the first has expired.
  */
 export const OVERDUE_RENEWALS = 1.25;
-/** The cluster's candidates are those whose heartbeat was valid within this long of the freshest renewal. */
-export const MASS_LAPSE_WINDOW_MS = 5 * CANDIDATE_RENEW_MS;
+/**
+ * After regaining sight, how long expired heartbeats are no evidence: one renewal of the slowest
+ * candidate, with a quarter period for latency (`OVERDUE_RENEWALS`), so every live agent has
+ * written again. From the heartbeats' own leases (`renewPeriodMs`); with none, the contract's.
+ */
+export function sightGraceMs(heartbeats: Iterable<Heartbeat>): number {
+  let lease = 0;
+  for (const hb of heartbeats) lease = Math.max(lease, hb.leaseDurationSeconds);
+  return OVERDUE_RENEWALS * renewPeriodMs(lease || CANDIDATE_LEASE_SECONDS);
+}
+/** No heartbeat event from any agent for this long (times the grace) is a gap: the next event regains sight. */
+export const HEARTBEAT_GAP_GRACES = 1.2;
+/** The cluster's candidates are those whose heartbeat was valid within this many renew periods of the freshest renewal. */
+export const MASS_LAPSE_WINDOW_RENEWALS = 5;
 /** A disruption: at least this share of the cluster's candidates overdue (the node lifecycle controller's unhealthyZoneThreshold)… */
 export const MASS_LAPSE_SHARE = 0.55;
 /** …in at least this many regions (Gateways): one region losing its link to the API is that region's fault. */
@@ -371,7 +380,7 @@ export interface ClusterCandidate {
 
 export interface Disruption {
   readonly disrupted: boolean;
-  /** Candidates counted (with a heartbeat valid within MASS_LAPSE_WINDOW_MS of the freshest renewal). */
+  /** Candidates counted (with a heartbeat valid within MASS_LAPSE_WINDOW_RENEWALS renew periods of the freshest renewal). */
   readonly candidates: number;
   /** Of those, how many are overdue, and in which Gateways (sorted). */
   readonly overdue: number;
@@ -397,14 +406,14 @@ export function clusterCandidates(gateways: readonly Gateway[], memberOf: Readon
   return [...out.values()].sort((a, b) => compare(a.node, '', b.node, ''));
 }
 
-/** When `hb` is overdue: OVERDUE_RENEWALS renew periods after its renewal (the renew period scales with the lease). */
+/** When `hb` is overdue: OVERDUE_RENEWALS of its renew periods after its renewal. */
 export function overdueAt(hb: Heartbeat): number {
-  return hb.renewTime + (OVERDUE_RENEWALS * CANDIDATE_RENEW_MS * hb.leaseDurationSeconds) / CANDIDATE_LEASE_SECONDS;
+  return hb.renewTime + OVERDUE_RENEWALS * renewPeriodMs(hb.leaseDurationSeconds);
 }
 
 /**
  * Whether the cluster's heartbeats lapsed together. The candidates counted are those whose
- * heartbeat was still valid within MASS_LAPSE_WINDOW_MS of the freshest renewal seen (so a node
+ * heartbeat was still valid within MASS_LAPSE_WINDOW_RENEWALS renew periods of the freshest renewal seen (so a node
  * dead for an hour does not count, and after an outage of any length every node alive when the API
  * stopped still does); candidates without any heartbeat are not counted. Disrupted when at least
  * MASS_LAPSE_SHARE of them are overdue, in at least MASS_LAPSE_MIN_REGIONS Gateways.
@@ -415,7 +424,7 @@ export function heartbeatDisruption(candidates: readonly ClusterCandidate[], hea
     return hb ? [{ ...c, hb }] : [];
   });
   const freshest = Math.max(...beats.map((b) => b.hb.renewTime));
-  const counted = beats.filter((b) => expiresAt(b.hb) >= freshest - MASS_LAPSE_WINDOW_MS);
+  const counted = beats.filter((b) => expiresAt(b.hb) >= freshest - MASS_LAPSE_WINDOW_RENEWALS * renewPeriodMs(b.hb.leaseDurationSeconds));
   const overdue = counted.filter((b) => now > overdueAt(b.hb));
   const regions = [...new Set(overdue.map((b) => b.gateway))].sort();
   const disrupted = counted.length > 0 && overdue.length >= MASS_LAPSE_SHARE * counted.length && regions.length >= MASS_LAPSE_MIN_REGIONS;
@@ -430,14 +439,16 @@ export interface Sight {
   readonly since?: number;
   /** Why, for the log: "caches synced", "heartbeat events resumed after 20.1 s", … */
   readonly why?: string;
+  /** How long after `since` expired heartbeats are no evidence (`sightGraceMs`). */
+  readonly graceMs: number;
   readonly disruption: Disruption;
 }
 
 /** Why an expired heartbeat is no evidence at `now` (ElectionInput.holdExpired), or undefined when it is. */
 export function holdReason(sight: Sight, now: number): string | undefined {
   if (sight.disruption.disrupted) return `heartbeat disruption, a control-plane fault rather than gateway faults: ${sight.disruption.evidence}`;
-  if (sight.since !== undefined && now < sight.since + SIGHT_GRACE_MS) {
-    return `regained sight of heartbeats ${((now - sight.since) / 1000).toFixed(1)} s ago (${sight.why ?? 'unknown'}); waiting ${SIGHT_GRACE_MS / 1000} s for fresh heartbeats`;
+  if (sight.since !== undefined && now < sight.since + sight.graceMs) {
+    return `regained sight of heartbeats ${((now - sight.since) / 1000).toFixed(1)} s ago (${sight.why ?? 'unknown'}); waiting ${sight.graceMs / 1000} s for fresh heartbeats`;
   }
   return undefined;
 }

@@ -230,7 +230,7 @@ test('failed syncs retry after 1, 2, 4, 8, 16, 30, 30 s; a success starts over; 
   }
 });
 
-test('a tunnel device that vanished is reported down by the next heartbeat, and a sync brings it back', async () => {
+test('a tunnel device that vanished is reported down within a backend check, and a sync brings it back', async () => {
   const lab = await startLab({ seedCrds: true });
   const state = mkdtempSync(join(tmpdir(), 'raven-agent-backend-'));
   const clock = new FakeClock(() => new Promise((r) => setTimeout(r, 2)));
