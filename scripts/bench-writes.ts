@@ -21,7 +21,7 @@
  * Prints JSON lines {"name","value","unit"}.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,12 +61,17 @@ async function freePort(): Promise<number> {
   await new Promise<void>((r) => srv.close(() => r()));
   return port;
 }
-function started(cmd: string[], ready: RegExp, what: string): Promise<{ proc: ChildProcess; out: () => string }> {
-  const proc = spawn(process.execPath, ['bin/raven.mjs', ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
+function started(cmd: string[], ready: RegExp, what: string): Promise<{ proc: ChildProcess; out: () => string; ready: RegExpExecArray }> {
+  // BENCH_PROFILE_DIR=DIR: the controller writes a CPU profile there when it stops.
+  const profile = cmd[0] === 'controller' && process.env.BENCH_PROFILE_DIR ? ['--prof', `--logfile=${process.env.BENCH_PROFILE_DIR}/controller-v8.log`, '--no-logfile-per-isolate'] : [];
+  const proc = spawn(process.execPath, [...profile, 'bin/raven.mjs', ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d) => (out = (out + d).slice(-20_000)));
   proc.stderr!.on('data', (d) => (out = (out + d).slice(-20_000)));
-  return until(() => (ready.test(out) ? { proc, out: () => out } : undefined), 60_000, `${what} to start; it said:\n${out}`);
+  return until(() => {
+    const m = ready.exec(out);
+    return m ? { proc, out: () => out, ready: m } : undefined;
+  }, 60_000, `${what} to start; it said:\n${out}`);
 }
 
 // The cluster, as the compiler writes it.
@@ -152,9 +157,24 @@ try {
     }, () => undefined),
   );
 
-  controller = await started(['controller', '--kubeconfig', kubeconfig, '--namespace', NS, '--http-addr', '127.0.0.1:0'], /serving health and metrics/, 'the controller');
-  await until(() => gateways.every((g) => active.get(g.metadata.name)), 300_000, 'every Gateway to have an active tunnel endpoint');
+  controller = await started(['controller', '--kubeconfig', kubeconfig, '--namespace', NS, '--http-addr', '127.0.0.1:0'], /serving health and metrics port=(\d+)/, 'the controller');
+  await until(() => gateways.every((g) => active.get(g.metadata.name)), Number(process.env.BENCH_ELECT_TIMEOUT_MS ?? 300_000), 'every Gateway to have an active tunnel endpoint');
   log(`every Gateway elected at ${Date.now() - t0} ms`);
+  // Then the rest of the first pass (member labels on 10,000 nodes, Events): settled when the
+  // controller's reconcile count stands still for 3 s.
+  const metricsPort = Number(controller.ready[1]);
+  const reconciles = async (): Promise<number> => {
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    return [...text.matchAll(/^raven_controller_reconcile_total\{[^}]*\} (\d+)/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+  };
+  let last = -1;
+  let stillSince = Date.now();
+  await until(async () => {
+    const n = await reconciles();
+    if (n !== last) [last, stillSince] = [n, Date.now()];
+    return Date.now() - stillSince >= 3000 || undefined;
+  }, 600_000, 'the controller to settle after the first election');
+  log(`controller settled at ${Date.now() - t0} ms after ${last} reconciles`);
   // Standbys watch their active (synthetic: it answers); the report is written once, on change.
   for (const gw of gateways) {
     const a = active.get(gw.metadata.name)!;
@@ -169,9 +189,17 @@ try {
 
   // Steady state.
   const requests = (): number => [...writers.values()].reduce((s, w) => s + w.requests.replace + w.requests.read + w.requests.create, 0);
-  const [writes0, requests0, changes0, errors0, at0] = [leaseWrites, requests(), statusChanges.length, errors, Date.now()];
+  /** The controller's CPU time so far (ms), from /proc. */
+  const cpuMs = (): number => {
+    const f = readFileSync(`/proc/${controller!.proc.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+  };
+  const [writes0, requests0, changes0, errors0, at0, cpu0, reconciles0] = [leaseWrites, requests(), statusChanges.length, errors, Date.now(), cpuMs(), await reconciles()];
   await sleep(SECONDS * 1000);
   const secs = (Date.now() - at0) / 1000;
+  emit('controller_steady_cpu_share', (cpuMs() - cpu0) / 1000 / secs, 'cores');
+  emit('controller_steady_reconciles_per_second', ((await reconciles()) - reconciles0) / secs, 'reconciles/s');
+  emit('controller_rss', Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${controller!.proc.pid}/status`, 'utf8'))?.[1]) / 1024, 'MiB');
   const perNode = (leaseWrites - writes0) / secs / nodes.length;
   emit('heartbeat_writes_per_node_per_second', perNode, 'writes/s/node', { target: 0.1, nodes: nodes.length, seconds: Math.round(secs) });
   emit('heartbeat_requests_per_node_per_second', (requests() - requests0) / secs / nodes.length, 'requests/s/node');

@@ -239,6 +239,27 @@ export function dataPathVerdict(input: ElectionInput, active: string, standbys: 
   };
 }
 
+/**
+ * What of a heartbeat any election reads, besides its expiry: two heartbeats of one node with the
+ * same key elect alike, so a renewal that only moves the renew time needs no reconcile (the
+ * controller arms a timer at the active's expiry). Run lengths count only as lost, reached or
+ * neither, as `isLost` and `isReached` read them.
+ */
+export function evidenceKey(hb: Heartbeat): string {
+  const h = hb.health;
+  if (!h) return '';
+  const verdict = (p: { lostProbes?: number; answeredProbes?: number }): string => (isLost(p) ? 'L' : isReached(p) ? 'R' : '-');
+  const peers = Object.keys(h.peers)
+    .sort()
+    .map((g) => {
+      const p = h.peers[g]!;
+      const standbys = Object.keys(p.standbys ?? {}).sort().map((n) => `${n}=${verdict(p.standbys![n]!)}`);
+      return `${g}:${p.node ?? ''}:${verdict(p)}:${standbys.join(',')}`;
+    });
+  const a = h.activeGateway;
+  return JSON.stringify([h.backendUp, h.publicKey ?? '', a ? [a.node, a.reachable, a.lanReachable] : null, peers]);
+}
+
 /** "heartbeat expired N s ago" when `node`'s heartbeat has lapsed, else undefined. */
 function expiredFor(input: ElectionInput, node: string): string | undefined {
   const hb = input.heartbeats.get(node);

@@ -48,6 +48,14 @@ test('bad values are all reported, each with what is allowed', () => {
   }
 });
 
+test('--lease-seconds sets a candidate\'s heartbeat lease; a bad one is refused with the range', () => {
+  assert.is(parseAgentConfig([], env, () => ({})).leaseSeconds, undefined, 'default: the contract\'s');
+  assert.is(parseAgentConfig(['--lease-seconds', '8'], env, () => ({})).leaseSeconds, 8);
+  for (const bad of ['0', '2.5', 'ten', '121']) {
+    assert.throws(() => parseAgentConfig(['--lease-seconds', bad], env, () => ({})), (e: Error) => e.message.includes(`--lease-seconds "${bad}" is not a whole number of seconds from 1 to 120`));
+  }
+});
+
 test('files that are no key of raven-agent-config are reported as ignored, never read, and do not stop the agent', () => {
   const dir = mkdtempSync(join(tmpdir(), 'raven-agent-cfg-'));
   try {

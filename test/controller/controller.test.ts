@@ -58,6 +58,20 @@ test('the controller answers /healthz and /readyz', async () => {
   assert.ok(metric(m, 'nodejs_heap_size_used_bytes') > 0 && metric(m, 'process_resident_memory_bytes') > metric(m, 'nodejs_heap_size_used_bytes'), 'process memory is exported');
 });
 
+test('renewals that change nothing an election reads do not reconcile (news does, at once)', async () => {
+  const reconciles = async (): Promise<number> => {
+    const m = await controller.metrics();
+    return metric(m, 'raven_controller_reconcile_total{result="success"}') + metric(m, 'raven_controller_reconcile_total{result="error"}');
+  };
+  const renewalsBefore = cluster.api.requests().filter((r) => r.method === 'PUT' && r.path.includes('/leases/')).length;
+  const before = await reconciles();
+  await new Promise((r) => setTimeout(r, 3000));
+  const renewals = cluster.api.requests().filter((r) => r.method === 'PUT' && r.path.includes('/leases/')).length - renewalsBefore;
+  const during = (await reconciles()) - before;
+  // Each Gateway is still checked when its active's lease runs out (a timer, 2 s leases here).
+  assert.ok(renewals >= 40 && during * 4 < renewals, `${during} reconciles for ${renewals} renewals`);
+});
+
 test('a LoadBalancer region gets a Service per active endpoint, and its publicIP from the ingress', async () => {
   const patch = { spec: { exposeType: 'LoadBalancer', endpoints: [{ nodeName: 'cloud-gw-1', type: 'tunnel', port: 4500, underNAT: false }, { nodeName: 'cloud-gw-1', type: 'proxy', port: 10262, underNAT: false }] } };
   const merge = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch);
