@@ -10,11 +10,13 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as k8s from '@kubernetes/client-node';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { failures, type PairResult } from '../../src/lab/check.ts';
 import { gateways, labCheck, labDown, labFail, labRestore, pskFileOf, startAgent } from '../../src/lab/lab.ts';
 import { LabState } from '../../src/lab/state.ts';
+import { HEALTH_ANNOTATION } from '../../src/contract/heartbeat.ts';
 import { waitFor } from '../support/cluster-harness.ts';
 import { canUseNetns, haveStrongswan, haveWireGuard, run } from '../support/netns.ts';
 
@@ -33,6 +35,13 @@ function labSuite(backend: 'wireguard' | 'ipsec'): void {
   const node = (n: string) => record().plan.nodes.find((x) => x.name === n)!;
   const activeOf = async (region: string): Promise<string | undefined> =>
     (await gateways(state)).find((g) => g.metadata.name === `gw-${region}`)?.status?.activeEndpoints?.find((e) => e.type === 'tunnel')?.nodeName;
+  /** Every agent's Lease as the controller reads it: renewal, lease, health. */
+  const leases = async (): Promise<string> => {
+    const kc = new k8s.KubeConfig();
+    kc.loadFromFile(state.kubeconfig);
+    const list = await kc.makeApiClient(k8s.CoordinationV1Api).listNamespacedLease({ namespace: record().namespace });
+    return list.items.map((l) => `${l.metadata?.name} renewed ${new Date(l.spec?.renewTime as unknown as string).toISOString()} lease ${l.spec?.leaseDurationSeconds}s ${l.metadata?.annotations?.[HEALTH_ANNOTATION]}`).join('\n');
+  };
   const logs = (): string => {
     const dir = join(state.dir, 'logs');
     return existsSync(dir) ? readdirSync(dir).map((f) => `--- ${f}\n${readFileSync(join(dir, f), 'utf8').split('\n').slice(-15).join('\n')}`).join('\n') : '(no logs)';
@@ -126,16 +135,22 @@ function labSuite(backend: 'wireguard' | 'ipsec'): void {
         await waitFor(async () => /time=/.test(out), 10_000, 'replies before the kill');
         const killedAt = Date.now();
         await labFail(state, active!);
-        // The first reply ping stamped (-D) after the node was down: a reply it printed before the
-        // links went down can still be read from the pipe after labFail returns (seen under load).
+        // The first reply to a request ping sent (-D stamps, minus the round trip) after the node was
+        // down: a reply printed before the links went down can still be read from the pipe after
+        // labFail returns (seen under load).
         const downAt = Date.now();
+        // Sent after, too: with the WAN delay on, a reply to a request sent just before the kill is
+        // still on the wire (seen: sent 4 ms before the kill, stamped 5 ms after the links went down).
         const replyAfter = (ms: number): number | undefined => {
-          for (const m of out.matchAll(/^\[(\d+\.\d+)\].*time=/gm)) if (Number(m[1]) * 1000 > ms) return Number(m[1]) * 1000;
+          for (const m of out.matchAll(/^\[(\d+\.\d+)\].*time=([\d.]+) ms/gm)) {
+            const at = Number(m[1]) * 1000;
+            if (at - Number(m[2]) > ms) return at;
+          }
           return undefined;
         };
         const firstReply = await waitFor(async () => replyAfter(downAt), 20_000, () => `traffic to ${target.name} through the standby of ${r.name}\n${logs()}`);
         const successor = await activeOf(r.name);
-        assert.ok(successor && successor !== active, `${r.name}: ${active} replaced by ${successor}\n${logs()}`);
+        assert.ok(successor && successor !== active, `${r.name}: ${active} replaced by ${successor} (killed at ${new Date(killedAt).toISOString()}, down at ${new Date(downAt).toISOString()}, first reply stamped ${new Date(firstReply).toISOString()})\n${await leases()}\nping:\n${out.split('\n').slice(-40).join('\n')}\n${logs()}`);
         console.log(`lab (${backend}): ${r.name} failover ${active} -> ${successor}: traffic back ${Math.round(firstReply - killedAt)} ms after the kill (ping's own timestamps)`);
       } finally {
         ping.kill('SIGTERM');
