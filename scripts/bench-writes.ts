@@ -22,7 +22,6 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -33,6 +32,7 @@ import { compile } from '../src/compiler/compile.ts';
 import type { Gateway } from '../src/contract/gateway.ts';
 import { type AgentHealth, CANDIDATE_RENEW_MS } from '../src/contract/heartbeat.ts';
 import { systemClock, Timers } from '../src/platform/timers.ts';
+import { waitFor } from '../test/support/cluster-harness.ts';
 import { generateTopology } from './gen-topology.ts';
 
 const { values } = parseArgs({ options: { regions: { type: 'string', default: '1000' }, nodes: { type: 'string', default: '10' }, seconds: { type: 'string', default: '60' }, failovers: { type: 'string', default: '5' } } });
@@ -45,22 +45,6 @@ const NS = 'raven-system';
 const emit = (name: string, value: number, unit: string, extra: Record<string, unknown> = {}): void => console.log(JSON.stringify({ name, value: Math.round(value * 1000) / 1000, unit, regions: REGIONS, nodesPerRegion: NODES, ...extra }));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const log = (m: string): void => void process.stderr.write(`bench-writes: ${m}\n`);
-async function until<T>(f: () => T | undefined | Promise<T | undefined>, ms: number, what: string): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 function started(cmd: string[], ready: RegExp, what: string): Promise<{ proc: ChildProcess; out: () => string; ready: RegExpExecArray }> {
   // BENCH_PROFILE_DIR=DIR: the controller writes a CPU profile there when it stops.
   const profile = cmd[0] === 'controller' && process.env.BENCH_PROFILE_DIR ? ['--prof', `--logfile=${process.env.BENCH_PROFILE_DIR}/controller-v8.log`, '--no-logfile-per-isolate'] : [];
@@ -68,10 +52,10 @@ function started(cmd: string[], ready: RegExp, what: string): Promise<{ proc: Ch
   let out = '';
   proc.stdout!.on('data', (d) => (out = (out + d).slice(-20_000)));
   proc.stderr!.on('data', (d) => (out = (out + d).slice(-20_000)));
-  return until(() => {
+  return waitFor(() => {
     const m = ready.exec(out);
     return m ? { proc, out: () => out, ready: m } : undefined;
-  }, 60_000, `${what} to start; it said:\n${out}`);
+  }, 60_000, () => `${what} to start; it said:\n${out}`);
 }
 
 // The cluster, as the compiler writes it.
@@ -85,9 +69,9 @@ writeFileSync(join(dir, 'gateways-crd.yaml'), JSON.stringify(crd.obj));
 const gateways = docs.filter((d) => d.obj.kind === 'Gateway').map((d) => d.obj as unknown as Gateway);
 log(`compiled ${gateways.length} Gateways in ${Date.now() - t0} ms`);
 
-const port = await freePort();
 const kubeconfig = join(dir, 'kubeconfig');
-const api = await started(['lab', 'apiserver', '--port', String(port), '--kubeconfig', kubeconfig, '--crds', dir], /serving http/, 'the API server');
+// --port 0 (the default): a free port, written into the kubeconfig.
+const api = await started(['lab', 'apiserver', '--kubeconfig', kubeconfig, '--crds', dir], /serving http/, 'the API server');
 const kc = new k8s.KubeConfig();
 kc.loadFromFile(kubeconfig);
 const objects = k8s.KubernetesObjectApi.makeApiClient(kc);
@@ -158,7 +142,7 @@ try {
   );
 
   controller = await started(['controller', '--kubeconfig', kubeconfig, '--namespace', NS, '--http-addr', '127.0.0.1:0'], /serving health and metrics port=(\d+)/, 'the controller');
-  await until(() => gateways.every((g) => active.get(g.metadata.name)), Number(process.env.BENCH_ELECT_TIMEOUT_MS ?? 300_000), 'every Gateway to have an active tunnel endpoint');
+  await waitFor(() => gateways.every((g) => active.get(g.metadata.name)), Number(process.env.BENCH_ELECT_TIMEOUT_MS ?? 300_000), 'every Gateway to have an active tunnel endpoint');
   log(`every Gateway elected at ${Date.now() - t0} ms`);
   // Then the rest of the first pass (member labels on 10,000 nodes, Events): settled when the
   // controller's reconcile count stands still for 3 s.
@@ -169,7 +153,7 @@ try {
   };
   let last = -1;
   let stillSince = Date.now();
-  await until(async () => {
+  await waitFor(async () => {
     const n = await reconciles();
     if (n !== last) [last, stillSince] = [n, Date.now()];
     return Date.now() - stillSince >= 3000 || undefined;
@@ -218,7 +202,7 @@ try {
     sees.set(standby, { node: victim, reachable: false });
     const sent = Date.now();
     void writers.get(standby)!.beatNow();
-    const moved = await until(() => statusChanges.find((c) => c.gateway === name && c.at >= sent && c.active === standby), 30_000, `${name} to fail over from ${victim} to ${standby}`);
+    const moved = await waitFor(() => statusChanges.find((c) => c.gateway === name && c.at >= sent && c.active === standby), 30_000, `${name} to fail over from ${victim} to ${standby}`);
     latencies.push(moved.at - sent);
   }
   latencies.sort((a, b) => a - b);

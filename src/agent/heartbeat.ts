@@ -96,7 +96,10 @@ export class HeartbeatWriter {
       () => true,
       (err: unknown) => (this.opts.onError(err as Error), false),
     );
-    return Promise.race([written, new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs))]);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs)));
+    // The timer goes once the write is done: it must not hold a stopping process for its length.
+    return Promise.race([written, timedOut]).finally(() => clearTimeout(timer));
   }
 
   stop(): void {

@@ -361,7 +361,6 @@ export class GatewayController {
     this.queue.add(PROXY_ENTRY_KEY);
   }
 
-  /** A node change can affect the Gateway it belongs to, the one it is labelled for, and any naming it. */
   /**
    * Enqueues every Gateway `node` matters to: those naming it in spec endpoints or status nodes
    * (an index kept per Gateway event), the one its raven label names, and the one it belongs to
