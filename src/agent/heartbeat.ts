@@ -8,10 +8,27 @@ import * as k8s from '@kubernetes/client-node';
 import { type AgentHealth, CANDIDATE_LEASE_SECONDS, encodeHealth, HEALTH_ANNOTATION, leaseName, MEMBER_LEASE_SECONDS, renewPeriodMs } from '../contract/heartbeat.js';
 import { code } from '../platform/leader-election.js';
 import { failure } from './dataplane/errors.js';
+import { withDeadline } from '../platform/request-deadline.js';
 import type { Clock, Timers } from '../platform/timers.js';
 
 /** A renewal this close to due is sent now rather than armed for later. */
 const RENEW_EARLY_MS = 50;
+
+/**
+ * A write not answered within half a renew period (5 s for a candidate) is aborted: a request the
+ * API server took and never answered must not hold back the writes queued behind it, and half a
+ * period leaves the next renewal time to be sent before the lease runs out.
+ */
+export function writeDeadlineMs(leaseSeconds: number): number {
+  return renewPeriodMs(leaseSeconds) / 2;
+}
+
+/**
+ * A failed write is tried again this much later, then twice as long after each further failure, up
+ * to a renew period; a write that succeeds starts over. What failed to be reported (a backend that
+ * went down) must not wait a whole period, and an API server that is down is not hammered.
+ */
+export const RETRY_FIRST_MS = 500;
 
 export interface HeartbeatOptions {
   readonly node: string;
@@ -38,6 +55,10 @@ export class HeartbeatWriter {
   private lastWrite?: number;
   /** Set by `last`: the final write's lease. */
   private finalLeaseSeconds?: number;
+  /** Writes failed in a row, and when the next try is due. */
+  private failures = 0;
+  private retryAt = 0;
+  private started = false;
   /** Requests sent to the API, by verb (the benchmark's count; the API server counts too). */
   readonly requests = { replace: 0, read: 0, create: 0 };
 
@@ -55,15 +76,26 @@ export class HeartbeatWriter {
    * push the next one toward expiry.
    */
   start(): void {
-    const tick = async (): Promise<void> => {
-      if (this.stopped) return;
-      const period = renewPeriodMs(this.leaseSeconds());
-      const now = this.opts.clock.now();
-      if (this.lastWrite === undefined || now - this.lastWrite >= period - RENEW_EARLY_MS) await this.beatNow();
-      const next = (this.lastWrite ?? this.opts.clock.now()) + period - this.opts.clock.now();
-      this.opts.timers.set('heartbeat', Math.max(next, RENEW_EARLY_MS), () => void tick());
-    };
-    void tick();
+    this.started = true;
+    void this.tick();
+  }
+
+  private async tick(): Promise<void> {
+    if (this.stopped) return;
+    const period = renewPeriodMs(this.leaseSeconds());
+    if (this.due(period) <= RENEW_EARLY_MS) await this.beatNow();
+    this.arm(period);
+  }
+
+  /** Milliseconds until the next write is due: a retry after a failure, else a renewal. */
+  private due(period: number): number {
+    const now = this.opts.clock.now();
+    if (this.failures > 0) return this.retryAt - now;
+    return this.lastWrite === undefined ? 0 : this.lastWrite + period - now;
+  }
+
+  private arm(period = renewPeriodMs(this.leaseSeconds())): void {
+    if (this.started && !this.stopped) this.opts.timers.set('heartbeat', Math.max(this.due(period), RENEW_EARLY_MS), () => void this.tick());
   }
 
   /** One write at a time (the Lease is replaced whole): one asked for while one is in flight runs right after it. */
@@ -73,7 +105,16 @@ export class HeartbeatWriter {
       return this.beating;
     }
     this.beating = this.write()
-      .catch((err: unknown) => this.opts.onError(err as Error))
+      .then(
+        () => void (this.failures = 0),
+        (err: unknown) => {
+          this.failures++;
+          const period = renewPeriodMs(this.leaseSeconds());
+          this.retryAt = this.opts.clock.now() + Math.min(RETRY_FIRST_MS * 2 ** (this.failures - 1), period);
+          this.opts.onError(err as Error);
+          this.arm(period);
+        },
+      )
       .finally(() => {
         this.beating = undefined;
         if (this.again && !this.stopped) {
@@ -115,6 +156,11 @@ export class HeartbeatWriter {
     const candidate = asCandidate ?? this.opts.candidate();
     const health = encodeHealth(await this.opts.health(candidate));
     const name = leaseName(this.opts.node);
+    const deadline = writeDeadlineMs(this.finalLeaseSeconds ?? this.leaseSeconds(candidate));
+    await withDeadline(this.opts.clock, deadline, `renew lease ${this.opts.namespace}/${name}`, (options) => this.send(name, candidate, health, options));
+  }
+
+  private async send(name: string, candidate: boolean, health: string, options: k8s.ConfigurationOptions): Promise<void> {
     const namespace = this.opts.namespace;
     // The renewal time is taken when the write is sent, not when the renewal began: a read held by
     // a paused API server would otherwise write a time from before the pause, already expired,
@@ -129,7 +175,7 @@ export class HeartbeatWriter {
     if (this.lease) {
       try {
         this.requests.replace++;
-        this.lease = await this.coordination.replaceNamespacedLease({ name, namespace, body: body(this.lease) });
+        this.lease = await this.coordination.replaceNamespacedLease({ name, namespace, body: body(this.lease) }, options);
         return;
       } catch (err) {
         this.lease = undefined;
@@ -138,13 +184,13 @@ export class HeartbeatWriter {
     }
     try {
       this.requests.read++;
-      const lease = await this.coordination.readNamespacedLease({ name, namespace });
+      const lease = await this.coordination.readNamespacedLease({ name, namespace }, options);
       this.requests.replace++;
-      this.lease = await this.coordination.replaceNamespacedLease({ name, namespace, body: body(lease) });
+      this.lease = await this.coordination.replaceNamespacedLease({ name, namespace, body: body(lease) }, options);
     } catch (err) {
       if (code(err) !== 404) throw failure(`renew lease ${namespace}/${name}`, err);
       this.requests.create++;
-      this.lease = await this.coordination.createNamespacedLease({ namespace, body: body({ metadata: { name, namespace } }) }).catch((e: unknown) => {
+      this.lease = await this.coordination.createNamespacedLease({ namespace, body: body({ metadata: { name, namespace } }) }, options).catch((e: unknown) => {
         throw failure(`create lease ${namespace}/${name}`, e);
       });
     }

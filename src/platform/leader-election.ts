@@ -8,8 +8,17 @@
  * `leaseDurationSeconds` since we first saw it. The duration and renew time written in the Lease
  * are not trusted, so a forged holder with a ten-year lease or a renew time in the future stops
  * nobody for longer than one lease duration past its last change.
+ *
+ * A leader steps down when it has not renewed for `RENEW_DEADLINE` of the lease duration (client-go's
+ * 10 s of 15 s), and each attempt's requests are aborted after a retry period: a renewal the API
+ * server never answers cannot keep a replica leading past the moment another may take over.
  */
 import * as k8s from '@kubernetes/client-node';
+import { withDeadline } from './request-deadline.js';
+import { systemClock } from './timers.js';
+
+/** The share of the lease duration a leader may go without renewing before it steps down. */
+export const RENEW_DEADLINE = 2 / 3;
 
 export interface LeaderElectionOptions {
   readonly namespace: string;
@@ -47,7 +56,7 @@ export class LeaderElector {
       const now = this.now();
       let ok = false;
       try {
-        ok = await this.tryAcquireOrRenew(now);
+        ok = await withDeadline(systemClock, this.opts.retryPeriodMs, `lease ${this.opts.namespace}/${this.opts.name}`, (options) => this.tryAcquireOrRenew(now, options));
       } catch (err) {
         this.opts.log(`failed to acquire or renew lease ${this.opts.namespace}/${this.opts.name}: ${(err as Error).message}`);
       }
@@ -59,9 +68,9 @@ export class LeaderElector {
           this.opts.log(`became leader as ${this.opts.identity}`);
           this.opts.onStartedLeading();
         }
-      } else if (this.leading && now - this.lastRenew > this.opts.leaseDurationSeconds * 1000) {
+      } else if (this.leading && this.now() - this.lastRenew > this.opts.leaseDurationSeconds * 1000 * RENEW_DEADLINE) {
         this.leading = false;
-        this.opts.log('lost leadership: could not renew within the lease duration');
+        this.opts.log('lost leadership: could not renew within the renew deadline');
         this.opts.onStoppedLeading();
       }
       this.timer = setTimeout(() => void tick(), this.opts.retryPeriodMs);
@@ -76,12 +85,14 @@ export class LeaderElector {
     if (!this.leading) return;
     this.leading = false;
     try {
-      const lease = await this.api.readNamespacedLease({ name: this.opts.name, namespace: this.opts.namespace });
-      if (lease.spec?.holderIdentity === this.opts.identity) {
+      // Bounded like a renewal: a stopping process must not wait on an API server that is gone.
+      await withDeadline(systemClock, this.opts.retryPeriodMs, `release lease ${this.opts.namespace}/${this.opts.name}`, async (options) => {
+        const lease = await this.api.readNamespacedLease({ name: this.opts.name, namespace: this.opts.namespace }, options);
+        if (lease.spec?.holderIdentity !== this.opts.identity) return;
         lease.spec.holderIdentity = undefined as unknown as string;
         lease.spec.renewTime = new k8s.V1MicroTime(0);
-        await this.api.replaceNamespacedLease({ name: this.opts.name, namespace: this.opts.namespace, body: lease });
-      }
+        await this.api.replaceNamespacedLease({ name: this.opts.name, namespace: this.opts.namespace, body: lease }, options);
+      });
     } catch {
       // Best effort: the lease expires on its own.
     }
@@ -91,19 +102,19 @@ export class LeaderElector {
     return this.opts.now?.() ?? Date.now();
   }
 
-  private async tryAcquireOrRenew(now: number): Promise<boolean> {
+  private async tryAcquireOrRenew(now: number, options: k8s.ConfigurationOptions): Promise<boolean> {
     const { namespace, name, identity, leaseDurationSeconds } = this.opts;
     const stamp = new k8s.V1MicroTime(now);
     let lease: k8s.V1Lease;
     try {
-      lease = await this.api.readNamespacedLease({ name, namespace });
+      lease = await this.api.readNamespacedLease({ name, namespace }, options);
     } catch (err) {
       if (code(err) !== 404) throw err;
       try {
         await this.api.createNamespacedLease({
           namespace,
           body: { metadata: { name, namespace }, spec: { holderIdentity: identity, leaseDurationSeconds, acquireTime: stamp, renewTime: stamp, leaseTransitions: 0 } },
-        });
+        }, options);
         return true;
       } catch (e) {
         if (code(e) === 409) return false;
@@ -127,7 +138,7 @@ export class LeaderElector {
       leaseTransitions: (spec.leaseTransitions ?? 0) + (mine ? 0 : 1),
     };
     try {
-      await this.api.replaceNamespacedLease({ name, namespace, body: lease });
+      await this.api.replaceNamespacedLease({ name, namespace, body: lease }, options);
       return true;
     } catch (err) {
       if (code(err) === 409) return false;

@@ -6,7 +6,7 @@
 import * as k8s from '@kubernetes/client-node';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { HeartbeatWriter } from '../../src/agent/heartbeat.ts';
+import { HeartbeatWriter, RETRY_FIRST_MS, writeDeadlineMs } from '../../src/agent/heartbeat.ts';
 import { type AgentHealth, CANDIDATE_LEASE_SECONDS, CANDIDATE_RENEW_MS, HEALTH_ANNOTATION, leaseName, MEMBER_LEASE_SECONDS, MEMBER_RENEW_MS, parseHealth, renewPeriodMs } from '../../src/contract/heartbeat.ts';
 import { Timers } from '../../src/platform/timers.ts';
 import { startLab } from '../support/apiserver-support.ts';
@@ -171,6 +171,72 @@ test('last(): after the write in flight, one more with the longer lease; the loo
     await s.clock.advance(10_000);
     await s.settle();
     assert.equal(s.leaseRequests(), [], 'no renewal after the last');
+  } finally {
+    await s.close();
+  }
+});
+
+test('a write the API server takes and never answers is aborted at its deadline; the news queued behind it is written then', async () => {
+  const s = await setup();
+  const HUNG_MS = 3000;
+  try {
+    s.writer.start();
+    await s.settle();
+    s.lab.api.faults.setLatency(HUNG_MS, { method: 'PUT', path: /\/leases\// });
+    await s.clock.advance(CANDIDATE_RENEW_MS);
+    await s.settle();
+    s.lab.api.faults.clear();
+    s.lab.api.clearRequests();
+    s.setHealth({ backendUp: false, peers: {} });
+    const news = s.writer.beatNow();
+    assert.equal(s.leaseRequests(), [], 'the renewal is in flight and nothing else is sent beside it');
+    await s.clock.advance(writeDeadlineMs(CANDIDATE_LEASE_SECONDS) - 1);
+    await s.settle();
+    assert.equal(s.leaseRequests(), [], 'nothing before the deadline');
+    await s.clock.advance(1);
+    // Without a deadline the news waits for the hung request (3 s here, forever for a dead connection).
+    let timer: NodeJS.Timeout | undefined;
+    const written = await Promise.race([news.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), HUNG_MS / 2)))]);
+    clearTimeout(timer);
+    assert.ok(written, 'the news is written before the hung request would have been answered');
+    await s.settle();
+    assert.equal(s.leaseRequests(), ['GET 200', 'PUT 200'], 'the Lease is read again: whether the aborted write landed is unknown');
+    assert.is(parseHealth((await s.lease()).metadata?.annotations?.[HEALTH_ANNOTATION])?.backendUp, false, 'the news is in the Lease');
+    assert.ok(s.errors.some((e) => e.includes(`no answer from the API server within ${writeDeadlineMs(CANDIDATE_LEASE_SECONDS)} ms`)), s.errors.join('; '));
+  } finally {
+    await s.close();
+  }
+});
+
+test('a failed write is retried after 0.5, 1, 2 s, ... not a whole period later; success starts over', async () => {
+  const s = await setup();
+  try {
+    s.writer.start();
+    await s.settle();
+    const fails = s.lab.api.faults.failNext({ method: 'PUT', path: /\/leases\//, count: 3, status: 503 });
+    s.lab.api.clearRequests();
+    await s.clock.advance(CANDIDATE_RENEW_MS);
+    await s.settle();
+    const puts = (): number => s.leaseRequests().filter((r) => r.startsWith('PUT')).length;
+    assert.is(puts(), 1);
+    for (const [i, wait] of [RETRY_FIRST_MS, RETRY_FIRST_MS * 2, RETRY_FIRST_MS * 4].entries()) {
+      await s.clock.advance(wait - 60);
+      await s.settle();
+      assert.is(puts(), i + 1, `no retry before ${wait} ms`);
+      await s.clock.advance(60);
+      await s.settle();
+      assert.is(puts(), i + 2, `retry ${i + 1} after ${wait} ms`);
+    }
+    assert.is(fails.hits, 3);
+    assert.is(s.errors.length, 3);
+    assert.equal(s.leaseRequests().slice(-2), ['GET 200', 'PUT 200'], 'the fourth try lands');
+    s.lab.api.clearRequests();
+    await s.clock.advance(CANDIDATE_RENEW_MS - 100);
+    await s.settle();
+    assert.equal(s.leaseRequests(), [], 'then a renewal a period after it, as before');
+    await s.clock.advance(100);
+    await s.settle();
+    assert.equal(s.leaseRequests(), ['PUT 200']);
   } finally {
     await s.close();
   }

@@ -87,7 +87,11 @@ export class Handlers {
     try {
       const delay = this.faults.delayFor(info);
       if (delay > 0) {
-        await new Promise((r) => setTimeout(r, delay));
+        // A client that gives up (a request deadline) ends the wait: no timer outlives its request.
+        await new Promise<void>((r) => {
+          const timer = setTimeout(r, delay);
+          res.once('close', () => (clearTimeout(timer), r()));
+        });
         if (res.closed || req.socket.destroyed) return;
       }
       const fault = this.faults.take(info);
