@@ -24,6 +24,7 @@ import { failure } from './dataplane/errors.js';
 import { HeartbeatWriter } from './heartbeat.js';
 import { proxyConfigFor, ProxyRunner } from './proxy-role.js';
 import { makeTunnel, type Tunnel } from './dataplane/tunnel.js';
+import type { StaleSession } from './dataplane/wireguard.js';
 
 /**
  * Standby probes of the active gateway: often enough to report a dead gateway well inside a second.
@@ -79,6 +80,13 @@ export interface Write {
 const REFUSAL_KINDS = ['gateway-name', 'endpoint', 'node', 'node-ip', 'subnet', 'subnet-conflict', 'public-ip', 'port', 'public-key', 'peer', 'route'];
 /** How often the tunnel backend is checked (its device there, its daemon alive) besides the daemon's exit being watched. */
 export const BACKEND_CHECK_PERIOD_MS = 1000;
+/**
+ * An active peer we dial that has answered no probe for this long, and made no handshake since, gets
+ * a new session (`Tunnel.renewStale`): its gateway's tunnel daemon may have restarted, and WireGuard
+ * itself waits 15 s. Long enough that random loss (20 % each way) does not cost a working session;
+ * a staged standby is renewed as soon as it is lost, since nothing flows to it.
+ */
+export const ACTIVE_STALE_MS = 2000;
 /** Backends that give up on a peer (IPsec) are nudged this often, by the clock (probe rounds slow down while peers fail). */
 export const MAINTENANCE_PERIOD_MS = 5000;
 
@@ -191,6 +199,8 @@ export class Agent {
   private readonly repairPeriodMs: number;
   private observation?: ActiveGatewayObservation;
   private syncing?: Promise<void>;
+  /** A `renewStale` in flight. */
+  private renewing?: Promise<unknown>;
   private again = false;
   private stopped = false;
   private readonly clock: Clock;
@@ -575,10 +585,37 @@ export class Agent {
           }),
         );
         if (flipped && this.current === p) void this.heartbeat.beatNow();
+        this.renewStale(p);
       }
       this.timers.set('tunnel-probe', TUNNEL_PROBE_PERIOD_MS - (this.clock.now() - started), () => void tick());
     };
     void tick();
+  }
+
+  /**
+   * Peers we dial that stopped answering get a new session: a remote standby as soon as it is lost
+   * (nothing flows to it, and a data-path failover needs it reached), an active peer after
+   * `ACTIVE_STALE_MS`. Never beside a sync (it sets the same peers) or another renewal.
+   */
+  private renewStale(p: NodePlan): void {
+    if (this.syncing || this.renewing || this.current !== p) return;
+    const now = this.clock.now();
+    const wall = Date.now();
+    const stale: StaleSession[] = [];
+    const consider = (key: string, node: string, gateway: string, publicKey: string | undefined, endpoint: string | undefined, afterMs: number): void => {
+      const s = this.probes.stats(key);
+      if (!publicKey || !endpoint || s?.node !== node || s.lostSince === undefined || s.lostProbes < LOST_PROBES || now - s.lostSince < afterMs) return;
+      stale.push({ gateway, publicKey, endpoint, since: wall - (now - s.lostSince) });
+    };
+    for (const x of p.staged) consider(stagedKey(x), x.node, x.gateway, x.publicKey, x.endpoint, 0);
+    // As for nudges: only peers only we dial (behind NAT), so the two sides' initiations do not cross.
+    for (const x of p.peers) if (x.keepaliveSeconds !== undefined && x.path === 'direct') consider(x.gateway, x.node, x.gateway, x.publicKey, x.endpoint, ACTIVE_STALE_MS);
+    if (!stale.length) return;
+    this.renewing = this.tunnel
+      .renewStale(stale)
+      .then((renewed) => renewed.length && this.log.info('renewed silent tunnel sessions', { peers: renewed.join(',') }))
+      .catch((err) => this.log.warn('failed to renew silent tunnel sessions', { error: (err as Error).message }))
+      .finally(() => (this.renewing = undefined));
   }
 
   /** What the controller would read of a probe target: lost, reached, or neither yet (see contract/heartbeat.ts). */

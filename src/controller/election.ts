@@ -124,7 +124,9 @@ export function elect(input: ElectionInput): ElectionResult {
       for (const a of healthy.filter((c) => current.has(c.nodeName))) {
         const verdict = dataPathVerdict(input, a.nodeName, healthy.filter((c) => !current.has(c.nodeName)));
         if (!verdict) continue;
-        if (input.dataPathHoldUntil !== undefined && input.now < input.dataPathHoldUntil) {
+        if (verdict.uncorroborated) {
+          held.push({ node: a.nodeName, type, reason: `${DATA_PATH_PREFIX}${verdict.evidence}; not failed over: too few credible witnesses` });
+        } else if (input.dataPathHoldUntil !== undefined && input.now < input.dataPathHoldUntil) {
           held.push({ node: a.nodeName, type, reason: `${DATA_PATH_PREFIX}${verdict.evidence}; not failed over: another data-path failover of this Gateway was made ${DATAPATH_HOLD_DOWN_MS / 1000} s ago or less` });
         } else if (!verdict.replacement) {
           held.push({ node: a.nodeName, type, reason: `${DATA_PATH_PREFIX}${verdict.evidence}; not failed over: no standby is known to be better` });
@@ -164,6 +166,8 @@ export function elect(input: ElectionInput): ElectionResult {
  *   standby of G (gateways probe the remote standbys they stage, and report them in the same
  *   report): a region that reaches nobody may be the one cut off;
  * - A is failing when credible witnesses are more than half of the regions reporting about it;
+ *   when two or more regions, more than half, lost it but too few are credible, it is held
+ *   (`uncorroborated`), so the log says why a gateway that looks failing was kept;
  * - it is replaced only by a standby that more of the reporting regions reach than reach A
  *   (`replacement`), each in the same report that lost A: a fresh loss is never weighed against an
  *   old success. When every candidate shares one uplink (a NATed edge), a WAN outage leaves
@@ -196,6 +200,11 @@ export interface DataPathVerdict {
   readonly lostBy: readonly string[];
   /** Remote regions reporting about the active at all. */
   readonly reporting: number;
+  /**
+   * Most reporting regions lost the active, but no majority of them are credible witnesses (each
+   * of the rest reaches no other region and no standby): never a failover, held and logged.
+   */
+  readonly uncorroborated?: true;
   /** A standby that more of the reporting regions reach than reach the active, if any. */
   readonly replacement?: string;
   /** "2/2 remote regions lost gw-cloud via cloud-gw-1 for 600 ms or more (gw-hangzhou, gw-qingdao); 2/2 reach standby cloud-gw-2". */
@@ -221,11 +230,24 @@ export function dataPathVerdict(input: ElectionInput, active: string, standbys: 
     const reaches = new Set(standbys.filter((s) => isReached(p.standbys?.[s.nodeName])).map((s) => s.nodeName));
     reports.push({ region, lost: isLost(p), lostForMs: p.lostForMs ?? 0, reachesOthers, reaches });
   }
-  if (!reports.some((r) => r.lost)) return undefined;
+  const lost = reports.filter((r) => r.lost);
+  if (lost.length * 2 <= reports.length) return undefined;
+  const lostBy = lost.filter((r) => r.reachesOthers || r.reaches.size > 0);
+  if (lostBy.length * 2 <= reports.length) {
+    // A lone region that lost it and reaches nothing else is most likely the one cut off: nothing
+    // is said (a hub whose uplink failed would otherwise make a held decision of every edge).
+    if (lost.length < 2) return undefined;
+    // Several regions lost it, but too few of them reach anything else to be believed: held, and said.
+    const blind = lost.filter((r) => !lostBy.includes(r)).map((r) => r.region);
+    return {
+      lostBy: lostBy.map((r) => r.region),
+      reporting: reports.length,
+      uncorroborated: true,
+      evidence: `${lost.length}/${reports.length} remote regions lost ${gw} via ${active} for ${Math.round(Math.min(...lost.map((r) => r.lostForMs)))} ms or more (${lost.map((r) => r.region).join(', ')}); ${blind.length} of them (${blind.join(', ')}) reach no other region and no standby of ${gw}, so may be the ones cut off`,
+    };
+  }
   // What each standby is reached by: the reporting regions whose same report reaches it.
   const reach = standbys.map((s) => ({ node: s.nodeName, reaches: new Set(reports.filter((r) => r.reaches.has(s.nodeName)).map((r) => r.region)) }));
-  const lostBy = reports.filter((r) => r.lost && (r.reachesOthers || r.reaches.size > 0));
-  if (lostBy.length === 0 || lostBy.length * 2 <= reports.length) return undefined;
   const activeReaches = reports.filter((r) => !r.lost).length;
   const best = reach.reduce<(typeof reach)[number] | undefined>((b, s) => (s.reaches.size > (b?.reaches.size ?? activeReaches) ? s : b), undefined);
   const lostFor = Math.min(...lostBy.map((r) => r.lostForMs));

@@ -17,7 +17,7 @@ import { isAlive, signal } from '../platform/owned-process.js';
 import type { Gateway } from '../contract/gateway.js';
 import { formatDiagnostic, hasErrors } from '../topology/diagnostics.js';
 import { AGENT_CONFIG, type AgentConfigKey } from '../contract/agent-config.js';
-import { GATEWAY_GROUP, GATEWAY_VERSION, PSK_FILE_NAME, WIREGUARD_RUN_DIR } from '../contract/names.js';
+import { AGENT_NODE_OPTIONS, GATEWAY_GROUP, GATEWAY_VERSION, PSK_FILE_NAME, WIREGUARD_RUN_DIR } from '../contract/names.js';
 import { acceptsDials } from '../topology/mesh.js';
 import { agentMounts } from '../compiler/agent-mounts.js';
 import { checkLab, type CheckOptions, failures, type PairResult } from './check.js';
@@ -207,7 +207,9 @@ export async function startAgent(state: LabState, record: LabRecord, n: LabNode)
   const out = openSync(state.log(`agent-${n.name}`), 'a');
   const [cmd, ...args] = ravenCommand();
   const agentArgs = ['agent', '--kubeconfig', state.kubeconfig, '--namespace', record.namespace, '--node-name', n.name, '--node-ip', n.lanIP, '--netns', n.netns, '--device', n.device, '--config-dir', join(dir, 'config'), '--state-dir', join(dir, 'state'), '--proxy-cert-dir', join(dir, 'proxy-certs'), '--psk-file', pskFileOf(state, n)];
-  const child = spawn(cmd, [...args, ...agentArgs], { detached: true, stdio: ['ignore', out, out], env: { ...process.env, RAVEN_LAB_DIR: state.dir } });
+  // The DaemonSet's V8 limits (an --image pod gets them from its manifest), after any of the caller's.
+  const nodeOptions = [process.env.NODE_OPTIONS, AGENT_NODE_OPTIONS].filter(Boolean).join(' ');
+  const child = spawn(cmd, [...args, ...agentArgs], { detached: true, stdio: ['ignore', out, out], env: { ...process.env, RAVEN_LAB_DIR: state.dir, NODE_OPTIONS: nodeOptions } });
   child.unref();
   state.writePid(`agent-${n.name}`, child.pid!);
 }

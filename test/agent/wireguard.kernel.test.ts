@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { RouteTable } from '../../src/agent/dataplane/route-table.ts';
-import { WireGuard } from '../../src/agent/dataplane/wireguard.ts';
+import { STALE_RENEW_SPACING_MS, WireGuard } from '../../src/agent/dataplane/wireguard.ts';
 import type { CommandRunner } from '../../src/platform/command-runner.ts';
 import type { PeerPlan } from '../../src/agent/plan.ts';
 import { canUseNetns, haveWireGuard, leftovers, pair, RecordingRunner, sh } from '../support/netns.ts';
@@ -146,6 +146,62 @@ if (!canUseNetns() || !haveWireGuard()) {
       assert.is(peers.get(keyB2)!.endpoint, '192.168.77.2:51842', 'a learned where b2 dials from');
     } finally {
       for (const w of [a, b, b2]) await w.cleanUp();
+      ns.cleanup();
+      rmSync(state, { recursive: true, force: true });
+    }
+  });
+
+  test('a gateway whose wireguard-go restarted answers nothing on the old session; renewStale starts a new one at once', async () => {
+    const ns = pair('w3');
+    const state = mkdtempSync(join(tmpdir(), 'raven-wg-'));
+    const tag = String(process.pid % 100000);
+    const dev = { a: `rgwg${tag}`, b: `rgwh${tag}` };
+    // a: a reachable gateway (a cloud standby, say) whose daemon restarts; b: a NATed edge that dials it.
+    const make = (who: 'a' | 'b'): WireGuard => new WireGuard({ device: dev[who], port: who === 'a' ? 51850 : 51851, mtu: 1420, stateDir: join(state, who), netns: ns[who], runner: new RecordingRunner() });
+    let a = make('a');
+    const b = make('b');
+    const addressed = (w: 'a' | 'b', mine: string, theirs: string): void => {
+      sh('ip', ['-n', ns[w], 'addr', 'add', `${mine}/32`, 'dev', dev[w]]);
+      sh('ip', ['-n', ns[w], 'route', 'add', `${theirs}/32`, 'dev', dev[w]]);
+    };
+    const answers = (ms: number): boolean => spawnSync('ip', ['netns', 'exec', ns.b, 'ping', '-c', '1', '-W', String(ms / 1000), '-I', '10.99.2.1', '10.99.1.1']).status === 0;
+    const probeUntil = (ms: number): boolean => {
+      const end = Date.now() + ms;
+      while (Date.now() < end) if (answers(200)) return true;
+      return false;
+    };
+    try {
+      await a.up();
+      await b.up();
+      const [keyA, keyB] = [await a.publicKey(), await b.publicKey()];
+      const fromB = { gateway: 'gw-b', node: 'b', publicKey: keyB, allowedIPs: ['10.99.2.1/32'], path: 'direct' as const, relaysFor: [], localSubnets: [] };
+      const toA = { gateway: 'gw-a', node: 'a', publicKey: keyA, endpoint: '192.168.77.1:51850', allowedIPs: ['10.99.1.1/32'], keepaliveSeconds: 5, path: 'direct' as const, relaysFor: [], localSubnets: [] };
+      await a.setPeers([fromB]);
+      await b.setPeers([toA]);
+      addressed('a', '10.99.1.1', '10.99.2.1');
+      addressed('b', '10.99.2.1', '10.99.1.1');
+      assert.ok(probeUntil(2000), 'b reaches a through the tunnel');
+
+      // a's daemon goes and a new one comes, same key, same peer: it knows none of b's session keys.
+      await a.cleanUp();
+      a = make('a');
+      await a.up();
+      assert.is(await a.publicKey(), keyA);
+      await a.setPeers([fromB]);
+      addressed('a', '10.99.1.1', '10.99.2.1');
+      const since = Date.now();
+      assert.not.ok(probeUntil(2500), 'b keeps sending on the dead session: nothing is answered (WireGuard gives up after 15 s)');
+      const stale = { gateway: 'gw-a', publicKey: keyA, endpoint: toA.endpoint, since };
+      assert.equal(await b.renewStale([stale]), ['gw-a']);
+      assert.ok(probeUntil(1000), 'after the renewal b reaches a again within a second');
+      const peer = (await b.peers())[0]!;
+      assert.equal([peer.endpoint, peer.allowedIPs, peer.keepaliveSeconds], ['192.168.77.1:51850', ['10.99.1.1/32'], 5], 'the peer is re-created as it was');
+      assert.equal(await b.renewStale([stale]), [], 'not again within the spacing');
+      await new Promise((r) => setTimeout(r, STALE_RENEW_SPACING_MS));
+      assert.equal(await b.renewStale([stale]), [], 'a session made after the loss began is left alone');
+    } finally {
+      await a.cleanUp();
+      await b.cleanUp();
       ns.cleanup();
       rmSync(state, { recursive: true, force: true });
     }

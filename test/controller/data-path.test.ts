@@ -95,6 +95,23 @@ test('no churn from evidence that does not count', () => {
   assert.equal(activeOf(noRemotes), ['cloud-gw-1'], 'without the remote actives nothing is weighed');
 });
 
+test('regions that lost the active but reach nothing else (stale standby sessions) are no witnesses: held, and the log says so; a lone one says nothing', () => {
+  // Both edges lost cloud-gw-1 and reach neither each other (relayed through it) nor a cloud standby.
+  const blind = { 'hz-1': { 'gw-cloud': lost('cloud-gw-1', 600, { 'cloud-gw-2': DOWN }) }, 'qd-1': { 'gw-cloud': lost('cloud-gw-1', 900, { 'cloud-gw-2': DOWN }), 'gw-hangzhou': lost('hz-1') } };
+  const r = elect(input('gw-cloud', blind));
+  assert.equal(r.active.map((e) => e.nodeName), ['cloud-gw-1']);
+  assert.equal(r.dataPathFailover, undefined);
+  assert.equal(r.held.map((h) => h.reason), [
+    'data path: 2/2 remote regions lost gw-cloud via cloud-gw-1 for 600 ms or more (gw-hangzhou, gw-qingdao); 2 of them (gw-hangzhou, gw-qingdao) reach no other region and no standby of gw-cloud, so may be the ones cut off; not failed over: too few credible witnesses',
+  ]);
+  // Once a standby is reached again (its session renewed), the same loss is evidence.
+  const renewed = { ...blind, 'hz-1': { 'gw-cloud': lost('cloud-gw-1', 600, { 'cloud-gw-2': UP }) }, 'qd-1': { ...blind['qd-1'], 'gw-cloud': lost('cloud-gw-1', 900, { 'cloud-gw-2': UP }) } };
+  assert.equal(activeOf(input('gw-cloud', renewed)), ['cloud-gw-2']);
+  // One region of two lost it and reaches nothing: most likely that region is the one cut off.
+  const lone = { 'hz-1': blind['hz-1'], 'qd-1': { 'gw-cloud': reached('cloud-gw-1') } };
+  assert.equal(elect(input('gw-cloud', lone)).held, []);
+});
+
 test('hold-down: within DATAPATH_HOLD_DOWN_MS of the last data-path failover the active stays, held; after it, the evidence counts again', () => {
   const within = elect(input('gw-cloud', UPLINK_DOWN, { dataPathHoldUntil: NOW + 1 }));
   assert.equal(within.active.map((e) => e.nodeName), ['cloud-gw-1']);

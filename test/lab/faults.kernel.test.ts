@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { HEALTH_ANNOTATION, isReached, leaseName, parseHealth } from '../../src/contract/heartbeat.ts';
 import { failures } from '../../src/lab/check.ts';
 import { gateways, labCheck, labDown, labRestartController, startAgent, tunnelDaemons } from '../../src/lab/lab.ts';
 import { WAN_ROUTER_IP } from '../../src/lab/layout.ts';
@@ -51,6 +52,12 @@ const eventsOf = async (gateway: string): Promise<{ reason?: string; message?: s
   const kc = new k8s.KubeConfig();
   kc.loadFromFile(state.kubeconfig);
   return (await kc.makeApiClient(k8s.CoreV1Api).listNamespacedEvent({ namespace: 'default' })).items.filter((e) => e.involvedObject?.name === gateway);
+};
+/** A node's heartbeat Lease, as the controller reads it. */
+const lease = async (node: string): Promise<k8s.V1Lease> => {
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(state.kubeconfig);
+  return kc.makeApiClient(k8s.CoordinationV1Api).readNamespacedLease({ name: leaseName(node), namespace: state.read().namespace });
 };
 /** The cloud's other gateway candidate (the fixture has two). */
 const otherCloud = (node: string): string => (node === 'cloud-gw-1' ? 'cloud-gw-2' : 'cloud-gw-1');
@@ -112,6 +119,23 @@ t('--what tunnel on an active gateway: only its wireguard-go dies, its agent not
   assert.is(restore.code, 0, restore.out);
   assert.match(restore.out, /nothing to undo: its agent restarts the daemon itself \(running now: wireguard-go \d+\)/);
   assert.equal(state.nodeFaults(), []);
+});
+
+t('--what tunnel on the cloud standby: the edges, whose sessions with its old daemon are dead, renew them at once and report it reached again', async () => {
+  const standby = node(otherCloud(await activeOf('cloud')));
+  const edges = [await activeOf('hangzhou'), await activeOf('qingdao')];
+  const before = tunnelDaemons(standby);
+  const fail = await lab(['fail', standby.name, '--what', 'tunnel']);
+  assert.is(fail.code, 0, fail.out);
+  await waitFor(() => tunnelDaemons(standby).some((d) => d.pid !== before[0]!.pid), 20_000, () => `the agent to start wireguard-go again\n${logs()}`);
+  // The edges keep sending on sessions the new daemon has no keys for; WireGuard alone starts a new
+  // one only after 15 s without an answer. This is the standby a data-path failover needs reached.
+  for (const edge of edges) {
+    await waitFor(() => /renewed silent tunnel sessions peers=gw-cloud/.test(readFileSync(state.log(`agent-${edge}`), 'utf8')), 10_000, () => `${edge} to renew its session with ${standby.name}\n${logs()}`);
+    await waitFor(async () => isReached(parseHealth((await lease(edge)).metadata?.annotations?.[HEALTH_ANNOTATION])?.peers['gw-cloud']?.standbys?.[standby.name]), 10_000, () => `${edge} to report ${standby.name} reached\n${logs()}`);
+  }
+  const restore = await lab(['restore', standby.name]);
+  assert.is(restore.code, 0, restore.out);
 });
 
 t('--what udp-block on the active cloud gateway: nftables drops its tunnel port; the edges lose it, reach the standby, and the cloud fails over to it', async () => {

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { AGENT_NODE_OPTIONS } from '../../src/contract/names.ts';
 import { failures } from '../../src/lab/check.ts';
 import { gateways, labCheck, labDown, labFail, labRestore } from '../../src/lab/lab.ts';
 import { LabState } from '../../src/lab/state.ts';
@@ -82,6 +83,8 @@ function imageSuite(backend: 'wireguard' | 'ipsec'): void {
         assert.ok(goneOrSame(`/proc/${p}/ns/net`, `/var/run/netns/${n.netns}`), `node ${n.name}: ${argv(p)[0]} in the node's network namespace`);
       }
       assert.is(uid(agent!), 0, 'the agent runs as root (runAsUser: 0)');
+      const environ = readFileSync(`/proc/${agent}/environ`, 'utf8').split('\0');
+      assert.ok(environ.includes(`NODE_OPTIONS=${AGENT_NODE_OPTIONS}`), `node ${n.name}: the agent runs with the DaemonSet's V8 limits`);
       const limit = readFileSync(`/sys/fs/cgroup/memory/${record.plan.prefix}-agent-${n.name}/memory.limit_in_bytes`, 'utf8').trim();
       assert.is(limit, String(256 * 1024 * 1024), 'the DaemonSet memory limit is enforced');
     }

@@ -11,7 +11,7 @@ import type { CommandRunner } from '../../platform/command-runner.js';
 import { IpsecBackend } from './ipsec.js';
 import type { NodePlan, PeerPlan } from '../plan.js';
 import { missingSubnetAnchors, TunnelAddresses } from './tunnel-addresses.js';
-import { WireGuard } from './wireguard.js';
+import { type StaleSession, WireGuard } from './wireguard.js';
 
 /** What a tunnel `set` changed: all empty when the kernel already matched the plan. */
 export interface TunnelChanges {
@@ -45,6 +45,12 @@ export interface Tunnel {
   handshakeAges(plan: NodePlan): Promise<Map<string, number>>;
   /** Re-initiates towards peers that should be up and are not (WireGuard.nudge, IpsecBackend.reinitiate). */
   nudge(plan: NodePlan): Promise<string[]>;
+  /**
+   * Starts a new session with peers we dial that stopped answering and have had no handshake since
+   * (WireGuard.renewStale). IPsec has none to renew: charon's dead-peer detection and the periodic
+   * nudge re-establish its IKE_SAs. Returns the gateways renewed.
+   */
+  renewStale(stale: readonly StaleSession[]): Promise<string[]>;
   /**
    * Whether the backend keeps retrying a peer by itself. WireGuard does (every 5 s); charon gives
    * up after a refusal, so the agent nudges an IPsec tunnel periodically.
@@ -136,6 +142,10 @@ class WireGuardTunnel implements Tunnel {
     return this.wg.nudge(plan.peers.filter((p: PeerPlan) => p.keepaliveSeconds !== undefined && p.path === 'direct'));
   }
 
+  renewStale(stale: readonly StaleSession[]): Promise<string[]> {
+    return this.wg.renewStale(stale);
+  }
+
   publicKey(): Promise<string | undefined> {
     return this.wg.publicKey();
   }
@@ -208,6 +218,10 @@ class IpsecTunnel implements Tunnel {
 
   nudge(): Promise<string[]> {
     return this.ipsec.reinitiate();
+  }
+
+  async renewStale(): Promise<string[]> {
+    return [];
   }
 
   async publicKey(): Promise<string | undefined> {

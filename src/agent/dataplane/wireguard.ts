@@ -40,6 +40,17 @@ export interface CurrentPeer {
   readonly keepaliveSeconds?: number;
 }
 
+/** A peer we dial (`endpoint`) whose probes have gone unanswered since `since` (epoch ms). */
+export interface StaleSession {
+  readonly gateway: string;
+  readonly publicKey: string;
+  readonly endpoint: string;
+  readonly since: number;
+}
+
+/** A stale session is re-created at most this often per peer: the initiation gets a round trip and a retry. */
+export const STALE_RENEW_SPACING_MS = 2000;
+
 const USERSPACE_ENV = { WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' };
 
 export class WireGuard {
@@ -47,6 +58,8 @@ export class WireGuard {
   private readonly pidFile: string;
   /** When we last changed each peer (epoch seconds): a handshake older than that is not an answer to the change. */
   private readonly changedAt = new Map<string, number>();
+  /** When `renewStale` last looked at each peer (epoch ms). */
+  private readonly staleCheckedAt = new Map<string, number>();
   /** Peers (or parts of them) refused or rejected by `wg` in the last `setPeers`. */
   refused: Dropped[] = [];
   /** The wireguard-go being watched for an exit we did not ask for. */
@@ -255,6 +268,8 @@ export class WireGuard {
       if (keep.has(key)) continue;
       await attempt(`remove peer ${key} from ${this.device}`, () => this.wg(['set', this.device, 'peer', key, 'remove']));
       removed.push(key);
+      this.changedAt.delete(key);
+      this.staleCheckedAt.delete(key);
     }
     return { set, staged: stagedSet, removed };
   }
@@ -281,6 +296,36 @@ export class WireGuard {
       nudged.push(p.gateway);
     }
     return nudged;
+  }
+
+  /**
+   * Re-creates peers we dial whose session may be stale: unanswered since `since` (epoch ms) with no
+   * handshake completed since. A gateway whose wireguard-go restarted knows none of the keys of the
+   * sessions its peers hold; they keep sending on them, unanswered, until WireGuard gives up on a
+   * session that receives nothing (15 s: KEEPALIVE_TIMEOUT + REKEY_TIMEOUT). A re-created peer
+   * initiates with its next packet. Each peer at most once per `STALE_RENEW_SPACING_MS`, so a peer
+   * that is really gone costs two `wg` calls that often. Returns the gateways renewed.
+   */
+  async renewStale(stale: readonly StaleSession[]): Promise<string[]> {
+    const now = Date.now();
+    // Spacing first: the agent asks every probe round, and reading the peers is a process.
+    const due = stale.filter((s) => now - (this.staleCheckedAt.get(s.publicKey) ?? 0) >= STALE_RENEW_SPACING_MS);
+    if (!due.length) return [];
+    for (const s of due) this.staleCheckedAt.set(s.publicKey, now);
+    const current = new Map((await this.peers()).map((p) => [p.publicKey, p]));
+    const renewed: string[] = [];
+    for (const s of due) {
+      const have = current.get(s.publicKey);
+      // A session made after the loss began is not stale (the peer is gone, or the path is).
+      if (!have || have.latestHandshake * 1000 >= s.since) continue;
+      await attempt(`re-create peer ${s.publicKey} (${s.gateway}) on ${this.device}`, async () => {
+        await this.wg(['set', this.device, 'peer', s.publicKey, 'remove']);
+        await this.wg(peerArgs(this.device, s.publicKey, [...have.allowedIPs].sort(), have.keepaliveSeconds, s.endpoint));
+      });
+      this.changedAt.set(s.publicKey, now / 1000);
+      renewed.push(s.gateway);
+    }
+    return renewed;
   }
 
   /** Stops watching the daemon, which keeps running (the next agent adopts it by its recorded PID). */

@@ -1,6 +1,6 @@
 import { Construct } from 'constructs';
 import { k8s } from 'cdk8s-plus-27';
-import { AGENT_HEALTH_PORT, AGENT_METRICS_PORT, IPSEC_SECRET_DIR, PROXY_CERT_DIR, PROXY_CERTS_VOLUME, PSK_FILE_NAME, PSK_VOLUME, WIREGUARD_RUN_DIR } from '../../contract/names.js';
+import { AGENT_HEALTH_PORT, AGENT_METRICS_PORT, AGENT_NODE_OPTIONS, IPSEC_SECRET_DIR, PROXY_CERT_DIR, PROXY_CERTS_VOLUME, PSK_FILE_NAME, PSK_VOLUME, WIREGUARD_RUN_DIR } from '../../contract/names.js';
 import type { SecretKeyRef, Topology } from '../../topology/model.js';
 import { AGENT_CONFIG } from './raven-config.js';
 
@@ -97,6 +97,7 @@ export class AgentDaemonSet extends Construct {
                   { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
                   { name: 'NODE_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } },
                   { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+                  { name: 'NODE_OPTIONS', value: AGENT_NODE_OPTIONS },
                 ],
                 ports: [
                   { name: 'health', containerPort: AGENT_HEALTH_PORT, protocol: 'TCP' },
