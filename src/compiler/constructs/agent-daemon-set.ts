@@ -108,9 +108,9 @@ export class AgentDaemonSet extends Construct {
                 readinessProbe: { httpGet: { path: '/readyz', port: k8s.IntOrString.fromString('health') }, periodSeconds: 5 },
                 // No CPU limit: throttling a tunnel endpoint shows up as packet loss. Memory from
                 // `npm run bench:soak` (README, Benchmarks): the pod's cgroup holds the agent and what
-                // it starts. Requests: the agent and wireguard-go at steady state (~102 MiB), plus the
-                // L7 proxy (~56 MiB) where a proxy Secret is mounted. Limit: ≥ 50 % over the
-                // largest pod's peak (agent + proxy + wireguard-go, 156 MiB).
+                // it starts, with AGENT_NODE_OPTIONS' V8 limits. Requests: the agent and wireguard-go at
+                // steady state (~107 MiB), plus the L7 proxy (~63 MiB) where a proxy Secret is mounted.
+                // Limit: ≥ 50 % over the largest pod's peak (agent + proxy + wireguard-go, 164 MiB).
                 resources: {
                   requests: { cpu: k8s.Quantity.fromString('50m'), memory: k8s.Quantity.fromString(props.proxySecret ? '160Mi' : '112Mi') },
                   limits: { memory: k8s.Quantity.fromString('256Mi') },
