@@ -18,7 +18,7 @@ import { Backoff, type Clock, DueTimes, systemClock, Timers } from '../platform/
 import type { CommandRunner } from '../platform/command-runner.js';
 import type { AgentConfig } from '../contract/agent-config.js';
 import { effectiveMTU, plan, type NodePlan, type StagedPeer } from './plan.js';
-import { nextProbes, parsePingRtt, type ProbeStats, ProbeWindow } from './probes.js';
+import { parsePingRtt, type ProbeStats, ProbeWindow, roundRobin } from './probes.js';
 import { DEFAULT_ROUTE_TABLE, describeRoute, RouteTable } from './dataplane/route-table.js';
 import { failure } from './dataplane/errors.js';
 import { HeartbeatWriter } from './heartbeat.js';
@@ -568,11 +568,7 @@ export class Agent {
           ...p.peers.flatMap((x) => (x.probeIP ? [{ key: x.gateway, node: x.node, probeIP: x.probeIP, gateway: x.gateway }] : [])),
           ...p.staged.flatMap((x) => (x.probeIP ? [{ key: stagedKey(x), node: x.node, probeIP: x.probeIP }] : [])),
         ];
-        const lostRun = (t: { key: string; node: string }): number => {
-          const st = this.probes.stats(t.key);
-          return st?.node === t.node ? st.lostProbes : 0;
-        };
-        const { batch, cursor } = nextProbes(targets, this.probeCursor, TUNNEL_PROBES_PER_ROUND, lostRun, LOST_PROBES);
+        const { batch, cursor } = roundRobin(targets, this.probeCursor, TUNNEL_PROBES_PER_ROUND);
         this.probeCursor = cursor;
         let flipped = false;
         await Promise.all(

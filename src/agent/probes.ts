@@ -84,26 +84,6 @@ export function roundRobin<T>(items: readonly T[], cursor: number, n: number): {
   return { batch, cursor: (start + take) % items.length };
 }
 
-/**
- * The next round's probes: `suspect` targets first (their latest probe went unanswered, but not yet
- * `confirm` in a row), so a loss is confirmed or cleared in consecutive rounds rather than a whole
- * rotation later, then the round-robin from `cursor` for the rest of the `n` slots. A target lost
- * for good is no suspect: however many peers die, the rotation keeps its share.
- */
-export function nextProbes<T>(items: readonly T[], cursor: number, n: number, lostRun: (t: T) => number, confirm: number): { batch: T[]; cursor: number } {
-  if (items.length === 0) return { batch: [], cursor: 0 };
-  const suspects = items.filter((t) => lostRun(t) > 0 && lostRun(t) < confirm).slice(0, n);
-  const batch = [...suspects];
-  // The rotation goes on from where it was, over the whole list, passing the suspects by.
-  let next = cursor % items.length;
-  for (let seen = 0; seen < items.length && batch.length < Math.min(n, items.length); seen++) {
-    const t = items[next]!;
-    next = (next + 1) % items.length;
-    if (!suspects.includes(t)) batch.push(t);
-  }
-  return { batch, cursor: next };
-}
-
 /** RTT from ping's output (`time=0.123 ms`), in milliseconds. */
 export function parsePingRtt(stdout: string): number | undefined {
   const m = /time[=<]([\d.]+) ?ms/.exec(stdout);

@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { CommandRunner } from '../../src/platform/command-runner.ts';
 import { anchorOf } from '../../src/agent/plan.ts';
-import { nextProbes, parsePingRtt, PROBE_WINDOW, ProbeWindow, roundRobin } from '../../src/agent/probes.ts';
+import { parsePingRtt, PROBE_WINDOW, ProbeWindow, roundRobin } from '../../src/agent/probes.ts';
 import { missingSubnetAnchors, TunnelAddresses } from '../../src/agent/dataplane/tunnel-addresses.ts';
 
 test('probe window: loss over the last results, latest RTT, the run of losses, forgetting departed peers', () => {
@@ -43,28 +43,6 @@ test('round robin: bounded batches that visit every peer in turn', () => {
   assert.equal(roundRobin(peers, 3, 16).batch, ['d', 'e', 'a', 'b', 'c'], 'never more than there are');
   assert.equal(roundRobin([], 5, 4), { batch: [], cursor: 0 });
   assert.equal(roundRobin(peers, 99, 1).batch, ['e'], 'a cursor from a longer list wraps');
-});
-
-test('a target whose latest probe was lost is probed again next round until it is confirmed lost; one lost for good takes no extra share', () => {
-  const peers = ['a', 'b', 'c', 'd', 'e'];
-  const run = new Map<string, number>();
-  const down = new Set(['c']);
-  let cursor = 0;
-  const rounds: string[][] = [];
-  for (let i = 0; i < 8; i++) {
-    const r = nextProbes(peers, cursor, 2, (t) => run.get(t) ?? 0, 3);
-    cursor = r.cursor;
-    rounds.push(r.batch);
-    for (const t of r.batch) run.set(t, down.has(t) ? (run.get(t) ?? 0) + 1 : 0);
-  }
-  // c's first loss in round 2; rounds 3 and 4 probe it first: lost (3 in a row) two rounds later,
-  // where the rotation alone would take two more rotations (5 rounds).
-  assert.equal(rounds.slice(0, 4), [['a', 'b'], ['c', 'd'], ['c', 'e'], ['c', 'a']]);
-  assert.is(run.get('c'), 5);
-  const after = rounds.slice(4).flat();
-  for (const p of ['a', 'b', 'd', 'e']) assert.ok(after.includes(p), `${p} is still probed once c is lost for good: ${JSON.stringify(rounds)}`);
-  assert.ok(after.filter((p) => p === 'c').length <= 2, 'c only in its turn');
-  assert.equal(nextProbes([], 3, 2, () => 1, 3), { batch: [], cursor: 0 });
 });
 
 test('ping output: RTT in milliseconds, or nothing', () => {
