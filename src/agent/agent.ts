@@ -199,8 +199,6 @@ export class Agent {
   private readonly repairPeriodMs: number;
   private observation?: ActiveGatewayObservation;
   private syncing?: Promise<void>;
-  /** A `renewStale` in flight. */
-  private renewing?: Promise<unknown>;
   private again = false;
   private stopped = false;
   private readonly clock: Clock;
@@ -298,7 +296,7 @@ export class Agent {
     this.exclusive(() => this.sync());
   }
 
-  /** Runs one job on the data plane at a time (a sync or a repair); a trigger meanwhile runs a sync after it. */
+  /** Runs one job on the data plane at a time (a sync, a repair or a session renewal); a trigger meanwhile runs a sync after it. */
   private exclusive(job: () => Promise<void>): void {
     this.syncing = job().finally(() => {
       this.syncing = undefined;
@@ -595,10 +593,11 @@ export class Agent {
   /**
    * Peers we dial that stopped answering get a new session: a remote standby as soon as it is lost
    * (nothing flows to it, and a data-path failover needs it reached), an active peer after
-   * `ACTIVE_STALE_MS`. Never beside a sync (it sets the same peers) or another renewal.
+   * `ACTIVE_STALE_MS`. A job of its own on the data plane (`exclusive`): a sync meanwhile could
+   * move a peer's allowed IPs (a standby taking over), which a re-created peer would put back.
    */
   private renewStale(p: NodePlan): void {
-    if (this.syncing || this.renewing || this.current !== p) return;
+    if (this.syncing || this.current !== p) return;
     const now = this.clock.now();
     const wall = Date.now();
     const stale: StaleSession[] = [];
@@ -611,11 +610,14 @@ export class Agent {
     // As for nudges: only peers only we dial (behind NAT), so the two sides' initiations do not cross.
     for (const x of p.peers) if (x.keepaliveSeconds !== undefined && x.path === 'direct') consider(x.gateway, x.node, x.gateway, x.publicKey, x.endpoint, ACTIVE_STALE_MS);
     if (!stale.length) return;
-    this.renewing = this.tunnel
-      .renewStale(stale)
-      .then((renewed) => renewed.length && this.log.info('renewed silent tunnel sessions', { peers: renewed.join(',') }))
-      .catch((err) => this.log.warn('failed to renew silent tunnel sessions', { error: (err as Error).message }))
-      .finally(() => (this.renewing = undefined));
+    this.exclusive(async () => {
+      try {
+        const renewed = await this.tunnel.renewStale(stale);
+        if (renewed.length) this.log.info('renewed silent tunnel sessions', { peers: renewed.join(',') });
+      } catch (err) {
+        this.log.warn('failed to renew silent tunnel sessions', { error: (err as Error).message });
+      }
+    });
   }
 
   /** What the controller would read of a probe target: lost, reached, or neither yet (see contract/heartbeat.ts). */
