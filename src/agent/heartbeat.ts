@@ -9,7 +9,7 @@ import { type AgentHealth, CANDIDATE_LEASE_SECONDS, encodeHealth, HEALTH_ANNOTAT
 import { code } from '../platform/leader-election.js';
 import { failure } from './dataplane/errors.js';
 import { withDeadline } from '../platform/request-deadline.js';
-import type { Clock, Timers } from '../platform/timers.js';
+import { Backoff, type Clock, type Timers } from '../platform/timers.js';
 
 /** A renewal this close to due is sent now rather than armed for later. */
 const RENEW_EARLY_MS = 50;
@@ -55,9 +55,9 @@ export class HeartbeatWriter {
   private lastWrite?: number;
   /** Set by `last`: the final write's lease. */
   private finalLeaseSeconds?: number;
-  /** Writes failed in a row, and when the next try is due. */
-  private failures = 0;
-  private retryAt = 0;
+  /** After a failed write: when the next try is due, and the backoff that spaces the tries. */
+  private retryAt?: number;
+  private readonly retryBackoff = new Backoff(RETRY_FIRST_MS, renewPeriodMs(MEMBER_LEASE_SECONDS));
   private started = false;
   /** Requests sent to the API, by verb (the benchmark's count; the API server counts too). */
   readonly requests = { replace: 0, read: 0, create: 0 };
@@ -90,7 +90,7 @@ export class HeartbeatWriter {
   /** Milliseconds until the next write is due: a retry after a failure, else a renewal. */
   private due(period: number): number {
     const now = this.opts.clock.now();
-    if (this.failures > 0) return this.retryAt - now;
+    if (this.retryAt !== undefined) return this.retryAt - now;
     return this.lastWrite === undefined ? 0 : this.lastWrite + period - now;
   }
 
@@ -106,11 +106,13 @@ export class HeartbeatWriter {
     }
     this.beating = this.write()
       .then(
-        () => void (this.failures = 0),
+        () => {
+          this.retryAt = undefined;
+          this.retryBackoff.reset();
+        },
         (err: unknown) => {
-          this.failures++;
           const period = renewPeriodMs(this.leaseSeconds());
-          this.retryAt = this.opts.clock.now() + Math.min(RETRY_FIRST_MS * 2 ** (this.failures - 1), period);
+          this.retryAt = this.opts.clock.now() + Math.min(this.retryBackoff.next(), period);
           this.opts.onError(err as Error);
           this.arm(period);
         },

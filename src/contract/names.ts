@@ -28,11 +28,10 @@ export const PROXY_INTERNAL_INSECURE_PORT = 10264;
 /**
  * V8 limits for the agent's Node processes (the agent and the L7 proxy it starts, which inherits
  * them): NODE_OPTIONS in the agent DaemonSet, and for the agents `raven lab` starts. A 1 MiB semi-space
- * keeps the young generation small (V8 grows it to 16 MiB under a steady allocation rate, and
- * keeps it), and a 128 MiB old space makes V8 grow the heap by small steps (its growing factor
- * scales with the limit). Measured by `npm run bench:soak` (README, Memory soak): without them the
- * active cloud gateway's heap grew to 67.7 MiB allocated for 35 MiB used, 119.7 MiB RSS; with them
- * 37.5 MiB and 92 MiB. The heap used peaks near 47 MiB, well inside 128.
+ * keeps the young generation small, and a 128 MiB old space makes V8 grow the heap in small steps.
+ * Measured by `npm run bench:soak` (README, Memory soak): without them the active cloud gateway's
+ * V8 heap total grew to 67.7 MiB for a heap used of 27–45 MiB, 119.7 MiB RSS; with them 37.7 MiB
+ * and 91.9 MiB. The heap used peaked at 46.6 MiB, well inside 128.
  */
 export const AGENT_NODE_OPTIONS = '--max-semi-space-size=1 --max-old-space-size=128';
 /** Agent health (/healthz, /readyz) and Prometheus metrics, on the node's network (hostNetwork). */
