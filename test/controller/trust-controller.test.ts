@@ -168,7 +168,9 @@ test('through the real controller: hostile Node addresses and ranges never reach
   await create('qd-ranges', '192.168.1.40', [...HOSTILE_CIDRS, '10.95.0.0/24']);
   const gw = await waitFor(async () => {
     const g = await cluster.gateway('gw-qingdao');
-    return g.status?.nodes?.length === 2 + evil.length + 1 && activeOf(g).length > 0 ? g : undefined;
+    // Nodes are created, then their status written: wait for the status of the last one, not only its creation.
+    const last = g.status?.nodes?.find((n) => n.nodeName === 'qd-ranges');
+    return g.status?.nodes?.length === 2 + evil.length + 1 && activeOf(g).length > 0 && last?.privateIP ? g : undefined;
   }, 10_000, () => `gw-qingdao status with every member; controller:\n${controller!.logs().slice(-2000)}`);
   const byName = new Map(gw.status!.nodes!.map((n) => [n.nodeName, n]));
   for (const [i] of HOSTILE_INTERNAL_IPS.entries()) assert.equal(byName.get(evil[i]!), { nodeName: evil[i]!, privateIP: '', subnets: [`10.98.${i}.0/24`] });
